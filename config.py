@@ -1,0 +1,389 @@
+"""The global MaskPlus configuration.
+
+Key names, structure and defaults follow the Tensorpack Mask R-CNN example, so its users can carry
+their command lines over. One object, ``config`` (alias ``cfg``), is shared by every module. It is
+edited by ``--config KEY=VALUE`` overrides, completed by :func:`finalize_configs` and frozen.
+
+Overrides are parsed as Python literals (``ast.literal_eval``, never ``eval``), falling back to a
+plain string, and must have the type of the default they replace (ints are accepted for floats,
+lists and tuples are interchangeable). An unknown key is an error that suggests the closest one.
+"""
+import ast
+import difflib
+import os
+import pprint
+
+__all__ = ["config", "cfg", "finalize_configs", "ConfigError", "AttrDict"]
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message names the key."""
+
+
+class AttrDict:
+    """A tree of settings addressed by attributes (``cfg.TRAIN.BASE_LR``).
+
+    While unfrozen, reading a missing attribute creates a sub-tree (that is how the defaults below
+    are declared). Once frozen, nothing can be added or changed.
+    """
+
+    _frozen = False
+
+    def __getattr__(self, name):
+        if self._frozen or name.startswith("_"):
+            raise AttributeError(name)
+        child = AttrDict()
+        setattr(self, name, child)
+        return child
+
+    def __setattr__(self, name, value):
+        if self._frozen:
+            raise ConfigError(f"Config is frozen: cannot set '{name}'.")
+        super().__setattr__(name, value)
+
+    def __contains__(self, name):
+        return name in self.__dict__
+
+    def to_dict(self):
+        return {k: v.to_dict() if isinstance(v, AttrDict) else v
+                for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    def items_flat(self, prefix=""):
+        """``(dotted_key, value)`` for every leaf."""
+        for k, v in self.__dict__.items():
+            if k.startswith("_"):
+                continue
+            if isinstance(v, AttrDict):
+                yield from v.items_flat(prefix + k + ".")
+            else:
+                yield prefix + k, v
+
+    def freeze(self, frozen=True):
+        object.__setattr__(self, "_frozen", frozen)
+        for v in self.__dict__.values():
+            if isinstance(v, AttrDict):
+                v.freeze(frozen)
+
+    def get(self, dotted):
+        node = self
+        for part in dotted.split("."):
+            if not isinstance(node, AttrDict) or part not in node:
+                raise self._unknown(dotted)
+            node = node.__dict__[part]
+        return node
+
+    def set(self, dotted, value):
+        *parents, leaf = dotted.split(".")
+        node = self
+        for part in parents:
+            if part not in node or not isinstance(node.__dict__[part], AttrDict):
+                raise self._unknown(dotted)
+            node = node.__dict__[part]
+        if leaf not in node or isinstance(node.__dict__[leaf], AttrDict):
+            raise self._unknown(dotted)
+        setattr(node, leaf, value)
+
+    def _unknown(self, dotted):
+        keys = [k for k, _ in self.items_flat()]
+        close = difflib.get_close_matches(dotted, keys, n=1, cutoff=0.5)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return ConfigError(f"Unknown config key '{dotted}'.{hint}")
+
+    def update_args(self, args):
+        """Apply ``["KEY=VALUE", ...]`` overrides (the ``--config`` flag)."""
+        for arg in args:
+            if "=" not in arg:
+                raise ConfigError(f"Config override '{arg}' is not of the form KEY=VALUE.")
+            key, text = arg.split("=", 1)
+            key = key.strip()
+            old = self.get(key)
+            self.set(key, _coerce(key, _parse_literal(text), old))
+
+    def __str__(self):
+        return pprint.pformat(self.to_dict(), width=100, compact=True)
+
+    __repr__ = __str__
+
+
+def _parse_literal(text):
+    text = text.strip()
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare word such as GN or replicated
+
+
+def _coerce(key, value, old):
+    """Check ``value`` against the type of the default ``old``, converting where it is lossless."""
+    if old is None:
+        return value
+    if isinstance(old, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(old, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(old, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(old, str):
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (list, tuple)) and key == "TRAIN.LR_SCHEDULE":
+            return list(value)
+    elif isinstance(old, (list, tuple)):
+        if isinstance(value, (list, tuple)):
+            return type(old)(value)
+        if isinstance(value, str) and key == "TRAIN.LR_SCHEDULE":
+            return value
+        if isinstance(value, str) and key in ("DATA.TRAIN", "DATA.VAL"):
+            return type(old)([value])
+    raise ConfigError(
+        f"Config key '{key}' expects a value like {old!r} ({type(old).__name__}), got {value!r} "
+        f"({type(value).__name__}).")
+
+
+config = AttrDict()
+_C = config
+
+# ----------------------------------------------------------------- mode flags
+_C.MODE_MASK = True         # Faster R-CNN when False
+_C.MODE_FPN = True          # only the FPN architecture is implemented (the paper's setting)
+
+# ----------------------------------------------------------------- dataset
+# DATA.BASEDIR holds annotations/instances_<split>.json and <split>/ image folders; every split found
+# there is registered as coco_<split>. Custom datasets: DATA.CUSTOM = {name: (json, image_dir)}.
+_C.DATA.BASEDIR = "/path/to/your/DATA/DIR"
+_C.DATA.TRAIN = ("coco_train2017",)   # several names are concatenated
+_C.DATA.VAL = ("coco_val2017",)       # each is evaluated
+_C.DATA.CUSTOM = {}                   # {"name": ["/path/instances.json", "/path/images"]}
+_C.DATA.NUM_CATEGORY = 0              # 0: taken from the training json at finalisation
+_C.DATA.CLASS_NAMES = []              # filled at finalisation; index 0 is "BG"
+_C.DATA.FILTER_EMPTY_ANNOTATIONS = True
+_C.DATA.NUM_WORKERS = 4               # data-loading processes; 0 runs in the training process
+_C.DATA.ABSOLUTE_COORD = True         # polygon coordinates in pixels (COCO) or in [0, 1]
+_C.DATA.SEED = -1                     # >= 0 makes shuffling and augmentation reproducible
+_C.DATA.VALIDATE = True               # check every image/annotation before training (see README)
+
+# ----------------------------------------------------------------- backbone
+_C.BACKBONE.WEIGHTS = ""              # ImageNet .npz, e.g. ImageNet-R50-AlignPadding.npz
+_C.BACKBONE.RESNET_NUM_BLOCKS = [3, 4, 6, 3]  # R50; [3, 4, 23, 3] is R101
+_C.BACKBONE.NORM = "FreezeBN"         # FreezeBN, SyncBN, GN, None
+_C.BACKBONE.FREEZE_AFFINE = False     # freeze gamma/beta of normalisation layers too
+_C.BACKBONE.FREEZE_AT = 2             # 0: train all; 1: freeze conv0; 2: freeze conv0 and group0
+_C.BACKBONE.TF_PAD_MODE = False       # True for TF-slim style ImageNet weights; False for AlignPadding
+_C.BACKBONE.STRIDE_1X1 = False        # stride in the 1x1 conv (Caffe ResNet) instead of the 3x3
+
+# ----------------------------------------------------------------- trainer
+_C.TRAINER = "replicated"             # replicated or horovod
+_C.TRAIN.NUM_GPUS = None              # towers; set by finalisation (GPUs seen, or 1 on a CPU)
+_C.TRAIN.WEIGHT_DECAY = 1e-4
+_C.TRAIN.BASE_LR = 1e-2               # for a total batch of 8 images
+_C.TRAIN.WARMUP = 1000                # steps of linear warm-up from WARMUP_INIT_LR
+_C.TRAIN.WARMUP_INIT_LR = 1e-5
+_C.TRAIN.STEPS_PER_EPOCH = 500
+_C.TRAIN.STARTING_EPOCH = 1           # overwritten when resuming from a checkpoint
+_C.TRAIN.LR_SCHEDULE = "1x"           # "1x" = [120k, 160k, 180k] steps at total batch 8; or a list
+_C.TRAIN.EVAL_PERIOD = 50             # epochs between evaluations (0: never)
+_C.TRAIN.CHECKPOINT_PERIOD = 20       # epochs between checkpoints
+_C.TRAIN.MAX_CHECKPOINTS = 5
+_C.TRAIN.GRADIENT_ACCUMULATION = True  # accumulate to a total batch of 8 with fewer towers
+_C.TRAIN.INTRA_OP_THREADS = 0         # TF intra-op threads; 0 = all cores
+_C.TRAIN.BOUNDARY_AP = True           # compute Boundary AP in evaluations
+
+# ----------------------------------------------------------------- preprocessing
+_C.PREPROC.TRAIN_SHORT_EDGE_SIZE = [800, 800]  # [min, max] sampled per image
+_C.PREPROC.TEST_SHORT_EDGE_SIZE = 800
+_C.PREPROC.MAX_SIZE = 1333
+_C.PREPROC.PIXEL_MEAN = [123.675, 116.28, 103.53]  # RGB
+_C.PREPROC.PIXEL_STD = [58.395, 57.12, 57.375]
+
+# ----------------------------------------------------------------- anchors and RPN
+_C.RPN.ANCHOR_STRIDE = 16             # unused with FPN (FPN.ANCHOR_STRIDES)
+_C.RPN.ANCHOR_SIZES = (32, 64, 128, 256, 512)
+_C.RPN.ANCHOR_RATIOS = (0.5, 1., 2.)
+_C.RPN.POSITIVE_ANCHOR_THRESH = 0.7
+_C.RPN.NEGATIVE_ANCHOR_THRESH = 0.3
+_C.RPN.FG_RATIO = 0.5
+_C.RPN.BATCH_PER_IM = 256
+_C.RPN.MIN_SIZE = 0.
+_C.RPN.PROPOSAL_NMS_THRESH = 0.7
+_C.RPN.CROWD_OVERLAP_THRESH = 9.99    # anchors overlapping crowd boxes more than this are ignored
+_C.RPN.HEAD_DIM = 1024                # unused with FPN (FPN.NUM_CHANNEL)
+_C.RPN.TRAIN_PRE_NMS_TOPK = 12000     # Joint mode
+_C.RPN.TRAIN_POST_NMS_TOPK = 2000
+_C.RPN.TEST_PRE_NMS_TOPK = 6000
+_C.RPN.TEST_POST_NMS_TOPK = 1000
+_C.RPN.TRAIN_PER_LEVEL_NMS_TOPK = 2000  # Level mode
+_C.RPN.TEST_PER_LEVEL_NMS_TOPK = 1000
+
+# ----------------------------------------------------------------- Fast R-CNN
+_C.FRCNN.BATCH_PER_IM = 512
+_C.FRCNN.BBOX_REG_WEIGHTS = [10., 10., 5., 5.]
+_C.FRCNN.FG_THRESH = 0.5
+_C.FRCNN.FG_RATIO = 0.25              # 1:3 positives to negatives
+
+# ----------------------------------------------------------------- FPN
+_C.FPN.ANCHOR_STRIDES = (4, 8, 16, 32, 64)  # P2..P6
+_C.FPN.PROPOSAL_MODE = "Level"        # Level or Joint
+_C.FPN.NUM_CHANNEL = 256
+_C.FPN.NORM = "None"                  # None or GN
+_C.FPN.FRCNN_HEAD_FUNC = "fastrcnn_2fc_head"
+_C.FPN.FRCNN_CONV_HEAD_DIM = 256
+_C.FPN.FRCNN_FC_HEAD_DIM = 1024
+_C.FPN.MRCNN_HEAD_FUNC = "maskrcnn_up4conv_head"
+
+# ----------------------------------------------------------------- Mask R-CNN
+_C.MRCNN.HEAD_DIM = 256
+_C.MRCNN.ACCURATE_PASTE = True        # bilinear, sub-pixel aligned pasting of the 28x28 masks
+
+# ----------------------------------------------------------------- test time
+_C.TEST.FRCNN_NMS_THRESH = 0.5
+_C.TEST.RESULT_SCORE_THRESH = 0.05
+_C.TEST.RESULT_SCORE_THRESH_VIS = 0.5
+_C.TEST.RESULTS_PER_IM = 100
+
+# ----------------------------------------------------------------- MaskPlus (paper sections 3.1-3.5)
+# Every technique is off by default: the graph is then exactly Tensorpack's Mask R-CNN.
+_C.MASKPLUS.CONTEXT_FUSION = False            # 3.1 contextual fusion
+_C.MASKPLUS.CONTEXT_FUSION_LEVEL = 2          # FPN level Pk the full-image RoI is pooled from
+_C.MASKPLUS.CONTEXT_FUSION_DIMS = [256, 256]  # 3x3 conv widths; last = FPN.NUM_CHANNEL
+_C.MASKPLUS.DECONV_PYRAMID = False            # 3.2 deconvolutional pyramid module
+_C.MASKPLUS.DECONV_PYRAMID_DIM = 256
+_C.MASKPLUS.BOUNDARY_REFINEMENT = "none"      # 3.3: none, original, improved
+_C.MASKPLUS.BOUNDARY_REFINEMENT_MODULES = 4
+_C.MASKPLUS.BOUNDARY_REFINEMENT_GROWTH = [16, 4]  # widths of the two convs of a dense module
+_C.MASKPLUS.QUASI_MULTITASK = []              # 3.4: any of "0.5x", "2x"
+_C.MASKPLUS.QUASI_MULTITASK_WEIGHT = 1.0
+_C.MASKPLUS.BIASED_TRAINING = False           # 3.5 biased training
+_C.MASKPLUS.MASK_LOSS_ALPHA = [[0, 1.5], [120000, 1.0]]  # (step at total batch 8, alpha)
+
+config.freeze(False)
+cfg = config
+
+_NORMS = ("FreezeBN", "SyncBN", "GN", "None")
+_FRCNN_HEADS = ("fastrcnn_2fc_head", "fastrcnn_4conv1fc_head", "fastrcnn_4conv1fc_gn_head")
+_MRCNN_HEADS = ("maskrcnn_up4conv_head", "maskrcnn_up4conv_gn_head")
+
+
+def _schedule_from_name(name):
+    """"1x" -> [120000, 160000, 180000]: Detectron's schedule in steps at a total batch of 8."""
+    if not (isinstance(name, str) and name.endswith("x")):
+        raise ConfigError(f"TRAIN.LR_SCHEDULE '{name}' must be like '1x', '2x', '0.5x' or a list of steps.")
+    try:
+        mult = float(name[:-1])
+    except ValueError:
+        raise ConfigError(f"TRAIN.LR_SCHEDULE '{name}' must be like '1x', '2x', '0.5x' or a list of steps.")
+    if mult <= 0:
+        raise ConfigError(f"TRAIN.LR_SCHEDULE '{name}' must be positive.")
+    return [int(mult * s) for s in (120000, 160000, 180000)]
+
+
+def _check_consistency(c):
+    """Combinations that would fail deep inside the graph; named here instead."""
+    errors = []
+    if not c.MODE_FPN:
+        errors.append("MODE_FPN=False (C4 models) is not implemented; MaskPlus is defined on FPN.")
+    if c.BACKBONE.NORM not in _NORMS:
+        errors.append(f"BACKBONE.NORM must be one of {_NORMS}, got '{c.BACKBONE.NORM}'.")
+    if c.FPN.NORM not in ("None", "GN"):
+        errors.append(f"FPN.NORM must be 'None' or 'GN', got '{c.FPN.NORM}'.")
+    if c.FPN.FRCNN_HEAD_FUNC not in _FRCNN_HEADS:
+        errors.append(f"FPN.FRCNN_HEAD_FUNC must be one of {_FRCNN_HEADS}, got '{c.FPN.FRCNN_HEAD_FUNC}'.")
+    if c.FPN.MRCNN_HEAD_FUNC not in _MRCNN_HEADS:
+        errors.append(f"FPN.MRCNN_HEAD_FUNC must be one of {_MRCNN_HEADS}, got '{c.FPN.MRCNN_HEAD_FUNC}'.")
+    if c.FPN.PROPOSAL_MODE not in ("Level", "Joint"):
+        errors.append(f"FPN.PROPOSAL_MODE must be 'Level' or 'Joint', got '{c.FPN.PROPOSAL_MODE}'.")
+    if len(c.RPN.ANCHOR_SIZES) != len(c.FPN.ANCHOR_STRIDES):
+        errors.append(f"RPN.ANCHOR_SIZES {tuple(c.RPN.ANCHOR_SIZES)} needs one size per FPN level of "
+                      f"FPN.ANCHOR_STRIDES {tuple(c.FPN.ANCHOR_STRIDES)}.")
+    if tuple(c.FPN.ANCHOR_STRIDES) != (4, 8, 16, 32, 64):
+        errors.append(f"FPN.ANCHOR_STRIDES must be (4, 8, 16, 32, 64) for P2-P6, got {tuple(c.FPN.ANCHOR_STRIDES)}.")
+    if len(c.BACKBONE.RESNET_NUM_BLOCKS) != 4 or min(c.BACKBONE.RESNET_NUM_BLOCKS) < 1:
+        errors.append(f"BACKBONE.RESNET_NUM_BLOCKS needs 4 positive block counts, got {c.BACKBONE.RESNET_NUM_BLOCKS}.")
+    if c.BACKBONE.FREEZE_AT not in (0, 1, 2):
+        errors.append(f"BACKBONE.FREEZE_AT must be 0, 1 or 2, got {c.BACKBONE.FREEZE_AT}.")
+    if "gn" in c.FPN.FRCNN_HEAD_FUNC and c.FPN.NORM != "GN":
+        errors.append(f"FPN.FRCNN_HEAD_FUNC={c.FPN.FRCNN_HEAD_FUNC} is a GN head: set FPN.NORM=GN as well.")
+    if "gn" in c.FPN.MRCNN_HEAD_FUNC and c.FPN.NORM != "GN":
+        errors.append(f"FPN.MRCNN_HEAD_FUNC={c.FPN.MRCNN_HEAD_FUNC} is a GN head: set FPN.NORM=GN as well.")
+    if c.TRAINER not in ("replicated", "horovod"):
+        errors.append(f"TRAINER must be 'replicated' or 'horovod', got '{c.TRAINER}'.")
+    if len(c.PREPROC.TRAIN_SHORT_EDGE_SIZE) != 2 or c.PREPROC.TRAIN_SHORT_EDGE_SIZE[0] > c.PREPROC.TRAIN_SHORT_EDGE_SIZE[1]:
+        errors.append(f"PREPROC.TRAIN_SHORT_EDGE_SIZE must be [min, max], got {c.PREPROC.TRAIN_SHORT_EDGE_SIZE}.")
+    if not 0 < c.FRCNN.FG_RATIO <= 1 or not 0 < c.RPN.FG_RATIO <= 1:
+        errors.append("FRCNN.FG_RATIO and RPN.FG_RATIO must be in (0, 1].")
+    mp = c.MASKPLUS
+    if mp.BOUNDARY_REFINEMENT not in ("none", "original", "improved"):
+        errors.append(f"MASKPLUS.BOUNDARY_REFINEMENT must be none, original or improved, got '{mp.BOUNDARY_REFINEMENT}'.")
+    bad_qm = [s for s in mp.QUASI_MULTITASK if s not in ("0.5x", "2x")]
+    if bad_qm:
+        errors.append(f"MASKPLUS.QUASI_MULTITASK accepts '0.5x' and '2x', got {bad_qm}.")
+    if mp.CONTEXT_FUSION:
+        if not mp.CONTEXT_FUSION_DIMS or mp.CONTEXT_FUSION_DIMS[-1] != c.FPN.NUM_CHANNEL:
+            errors.append(f"MASKPLUS.CONTEXT_FUSION_DIMS {mp.CONTEXT_FUSION_DIMS} must end with "
+                          f"FPN.NUM_CHANNEL={c.FPN.NUM_CHANNEL}: its output is added to the RoI features.")
+        if mp.CONTEXT_FUSION_LEVEL not in (2, 3, 4, 5):
+            errors.append(f"MASKPLUS.CONTEXT_FUSION_LEVEL must be 2-5 (P2..P5), got {mp.CONTEXT_FUSION_LEVEL}.")
+    alpha = mp.MASK_LOSS_ALPHA
+    if not alpha or any(len(p) != 2 for p in alpha) or [p[0] for p in alpha] != sorted(p[0] for p in alpha):
+        errors.append(f"MASKPLUS.MASK_LOSS_ALPHA must be [[step, alpha], ...] with increasing steps, got {alpha}.")
+    if errors:
+        raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(errors))
+
+
+def finalize_configs(is_training, num_gpus=None):
+    """Derive the values that depend on others, validate, and freeze ``config``.
+
+    Args:
+        is_training: training needs the dataset's classes and the schedule; inference only classes.
+        num_gpus: towers to train on; default: ``TRAIN.NUM_GPUS`` if set, else the GPUs visible
+            (one CPU tower when there are none), or the Horovod size under ``TRAINER=horovod``.
+    """
+    c = config
+    c.freeze(False)
+    c.DATA.BASEDIR = os.path.expanduser(c.DATA.BASEDIR)
+    if isinstance(c.DATA.TRAIN, str):
+        c.DATA.TRAIN = (c.DATA.TRAIN,)
+    if isinstance(c.DATA.VAL, str):
+        c.DATA.VAL = (c.DATA.VAL,)
+    if c.BACKBONE.NORM != "FreezeBN":
+        assert not c.BACKBONE.FREEZE_AFFINE, "BACKBONE.FREEZE_AFFINE only makes sense with FreezeBN."
+    _check_consistency(c)
+
+    if not c.DATA.CLASS_NAMES:
+        from maskplus.data.coco import class_names_for  # lazy: config must not import data at load
+        c.DATA.CLASS_NAMES = class_names_for(c.DATA.TRAIN if is_training else c.DATA.VAL + c.DATA.TRAIN)
+    if c.DATA.CLASS_NAMES[0] != "BG":
+        c.DATA.CLASS_NAMES = ["BG"] + list(c.DATA.CLASS_NAMES)
+    if c.DATA.NUM_CATEGORY and c.DATA.NUM_CATEGORY != len(c.DATA.CLASS_NAMES) - 1:
+        raise ConfigError(f"DATA.NUM_CATEGORY={c.DATA.NUM_CATEGORY} but the dataset has "
+                          f"{len(c.DATA.CLASS_NAMES) - 1} categories.")
+    c.DATA.NUM_CATEGORY = len(c.DATA.CLASS_NAMES) - 1
+    c.DATA.NUM_CLASS = c.DATA.NUM_CATEGORY + 1
+
+    c.RPN.NUM_ANCHOR = len(c.RPN.ANCHOR_RATIOS)  # one size per FPN level
+    c.FPN.RESOLUTION_REQUIREMENT = c.FPN.ANCHOR_STRIDES[3]  # images padded to a multiple of 32
+    c.PREPROC.MAX_SIZE = float(c.PREPROC.MAX_SIZE)
+
+    if is_training:
+        if c.TRAINER == "horovod":
+            import horovod.tensorflow as hvd  # only present where installed
+            n = hvd.size()
+        else:
+            n = num_gpus or c.TRAIN.NUM_GPUS or _visible_gpus() or 1
+        c.TRAIN.NUM_GPUS = int(n)
+        if isinstance(c.TRAIN.LR_SCHEDULE, str):
+            c.TRAIN.LR_SCHEDULE = _schedule_from_name(c.TRAIN.LR_SCHEDULE)
+        c.TRAIN.LR_SCHEDULE = [int(s) for s in c.TRAIN.LR_SCHEDULE]
+        if c.TRAIN.LR_SCHEDULE != sorted(c.TRAIN.LR_SCHEDULE) or not c.TRAIN.LR_SCHEDULE:
+            raise ConfigError(f"TRAIN.LR_SCHEDULE must be increasing steps, got {c.TRAIN.LR_SCHEDULE}.")
+        if c.TRAIN.NUM_GPUS > 8:
+            raise ConfigError("More than 8 towers: the schedule semantics assume a total batch of at most 8.")
+    c.freeze()
+    return c
+
+
+def _visible_gpus():
+    from maskplus.compat import tf
+    return len(tf.config.list_physical_devices("GPU"))
