@@ -1,0 +1,123 @@
+"""ResNet (bottleneck, v1) backbone producing C2-C5 for the FPN, in NCHW.
+
+Variable names and padding follow the Tensorpack model zoo so ``ImageNet-R50-AlignPadding.npz``
+and the COCO checkpoints load unchanged: ``conv0``, ``group{0..3}/block{i}/conv{1,2,3}``,
+``convshortcut``, with ``bn``/``gn`` inside each conv's scope.
+"""
+from contextlib import ExitStack, contextmanager
+
+from tensorpack.models import BatchNorm, Conv2D, MaxPooling
+from tensorpack.tfutils import argscope
+from tensorpack.tfutils.varreplace import custom_getter_scope, freeze_variables
+
+from config import config as cfg
+from maskplus.compat import tf, tfv1
+from maskplus.modeling.layers import norm_layer
+
+
+def image_preprocess(image_bgr):
+    """BGR float image (any leading dims, channels last) -> normalised RGB-ordered statistics."""
+    with tf.name_scope("image_preprocess"):
+        # the config's mean/std are RGB; the input is BGR, so use them reversed
+        mean = tf.constant(cfg.PREPROC.PIXEL_MEAN[::-1], tf.float32)
+        inv_std = tf.constant([1.0 / s for s in cfg.PREPROC.PIXEL_STD[::-1]], tf.float32)
+        return (tf.cast(image_bgr, tf.float32) - mean) * inv_std
+
+
+def _pad_pair(top_left, bottom_right):
+    """Asymmetric padding for stride-2 VALID convs. AlignPadding weights put the extra pixel first."""
+    return [top_left, bottom_right] if cfg.BACKBONE.TF_PAD_MODE else [bottom_right, top_left]
+
+
+def _freeze_affine_getter(getter, name, *args, **kwargs):
+    if name.endswith("/gamma") or name.endswith("/beta"):
+        kwargs["trainable"] = False
+        var = getter(name, *args, **kwargs)
+        tfv1.add_to_collection(tfv1.GraphKeys.MODEL_VARIABLES, var)
+        return var
+    return getter(name, *args, **kwargs)
+
+
+@contextmanager
+def backbone_scope(freeze):
+    """Defaults for backbone layers; ``freeze`` makes the variables non-trainable."""
+    norm = cfg.BACKBONE.NORM
+
+    def norm_relu(x):
+        return tf.nn.relu(norm_layer(norm)(x))
+
+    with argscope([Conv2D, MaxPooling, BatchNorm], data_format="channels_first"), \
+            argscope(Conv2D, use_bias=False, activation=norm_relu,
+                     kernel_initializer=tfv1.variance_scaling_initializer(scale=2.0, mode="fan_out")), \
+            ExitStack() as stack:
+        if norm in ("FreezeBN", "SyncBN"):
+            if freeze or norm == "FreezeBN":
+                stack.enter_context(argscope(BatchNorm, training=False))
+            else:
+                sync = "nccl" if cfg.TRAINER == "replicated" else "horovod"
+                stack.enter_context(argscope(BatchNorm, sync_statistics=sync))
+        if freeze:
+            stack.enter_context(freeze_variables(stop_gradient=False, skip_collection=True))
+        elif cfg.BACKBONE.FREEZE_AFFINE:
+            stack.enter_context(custom_getter_scope(_freeze_affine_getter))
+        yield
+
+
+def bottleneck(x, ch, stride):
+    shortcut = x
+    if cfg.BACKBONE.STRIDE_1X1:
+        if stride == 2:
+            x = x[:, :, :-1, :-1]
+        x = Conv2D("conv1", x, ch, 1, strides=stride)
+        x = Conv2D("conv2", x, ch, 3, strides=1)
+    else:
+        x = Conv2D("conv1", x, ch, 1, strides=1)
+        if stride == 2:
+            x = tf.pad(x, [[0, 0], [0, 0], _pad_pair(0, 1), _pad_pair(0, 1)])
+            x = Conv2D("conv2", x, ch, 3, strides=2, padding="VALID")
+        else:
+            x = Conv2D("conv2", x, ch, 3, strides=1)
+    if cfg.BACKBONE.NORM == "None":
+        # without a norm, start the residual branch at zero through its last kernel
+        x = Conv2D("conv3", x, ch * 4, 1, activation=tf.identity, kernel_initializer=tf.zeros_initializer())
+    else:
+        x = Conv2D("conv3", x, ch * 4, 1, activation=norm_layer(cfg.BACKBONE.NORM, zero_init=True))
+    if shortcut.shape[1] != ch * 4:
+        shortcut = Conv2D("convshortcut", shortcut, ch * 4, 1, strides=stride,
+                          activation=norm_layer(cfg.BACKBONE.NORM))
+    return tf.nn.relu(x + shortcut, name="output")
+
+
+def resnet_group(name, x, ch, count, stride):
+    with tfv1.variable_scope(name):
+        for i in range(count):
+            with tfv1.variable_scope(f"block{i}"):
+                x = bottleneck(x, ch, stride if i == 0 else 1)
+    return x
+
+
+def resnet_fpn_backbone(image, num_blocks):
+    """NCHW image -> (C2, C3, C4, C5) at strides 4, 8, 16, 32.
+
+    The image is first padded at the bottom/right to a multiple of 32 so every level has exactly
+    1/stride of the padded size, which the anchors and the FPN's 2x up-sampling rely on.
+    """
+    freeze_at = cfg.BACKBONE.FREEZE_AT
+    mult = float(cfg.FPN.RESOLUTION_REQUIREMENT)
+    shape2d = tf.shape(image)[2:]
+    padded = tf.cast(tf.math.ceil(tf.cast(shape2d, tf.float32) / mult) * mult, tf.int32)
+    extra = padded - shape2d
+    with backbone_scope(freeze=freeze_at > 0):
+        base = _pad_pair(2, 3)
+        x = tf.pad(image, tf.stack([[0, 0], [0, 0], [base[0], base[1] + extra[0]], [base[0], base[1] + extra[1]]]))
+        x.set_shape([None, image.shape[1], None, None])
+        x = Conv2D("conv0", x, 64, 7, strides=2, padding="VALID")
+        x = tf.pad(x, [[0, 0], [0, 0], _pad_pair(0, 1), _pad_pair(0, 1)])
+        x = MaxPooling("pool0", x, 3, strides=2, padding="VALID")
+    with backbone_scope(freeze=freeze_at > 1):
+        c2 = resnet_group("group0", x, 64, num_blocks[0], 1)
+    with backbone_scope(freeze=False):
+        c3 = resnet_group("group1", c2, 128, num_blocks[1], 2)
+        c4 = resnet_group("group2", c3, 256, num_blocks[2], 2)
+        c5 = resnet_group("group3", c4, 512, num_blocks[3], 2)
+    return c2, c3, c4, c5

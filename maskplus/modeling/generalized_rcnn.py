@@ -1,0 +1,123 @@
+"""The Mask R-CNN (ResNet-FPN) ``ModelDesc``: inputs, graph, losses, optimiser."""
+from tensorpack import ModelDesc
+from tensorpack.models import l2_regularizer, regularize_cost
+from tensorpack.tfutils import optimizer as tp_optimizer
+from tensorpack.tfutils.summary import add_moving_summary
+from tensorpack.tfutils.tower import get_current_tower_context
+
+from config import config as cfg
+from maskplus.compat import tf, tfv1
+from maskplus.modeling.backbone import image_preprocess, resnet_fpn_backbone
+from maskplus.modeling.model_box import (area, cell_anchors, clip_boxes, decode_bbox_target, encode_bbox_target,
+                                         grid_anchors)
+from maskplus.modeling.model_fpn import (fpn_model, generate_fpn_proposals, multilevel_roi_align,
+                                         multilevel_rpn_losses)
+from maskplus.modeling.model_frcnn import (BOX_HEADS, BoxProposals, FastRCNNHead, fastrcnn_outputs,
+                                           fastrcnn_predictions, sample_fast_rcnn_targets)
+from maskplus.modeling.model_mrcnn import MaskTargets, build_mask_branch, select_class, unpackbits_masks
+from maskplus.modeling.model_rpn import rpn_head
+
+INFERENCE_INPUTS = ["image"]
+
+
+def inference_outputs():
+    out = ["output/boxes", "output/scores", "output/labels"]
+    return out + ["output/masks"] if cfg.MODE_MASK else out
+
+
+class ResNetFPNModel(ModelDesc):
+    """Mask R-CNN with a ResNet-FPN backbone, one image per tower (Tensorpack's design)."""
+
+    def inputs(self):
+        num_anchors = len(cfg.RPN.ANCHOR_RATIOS)
+        specs = [tf.TensorSpec((None, None, 3), tf.float32, "image")]
+        for lvl in range(2, 2 + len(cfg.FPN.ANCHOR_STRIDES)):
+            specs.append(tf.TensorSpec((None, None, num_anchors), tf.int32, f"anchor_labels_lvl{lvl}"))
+            specs.append(tf.TensorSpec((None, None, num_anchors, 4), tf.float32, f"anchor_boxes_lvl{lvl}"))
+        specs.append(tf.TensorSpec((None, 4), tf.float32, "gt_boxes"))
+        specs.append(tf.TensorSpec((None,), tf.int64, "gt_labels"))
+        if cfg.MODE_MASK:
+            specs.append(tf.TensorSpec((None, None, None), tf.uint8, "gt_masks_packed"))
+        return specs
+
+    def optimizer(self):
+        lr = tfv1.get_variable("learning_rate", initializer=0.003, trainable=False)
+        tfv1.summary.scalar("learning_rate-summary", lr)
+        # BASE_LR is for a total batch of 8; gradients are summed over towers (average=False)
+        # and, with fewer than 8 towers, accumulated up to 8 images before one update.
+        # Without accumulation a step sees fewer images and moves proportionally less: the
+        # linear scaling rule, with no further change.
+        opt = tfv1.train.MomentumOptimizer(lr / 8.0, 0.9)
+        towers = cfg.TRAIN.NUM_GPUS or 1
+        if towers < 8 and cfg.TRAIN.GRADIENT_ACCUMULATION:
+            opt = tp_optimizer.AccumGradOptimizer(opt, 8 // towers)
+        return opt
+
+    def build_graph(self, *args):
+        inputs = dict(zip([s.name for s in self.inputs()], args))
+        training = get_current_tower_context().is_training
+        image = tf.transpose(image_preprocess(tf.expand_dims(inputs["image"], 0)), [0, 3, 1, 2])
+        image_shape2d = tf.shape(image)[2:]
+
+        c2345 = resnet_fpn_backbone(image, cfg.BACKBONE.RESNET_NUM_BLOCKS)
+        features = fpn_model("fpn", c2345)
+        proposals, rpn_loss = self.rpn(features, image_shape2d, inputs, training)
+
+        if training:
+            gt_boxes, gt_labels = inputs["gt_boxes"], inputs["gt_labels"]
+            add_moving_summary(tf.reduce_mean(area(gt_boxes), name="mean_gt_box_area"))
+            proposals = sample_fast_rcnn_targets(proposals.boxes, gt_boxes, gt_labels)
+        head = self.box_head(features, proposals, inputs.get("gt_boxes"))
+
+        if not training:
+            self.inference_outputs(features, head, image_shape2d)
+            return None
+        losses = rpn_loss + head.losses()
+        if cfg.MODE_MASK:
+            gt_masks = tf.cast(unpackbits_masks(inputs["gt_masks_packed"]), tf.uint8, name="gt_masks")
+            targets = MaskTargets(proposals.fg_labels, gt_masks, proposals.fg_inds_wrt_gt)
+            _, mask_losses = build_mask_branch(features, proposals.fg_boxes, image_shape2d,
+                                               cfg.DATA.NUM_CATEGORY, targets)
+            losses += mask_losses
+        wd_cost = regularize_cost(".*/W", l2_regularizer(cfg.TRAIN.WEIGHT_DECAY), name="wd_cost")
+        total_cost = tf.add_n(losses + [wd_cost], "total_cost")
+        add_moving_summary(total_cost, wd_cost)
+        return total_cost
+
+    def rpn(self, features, image_shape2d, inputs, training):
+        """Objectness and boxes on every level, proposals, and (training) the RPN losses."""
+        num_anchors = len(cfg.RPN.ANCHOR_RATIOS)
+        labels, box_targets, logits, pred_boxes, box_logits = [], [], [], [], []
+        for i, (fmap, stride, size) in enumerate(zip(features, cfg.FPN.ANCHOR_STRIDES, cfg.RPN.ANCHOR_SIZES)):
+            lvl = i + 2
+            with tf.name_scope(f"FPN_lvl{lvl}"):
+                anchors = grid_anchors(fmap, stride, cell_anchors(size, cfg.RPN.ANCHOR_RATIOS))
+            label_logits, deltas = rpn_head("rpn", fmap, cfg.FPN.NUM_CHANNEL, num_anchors)
+            pred_boxes.append(decode_bbox_target(deltas, anchors, cfg.PREPROC.MAX_SIZE))
+            logits.append(label_logits)
+            box_logits.append(deltas)
+            if training:
+                # the data pipeline provides targets for the padded image: slice to the map
+                shape2d = tf.shape(fmap)[2:]
+                lab = inputs[f"anchor_labels_lvl{lvl}"][:shape2d[0], :shape2d[1]]
+                gtb = inputs[f"anchor_boxes_lvl{lvl}"][:shape2d[0], :shape2d[1]]
+                labels.append(lab)
+                box_targets.append(encode_bbox_target(gtb, anchors))
+        boxes, _ = generate_fpn_proposals(pred_boxes, logits, image_shape2d, training)
+        losses = multilevel_rpn_losses(labels, box_targets, logits, box_logits) if training else []
+        return BoxProposals(boxes), losses
+
+    def box_head(self, features, proposals, gt_boxes):
+        roi_features = multilevel_roi_align(features[:4], proposals.boxes, 7)
+        hidden = BOX_HEADS[cfg.FPN.FRCNN_HEAD_FUNC]("fastrcnn", roi_features)
+        label_logits, box_logits = fastrcnn_outputs("fastrcnn/outputs", hidden, cfg.DATA.NUM_CATEGORY)
+        return FastRCNNHead(proposals, box_logits, label_logits, gt_boxes, cfg.FRCNN.BBOX_REG_WEIGHTS)
+
+    def inference_outputs(self, features, head, image_shape2d):
+        """``output/boxes``, ``output/scores``, ``output/labels`` and ``output/masks`` (R x 28 x 28)."""
+        boxes = clip_boxes(head.decoded_output_boxes(), image_shape2d, name="fastrcnn_all_boxes")
+        scores = head.output_scores(name="fastrcnn_all_scores")
+        final_boxes, _, final_labels = fastrcnn_predictions(boxes, scores, name_scope="output")
+        if cfg.MODE_MASK:
+            mask_logits, _ = build_mask_branch(features, final_boxes, image_shape2d, cfg.DATA.NUM_CATEGORY)
+            tf.sigmoid(select_class(mask_logits, final_labels), name="output/masks")

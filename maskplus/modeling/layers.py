@@ -1,0 +1,39 @@
+"""Layers Tensorpack does not ship: GroupNorm, and the norm choice shared by backbone and heads."""
+from tensorpack.models import BatchNorm, layer_register
+
+from maskplus.compat import tf, tfv1
+
+
+@layer_register(log_shape=True)
+def GroupNorm(x, group=32, gamma_initializer=None):
+    """Group normalisation (Wu & He, 2018) of an NCHW tensor.
+
+    Variables ``beta`` and ``gamma`` of shape [C], as the model-zoo GN checkpoints store them.
+    """
+    chan = x.shape.as_list()[1]
+    if chan % group:
+        raise ValueError(f"GroupNorm: {chan} channels are not divisible into {group} groups.")
+    dyn = tf.shape(x)
+    grouped = tf.reshape(x, tf.stack([-1, group, chan // group, dyn[2], dyn[3]]))
+    mean, var = tf.nn.moments(grouped, [2, 3, 4], keepdims=True)
+    beta = tfv1.get_variable("beta", [chan], initializer=tf.zeros_initializer())
+    gamma = tfv1.get_variable("gamma", [chan], initializer=gamma_initializer or tf.ones_initializer())
+    affine_shape = [1, group, chan // group, 1, 1]
+    out = tf.nn.batch_normalization(grouped, mean, var, tf.reshape(beta, affine_shape),
+                                    tf.reshape(gamma, affine_shape), 1e-5)
+    return tf.reshape(out, dyn, name="output")
+
+
+def norm_layer(kind, zero_init=False):
+    """A one-argument function normalising its input with ``kind`` (FreezeBN/SyncBN/GN/None).
+
+    It runs inside the calling layer's variable scope, so a conv named ``conv1`` gets
+    ``conv1/bn/...`` or ``conv1/gn/...`` variables, the model-zoo names. ``zero_init`` starts the
+    scale at zero (last norm of a residual branch).
+    """
+    if kind == "None":
+        return tf.identity
+    gamma_init = tf.zeros_initializer() if zero_init else None
+    if kind == "GN":
+        return lambda x: GroupNorm("gn", x, gamma_initializer=gamma_init)
+    return lambda x: BatchNorm("bn", x, gamma_initializer=gamma_init or tf.ones_initializer())

@@ -1,0 +1,134 @@
+"""The mask branch: baseline heads, the mask loss, and the single builder that composes the
+MaskPlus techniques (``maskplus/techniques``) around the baseline head.
+
+With every ``MASKPLUS.*`` option off, :func:`build_mask_branch` builds exactly Tensorpack's
+Mask R-CNN mask branch (same ops, same variables).
+"""
+from tensorpack.models import Conv2D, Conv2DTranspose, layer_register
+from tensorpack.tfutils import argscope
+from tensorpack.tfutils.scope_utils import under_name_scope
+from tensorpack.tfutils.summary import add_moving_summary
+
+from config import config as cfg
+from maskplus.compat import tf, tfv1
+from maskplus.modeling.layers import GroupNorm
+from maskplus.modeling.model_box import crop_and_resize
+from maskplus.modeling.model_fpn import multilevel_roi_align
+
+
+def _msra_fan_out():
+    return tfv1.variance_scaling_initializer(scale=2.0, mode="fan_out", distribution="untruncated_normal")
+
+
+@layer_register(log_shape=True)
+def maskrcnn_upXconv_head(feature, num_category, num_convs, norm=None, before_upsample=None):
+    """RoI features N x C x 14 x 14 -> mask logits N x K x 28 x 28.
+
+    ``num_convs`` 3x3 convs (``fcn{k}``, optionally GroupNorm ``gn{k}``), a 2x2 stride-2
+    deconvolution (``deconv``) and a 1x1 class-wise predictor (``conv``).
+    ``before_upsample``, when given, maps the conv features to features of the same shape just
+    before the deconvolution (the deconvolutional pyramid module's place, paper 3.2).
+    """
+    x = feature
+    with argscope([Conv2D, Conv2DTranspose], data_format="channels_first", kernel_initializer=_msra_fan_out()):
+        for k in range(num_convs):
+            x = Conv2D(f"fcn{k}", x, cfg.MRCNN.HEAD_DIM, 3, activation=tf.nn.relu)
+            if norm == "GN":
+                x = GroupNorm(f"gn{k}", x)
+        if before_upsample is not None:
+            x = before_upsample(x)
+        x = Conv2DTranspose("deconv", x, cfg.MRCNN.HEAD_DIM, 2, strides=2, activation=tf.nn.relu)
+        return Conv2D("conv", x, num_category, 1, kernel_initializer=tf.random_normal_initializer(stddev=0.001))
+
+
+def maskrcnn_up4conv_head(*args, **kwargs):
+    return maskrcnn_upXconv_head(*args, num_convs=4, **kwargs)
+
+
+def maskrcnn_up4conv_gn_head(*args, **kwargs):
+    return maskrcnn_upXconv_head(*args, num_convs=4, norm="GN", **kwargs)
+
+
+MASK_HEADS = {f.__name__: f for f in (maskrcnn_up4conv_head, maskrcnn_up4conv_gn_head)}
+
+
+def unpackbits_masks(packed):
+    """uint8 N x H x ceil(W/8) (``np.packbits`` along the last axis) -> bool N x H x 8*ceil(W/8)."""
+    bits = tf.constant([128, 64, 32, 16, 8, 4, 2, 1], tf.uint8)
+    unpacked = tf.bitwise.bitwise_and(tf.expand_dims(packed, -1), bits) > 0
+    return tf.reshape(unpacked, tf.concat([tf.shape(packed)[:-1], [8 * tf.shape(packed)[-1]]], axis=0))
+
+
+def select_class(mask_logits, labels):
+    """N x K x h x w logits, labels in 1..K -> N x h x w logits of each RoI's class."""
+    return tf.squeeze(tf.gather(mask_logits, tf.reshape(tf.cast(labels, tf.int64) - 1, [-1, 1]), batch_dims=1), 1)
+
+
+def mask_targets(gt_masks, fg_boxes, fg_inds_wrt_gt, size):
+    """Ground-truth masks (M x H x W) cropped to each foreground RoI at ``size`` x ``size``, in [0, 1]."""
+    crops = crop_and_resize(tf.expand_dims(tf.cast(gt_masks, tf.float32), 1), fg_boxes,
+                            fg_inds_wrt_gt, size, pad_border=False)
+    return tf.squeeze(crops, 1)
+
+
+@under_name_scope()
+def maskrcnn_loss(mask_logits, fg_labels, fg_target_masks):
+    """Per-pixel sigmoid cross-entropy on each RoI's own class channel (Mask R-CNN's L_mask)."""
+    logits = select_class(mask_logits, fg_labels)
+    loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=fg_target_masks, logits=logits),
+                          name="maskrcnn_loss")
+    pred = tf.sigmoid(logits) > 0.5
+    truth = fg_target_masks > 0.5
+    accuracy = tf.reduce_mean(tf.cast(tf.equal(pred, truth), tf.float32), name="accuracy")
+    pos_accuracy = tf.reduce_mean(tf.cast(tf.logical_and(pred, truth), tf.float32), name="pos_accuracy")
+    fg_pixel_ratio = tf.reduce_mean(tf.cast(truth, tf.float32), name="fg_pixel_ratio")
+    add_moving_summary(loss, accuracy, pos_accuracy, fg_pixel_ratio)
+    return loss
+
+
+class MaskTargets:
+    """What the mask branch needs in training: the foreground RoIs' labels and matched gt masks."""
+
+    def __init__(self, fg_labels, gt_masks, fg_inds_wrt_gt):
+        self.fg_labels = fg_labels
+        self.gt_masks = gt_masks
+        self.fg_inds_wrt_gt = fg_inds_wrt_gt
+
+
+def build_mask_branch(features, boxes, image_shape2d, num_category, targets=None):
+    """The mask branch with the MaskPlus techniques that ``cfg.MASKPLUS`` switches on.
+
+    Args:
+        features: [P2, ..., P6] NCHW FPN features.
+        boxes: R x 4 boxes to segment (foreground RoIs in training, detections at inference).
+        image_shape2d: [h, w] of the real (unpadded) image, for the full-image RoI of 3.1.
+        targets: :class:`MaskTargets` in training, ``None`` at inference.
+    Returns:
+        mask logits R x K x 28 x 28, and a list of losses (empty at inference).
+    """
+    from maskplus.techniques import (biased_training, boundary_refinement, contextual_fusion,
+                                     deconv_pyramid, quasi_multitask)
+    mp = cfg.MASKPLUS
+    roi_features = multilevel_roi_align(features[:4], boxes, 14, name_scope="multilevel_roi_align_mask")
+    head_input = roi_features
+    if mp.CONTEXT_FUSION:
+        head_input = contextual_fusion.fuse_context(head_input, features, image_shape2d)
+    head = MASK_HEADS[cfg.FPN.MRCNN_HEAD_FUNC]
+    before_upsample = deconv_pyramid.deconv_pyramid_module if mp.DECONV_PYRAMID else None
+    mask_logits = head("maskrcnn", head_input, num_category, before_upsample=before_upsample)
+    if mp.BOUNDARY_REFINEMENT != "none":
+        mask_logits = boundary_refinement.refine_boundary(mask_logits, mp.BOUNDARY_REFINEMENT)
+    if targets is None:
+        return mask_logits, []
+
+    fg_boxes = boxes
+    target_28 = tf.identity(mask_targets(targets.gt_masks, fg_boxes, targets.fg_inds_wrt_gt, 28),
+                            name="sampled_fg_mask_targets")
+    mask_loss = maskrcnn_loss(mask_logits, targets.fg_labels, target_28)
+    if mp.BIASED_TRAINING:
+        mask_loss = biased_training.weight_mask_loss(mask_loss)
+    losses = [mask_loss]
+    if mp.QUASI_MULTITASK:
+        losses.extend(quasi_multitask.quasi_multitask_losses(
+            roi_features, targets, fg_boxes, num_category, mp.QUASI_MULTITASK))
+    return mask_logits, losses

@@ -1,0 +1,52 @@
+"""Contextual fusion -- MaskPlus section 3.1 (ablation: section 4.3, Table 1).
+
+The paper: "we take the features that come from the last layer of FPN backbone and apply only
+one full-image-size RoI to these features at a newly created RoIAlign layer. After several
+convolutional layers, the outcomes on this new branch will be added to the RoIAlign features
+from the original mask branch. The newly created RoIAlign layer and the old one have the same
+configuration and size of feature outputs."
+
+Our interpretations, where the paper is vague:
+* "The last layer of FPN backbone" is P2, the last output of the top-down path (and the finest
+  level). ``MASKPLUS.CONTEXT_FUSION_LEVEL`` picks another level (2-5).
+* The full-image RoI is ``[0, 0, w, h]`` of the real image, not of the padding added to reach a
+  multiple of 32, pooled at 14 x 14 like the mask branch's RoIAlign.
+* "Several convolutional layers" are 3x3 convolutions, each followed by ReLU, with the widths of
+  ``MASKPLUS.CONTEXT_FUSION_DIMS`` (Table 1: ``256-256``, ``256-256-256``, ``720-512-512-256``).
+  The last width equals the RoI feature width so the sum is defined.
+* The 1 x C x 14 x 14 context is added to every RoI's features (broadcast over RoIs), before the
+  mask head's first convolution, in training and inference alike.
+
+Variables: ``context_fusion/conv{i}/{W,b}``.
+"""
+from tensorpack.models import Conv2D
+from tensorpack.tfutils import argscope
+
+from config import config as cfg
+from maskplus.compat import tf, tfv1
+from maskplus.modeling.model_box import roi_align
+
+SCOPE = "context_fusion"
+
+
+def global_context(features, image_shape2d, level, dims, resolution=14):
+    """The full-image RoI of FPN level ``level``, through the conv stack: 1 x dims[-1] x res x res."""
+    stride = cfg.FPN.ANCHOR_STRIDES[level - 2]
+    hw = tf.cast(image_shape2d, tf.float32)
+    full_image_box = tf.stack([[0.0, 0.0, hw[1], hw[0]]]) * (1.0 / stride)
+    with tfv1.variable_scope(SCOPE), tf.name_scope(SCOPE):
+        x = roi_align(features[level - 2], full_image_box, resolution)
+        with argscope(Conv2D, data_format="channels_first", activation=tf.nn.relu,
+                      kernel_initializer=tfv1.variance_scaling_initializer(
+                          scale=2.0, mode="fan_out", distribution="untruncated_normal")):
+            for i, width in enumerate(dims):
+                x = Conv2D(f"conv{i}", x, width, 3)
+    return x
+
+
+def fuse_context(roi_features, features, image_shape2d):
+    """RoI features N x C x 14 x 14 plus the global context (broadcast over the N RoIs)."""
+    mp = cfg.MASKPLUS
+    context = global_context(features, image_shape2d, mp.CONTEXT_FUSION_LEVEL, mp.CONTEXT_FUSION_DIMS,
+                             resolution=roi_features.shape.as_list()[-1])
+    return tf.add(roi_features, context, name="context_fused_roi_features")

@@ -1,0 +1,42 @@
+"""Deconvolutional pyramid module -- MaskPlus section 3.2 (ablation: section 4.4, Table 2).
+
+The paper: "a set of deconvolutional layers (stride = 2) followed by the equal numbers of
+convolutional layers (stride = 2) ... our module up-samples first and then down-samples" and
+(4.4) "two deconvolutional layers are followed by two convolutional layers ... They have strides
+of 2 and filter size of 256. The features are added instead of concatenated."
+
+Data flow (Figure 2, as we read it): x14 -> up28 -> up56 -> down28 (+ up28) -> down14 (+ x14).
+
+Our interpretations, where the paper is vague:
+* Placement: inside the mask head, after its four 3x3 convolutions and before its final 2x
+  up-sampling deconvolution, so the head's output stays 28 x 28 and its baseline variables are
+  untouched.
+* "Filter size of 256" is the number of filters (``MASKPLUS.DECONV_PYRAMID_DIM``); kernels are
+  2x2 for the deconvolutions (like the mask head's own) and 3x3 for the stride-2 convolutions.
+* Every layer is followed by ReLU; each skip sum is taken after the down-sampling layer's ReLU.
+  The last convolution has the input's width so the final skip sum is defined.
+
+Variables: ``maskrcnn/deconv_pyramid/{up0,up1,down0,down1}/{W,b}``.
+"""
+from tensorpack.models import Conv2D, Conv2DTranspose
+from tensorpack.tfutils import argscope
+
+from config import config as cfg
+from maskplus.compat import tf, tfv1
+
+SCOPE = "deconv_pyramid"
+
+
+def deconv_pyramid_module(x):
+    """N x C x s x s -> N x C x s x s through a 4s-resolution detour with additive skips."""
+    width = cfg.MASKPLUS.DECONV_PYRAMID_DIM
+    channels = x.shape.as_list()[1]
+    with tfv1.variable_scope(SCOPE), \
+            argscope([Conv2D, Conv2DTranspose], data_format="channels_first", activation=tf.nn.relu,
+                     kernel_initializer=tfv1.variance_scaling_initializer(
+                         scale=2.0, mode="fan_out", distribution="untruncated_normal")):
+        up28 = Conv2DTranspose("up0", x, width, 2, strides=2)
+        up56 = Conv2DTranspose("up1", up28, width, 2, strides=2)
+        down28 = Conv2D("down0", up56, width, 3, strides=2) + up28
+        down14 = Conv2D("down1", down28, channels, 3, strides=2) + x
+    return tf.identity(down14, name="deconv_pyramid_output")
