@@ -10,6 +10,7 @@ lists and tuples are interchangeable). An unknown key is an error that suggests 
 """
 import ast
 import difflib
+import math
 import os
 import pprint
 
@@ -179,8 +180,8 @@ _C.TRAINER = "replicated"             # replicated or horovod
 _C.TRAIN.NUM_GPUS = None              # towers; set by finalisation (GPUs seen, or 1 on a CPU)
 _C.TRAIN.WEIGHT_DECAY = 1e-4
 _C.TRAIN.BASE_LR = 1e-2               # for a total batch of 8 images
-_C.TRAIN.WARMUP = 1000                # steps of linear warm-up from WARMUP_INIT_LR
-_C.TRAIN.WARMUP_INIT_LR = 1e-5
+_C.TRAIN.WARMUP = 1000                # real steps of linear warm-up (not rescaled by the tower count)
+_C.TRAIN.WARMUP_INIT_LR = 1e-2 * 0.33  # for a total batch of 8
 _C.TRAIN.STEPS_PER_EPOCH = 500
 _C.TRAIN.STARTING_EPOCH = 1           # overwritten when resuming from a checkpoint
 _C.TRAIN.LR_SCHEDULE = "1x"           # "1x" = [120k, 160k, 180k] steps at total batch 8; or a list
@@ -364,7 +365,9 @@ def finalize_configs(is_training, num_gpus=None):
 
     c.RPN.NUM_ANCHOR = len(c.RPN.ANCHOR_RATIOS)  # one size per FPN level
     c.FPN.RESOLUTION_REQUIREMENT = c.FPN.ANCHOR_STRIDES[3]  # images padded to a multiple of 32
-    c.PREPROC.MAX_SIZE = float(c.PREPROC.MAX_SIZE)
+    # like the Tensorpack example: the cap itself is a multiple of the padding requirement
+    mult = float(c.FPN.RESOLUTION_REQUIREMENT)
+    c.PREPROC.MAX_SIZE = float(math.ceil(c.PREPROC.MAX_SIZE / mult) * mult)
 
     if is_training:
         if c.TRAINER == "horovod":

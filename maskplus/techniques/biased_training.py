@@ -7,15 +7,14 @@ during the normal training process in the later stages."
 
 Our interpretations, where the paper is vague:
 * alpha multiplies only the mask loss; the RPN and Fast R-CNN losses are unchanged.
-* alpha is a non-trainable graph variable ``mask_loss_alpha`` that a callback sets from the
-  piecewise-constant schedule ``MASKPLUS.MASK_LOSS_ALPHA`` = [[step, alpha], ...], whose steps
+* alpha is a non-trainable graph variable ``mask_loss_alpha`` that a callback (the trainer's
+  ``StepScheduleSetter``) sets from the piecewise-constant schedule ``MASKPLUS.MASK_LOSS_ALPHA`` = [[step, alpha], ...], whose steps
   count iterations at a total batch of 8 like ``TRAIN.LR_SCHEDULE`` (rescaled for other tower
   counts the same way).
 * "Early stage" ends by default at 120k of the paper's 360k iterations (the first third, before
   any learning-rate drop): [[0, 1.5], [120000, 1.0]].
 * alpha is logged as the ``mask_loss_alpha`` statistic.
 """
-from tensorpack.callbacks import Callback
 from tensorpack.tfutils.summary import add_moving_summary
 
 from config import config as cfg
@@ -36,43 +35,3 @@ def weight_mask_loss(mask_loss):
     alpha = mask_loss_alpha()
     add_moving_summary(tf.identity(alpha, name="mask_loss_alpha_value"))
     return tf.multiply(mask_loss, alpha, name="weighted_maskrcnn_loss")
-
-
-def alpha_at(step, schedule):
-    """The alpha in force at ``step`` of a piecewise-constant [[step, alpha], ...] schedule."""
-    value = schedule[0][1]
-    for start, alpha in schedule:
-        if step >= start:
-            value = alpha
-    return float(value)
-
-
-class MaskLossAlphaSetter(Callback):
-    """Sets ``mask_loss_alpha`` from the schedule before every step (and on resume).
-
-    ``schedule`` is in this run's own steps (already rescaled for the number of towers).
-    """
-
-    def __init__(self, schedule):
-        self.schedule = sorted((int(s), float(a)) for s, a in schedule)
-        self._current = None
-
-    def _setup_graph(self):
-        self._vars = [v for v in tfv1.global_variables() if v.op.name.split("/")[-1] == VARIABLE_NAME]
-        if not self._vars:
-            raise RuntimeError("MASKPLUS.BIASED_TRAINING is on but the graph has no mask_loss_alpha variable.")
-        self._value = tfv1.placeholder(tf.float32, [], name="mask_loss_alpha_feed")
-        self._assign = tf.group(*[v.assign(self._value) for v in self._vars])
-
-    def _apply(self):
-        alpha = alpha_at(self.global_step, self.schedule)
-        if alpha != self._current:
-            self._assign.run(feed_dict={self._value: alpha})
-            self._current = alpha
-            self.trainer.monitors.put_scalar(VARIABLE_NAME, alpha)
-
-    def _before_train(self):
-        self._apply()
-
-    def _trigger_step(self):
-        self._apply()

@@ -1,0 +1,213 @@
+"""FPN anchors and RPN training targets, with Tensorpack's numeric conventions.
+
+Anchor geometry must match the pretrained model zoo exactly, so it follows the classic
+py-faster-rcnn construction Tensorpack uses:
+
+* one cell at stride ``s`` and size ``z``: start from the box ``[0, 0, s-1, s-1]``; for each aspect
+  ratio ``r = h / w`` take ``ws = round(sqrt(s*s / r))`` and ``hs = round(ws * r)`` (NumPy
+  rounding), multiply both by ``z / s``, and centre the box on ``(s-1)/2`` with half-extent
+  ``0.5 * (side - 1)``;
+* the cell is shifted by ``(j*s, i*s)`` for every cell ``(i, j)`` of the feature map;
+* finally ``x2`` and ``y2`` are increased by 1 (boxes become end-exclusive).
+
+For stride 16, size 32 and ratio 1 this gives ``[-8, -8, 24, 24]`` at cell (0, 0).
+
+Target assignment (:func:`anchor_targets`) follows Tensorpack's FPN example: sampling is done
+jointly over all levels, then split back per level.
+"""
+import numpy as np
+
+__all__ = ["cell_anchors", "grid_anchors", "padded_shape", "fpn_field_sizes", "fpn_anchors",
+           "pairwise_iou", "pairwise_ioa", "label_anchors", "anchor_targets",
+           "multilevel_anchor_targets"]
+
+
+def cell_anchors(stride, size, ratios):
+    """A x 4 float32 anchors of the cell at (0, 0) for one FPN level (``+1`` on x2/y2 applied)."""
+    base = float(stride)
+    ctr = 0.5 * (base - 1)
+    ratios = np.asarray(ratios, dtype=np.float64)
+    ws = np.round(np.sqrt(base * base / ratios))
+    hs = np.round(ws * ratios)
+    scale = float(size) / base
+    ws, hs = ws * scale, hs * scale
+    out = np.stack([ctr - 0.5 * (ws - 1), ctr - 0.5 * (hs - 1),
+                    ctr + 0.5 * (ws - 1), ctr + 0.5 * (hs - 1)], axis=1)
+    out[:, 2:] += 1
+    return out.astype(np.float32)
+
+
+def grid_anchors(stride, size, ratios, field_h, field_w):
+    """float32 ``[field_h, field_w, A, 4]`` anchors; cell (i, j) is shifted by (j*stride, i*stride)."""
+    cell = cell_anchors(stride, size, ratios)
+    xs = np.arange(field_w, dtype=np.float32) * stride
+    ys = np.arange(field_h, dtype=np.float32) * stride
+    sx, sy = np.meshgrid(xs, ys)
+    shifts = np.stack([sx, sy, sx, sy], axis=-1)  # fh x fw x 4
+    return (shifts[:, :, None, :] + cell[None, None]).astype(np.float32)
+
+
+def padded_shape(h, w, multiple=32):
+    """The image size after padding up to a multiple of ``multiple`` (``FPN.ANCHOR_STRIDES[3]``)."""
+    return int(np.ceil(h / float(multiple)) * multiple), int(np.ceil(w / float(multiple)) * multiple)
+
+
+def fpn_field_sizes(padded_h, padded_w, strides):
+    """``[(ceil(H_pad/s), ceil(W_pad/s)) for s in strides]``."""
+    return [(int(np.ceil(padded_h / float(s))), int(np.ceil(padded_w / float(s)))) for s in strides]
+
+
+def fpn_anchors(padded_h, padded_w, strides, sizes, ratios):
+    """Per level, float32 ``[fh, fw, A, 4]`` anchors covering a padded image."""
+    return [grid_anchors(s, z, ratios, fh, fw)
+            for s, z, (fh, fw) in zip(strides, sizes, fpn_field_sizes(padded_h, padded_w, strides))]
+
+
+def _area(boxes):
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def _intersection(a, b):
+    """M x N intersection areas (float32, no +1)."""
+    a = a.astype(np.float32, copy=False)
+    b = b.astype(np.float32, copy=False)
+    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    np.maximum(iw, 0, out=iw)
+    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    np.maximum(ih, 0, out=ih)
+    iw *= ih
+    return iw
+
+
+def pairwise_iou(a, b):
+    """M x N IoU of boxes ``a`` (M x 4) and ``b`` (N x 4), float32."""
+    inter = _intersection(a, b)
+    union = _area(a).astype(np.float32)[:, None] + _area(b).astype(np.float32)[None, :] - inter
+    return inter / np.maximum(union, np.float32(1e-8))
+
+
+def pairwise_ioa(a, b):
+    """M x N intersection over the area of ``b``: how much of each ``b`` box lies inside ``a``."""
+    inter = _intersection(a, b)
+    return inter / np.maximum(_area(b).astype(np.float32)[None, :], np.float32(1e-8))
+
+
+def _subsample(labels, value, keep, rng):
+    """Turn all but ``keep`` random entries equal to ``value`` into -1; returns kept indices."""
+    inds = np.flatnonzero(labels == value)
+    if len(inds) > keep:
+        drop = rng.choice(inds, size=len(inds) - keep, replace=False)
+        labels[drop] = -1
+        inds = np.flatnonzero(labels == value)
+    return inds
+
+
+def _match(anchors, gt_boxes, chunk=16384):
+    """IoU matching, in chunks of anchors so memory stays small (~chunk x G floats).
+
+    Returns ``best_iou`` float32 [N] and ``best_gt`` [N] (each anchor's best gt), and the indices of
+    anchors that reach some gt's maximum IoU over all anchors (ties included). A gt whose maximum
+    is 0 contributes no anchor: those would be labelled negative right after anyway.
+    """
+    n, g = len(anchors), len(gt_boxes)
+    best_iou = np.empty((n,), dtype=np.float32)
+    best_gt = np.empty((n,), dtype=np.int64)
+    gt_max = np.zeros((g,), dtype=np.float32)
+    cand_a, cand_g, cand_v = [], [], []
+    for start in range(0, n, chunk):
+        iou = pairwise_iou(anchors[start:start + chunk], gt_boxes)   # c x G
+        arg = iou.argmax(axis=1)
+        best_gt[start:start + len(iou)] = arg
+        best_iou[start:start + len(iou)] = iou[np.arange(len(iou)), arg]
+        chunk_max = iou.max(axis=0)
+        np.maximum(gt_max, chunk_max, out=gt_max)
+        a_idx, g_idx = np.nonzero((iou == chunk_max[None, :]) & (chunk_max[None, :] > 0))
+        cand_a.append(a_idx + start)
+        cand_g.append(g_idx)
+        cand_v.append(chunk_max[g_idx])
+    a_idx, g_idx, v = (np.concatenate(x) for x in (cand_a, cand_g, cand_v))
+    return best_iou, best_gt, np.unique(a_idx[v == gt_max[g_idx]])
+
+
+def label_anchors(anchors, gt_boxes, crowd_boxes, rng, *, positive_thresh, negative_thresh,
+                  batch_per_im, fg_ratio, crowd_overlap_thresh):
+    """RPN labels for anchors that are all candidates (already known to be inside the image).
+
+    Rules, in Tensorpack's order: anchors achieving some gt's maximum IoU (ties included) are
+    positive; then IoU >= ``positive_thresh`` is positive; then max IoU < ``negative_thresh`` is
+    negative (this may override the first rule for a gt whose best IoU is low). Candidates whose
+    IoA with any crowd box exceeds ``crowd_overlap_thresh`` are ignored. Positives are randomly
+    cut to ``int(batch_per_im * fg_ratio)``, negatives to ``batch_per_im - #positives``.
+
+    Returns:
+        labels int32 [N] in {1, 0, -1}, boxes float32 [N, 4] (matched gt for positives, else 0).
+    """
+    n = len(anchors)
+    labels = -np.ones((n,), dtype=np.int32)
+    boxes = np.zeros((n, 4), dtype=np.float32)
+    if n == 0:
+        return labels, boxes
+    gt_boxes = np.asarray(gt_boxes, dtype=np.float32).reshape(-1, 4)
+    crowd_boxes = np.asarray(crowd_boxes, dtype=np.float32).reshape(-1, 4)
+    if len(gt_boxes):
+        best_iou, best_gt, best_for_some_gt = _match(anchors, gt_boxes)
+        labels[best_for_some_gt] = 1
+        labels[best_iou >= positive_thresh] = 1
+        labels[best_iou < negative_thresh] = 0
+    else:
+        best_gt = np.zeros((n,), dtype=np.int64)
+        labels[:] = 0
+    if len(crowd_boxes):
+        cand = np.flatnonzero(labels >= 0)
+        if len(cand):
+            ioa = pairwise_ioa(crowd_boxes, anchors[cand])  # C x n_cand
+            labels[cand[ioa.max(axis=0) > crowd_overlap_thresh]] = -1
+    fg = _subsample(labels, 1, int(batch_per_im * fg_ratio), rng)
+    _subsample(labels, 0, batch_per_im - len(fg), rng)
+    if len(fg) and len(gt_boxes):
+        boxes[fg] = gt_boxes[best_gt[fg]]
+    return labels, boxes
+
+
+def anchor_targets(anchors, image_h, image_w, gt_boxes, crowd_boxes, rng, **kwargs):
+    """Labels and boxes for flat anchors (N x 4); anchors not fully inside the real (unpadded)
+    ``image_h x image_w`` image are -1. ``kwargs`` are those of :func:`label_anchors`."""
+    anchors = np.asarray(anchors, dtype=np.float32).reshape(-1, 4)
+    inside = np.flatnonzero((anchors[:, 0] >= 0) & (anchors[:, 1] >= 0) &
+                            (anchors[:, 2] <= image_w) & (anchors[:, 3] <= image_h))
+    labels = -np.ones((len(anchors),), dtype=np.int32)
+    boxes = np.zeros((len(anchors), 4), dtype=np.float32)
+    lab, box = label_anchors(anchors[inside], gt_boxes, crowd_boxes, rng, **kwargs)
+    labels[inside] = lab
+    boxes[inside] = box
+    return labels, boxes
+
+
+def multilevel_anchor_targets(image_h, image_w, gt_boxes, crowd_boxes, rng, cfg=None):
+    """RPN targets for every FPN level of one (unpadded) ``image_h x image_w`` image.
+
+    Anchors cover the image padded to a multiple of ``FPN.ANCHOR_STRIDES[3]``; sampling is joint
+    across levels. ``cfg`` defaults to the global config.
+
+    Returns:
+        a list, one ``(labels int32 [fh, fw, A], boxes float32 [fh, fw, A, 4])`` per level P2..P6.
+    """
+    if cfg is None:
+        from config import config as cfg
+    strides = tuple(cfg.FPN.ANCHOR_STRIDES)
+    ph, pw = padded_shape(image_h, image_w, strides[3])
+    levels = fpn_anchors(ph, pw, strides, cfg.RPN.ANCHOR_SIZES, cfg.RPN.ANCHOR_RATIOS)
+    flat = np.concatenate([a.reshape(-1, 4) for a in levels], axis=0)
+    labels, boxes = anchor_targets(
+        flat, image_h, image_w, gt_boxes, crowd_boxes, rng,
+        positive_thresh=cfg.RPN.POSITIVE_ANCHOR_THRESH, negative_thresh=cfg.RPN.NEGATIVE_ANCHOR_THRESH,
+        batch_per_im=cfg.RPN.BATCH_PER_IM, fg_ratio=cfg.RPN.FG_RATIO,
+        crowd_overlap_thresh=cfg.RPN.CROWD_OVERLAP_THRESH)
+    out, start = [], 0
+    for a in levels:
+        shape = a.shape[:3]
+        count = int(np.prod(shape))
+        out.append((labels[start:start + count].reshape(shape),
+                    boxes[start:start + count].reshape(shape + (4,))))
+        start += count
+    return out

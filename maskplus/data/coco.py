@@ -1,0 +1,298 @@
+"""COCO-format datasets and the name registry used by ``DATA.TRAIN`` / ``DATA.VAL``.
+
+Names resolve as follows:
+
+* ``coco_<split>``: ``DATA.BASEDIR/annotations/instances_<split>.json`` with images in
+  ``DATA.BASEDIR/<split>/`` (e.g. ``coco_train2017``, ``coco_val2017``);
+* any key of ``DATA.CUSTOM = {name: [json_path, image_dir]}``; custom names win over the above.
+
+Records are plain dicts (see :meth:`COCOFormatDataset.training_records`). Every problem with the
+data raises :class:`DatasetError` with a message naming what is missing.
+"""
+import contextlib
+import glob
+import io
+import os
+
+import numpy as np
+from tensorpack.utils import logger
+
+__all__ = ["DatasetError", "COCOFormatDataset", "available_datasets", "get_dataset",
+           "class_names_for", "load_training_records", "load_inference_records"]
+
+_PREFIX = "coco_"
+
+
+class DatasetError(ValueError):
+    """A dataset is missing, misnamed, empty or inconsistent; the message says which and where."""
+
+
+def _cfg():
+    from config import config
+    return config
+
+
+class COCOFormatDataset:
+    """One COCO-format json plus its image folder. The json is loaded on first use."""
+
+    def __init__(self, name, json_path, image_dir):
+        self.name = name
+        self.json_path = os.path.abspath(os.path.expanduser(json_path))
+        self.image_dir = os.path.abspath(os.path.expanduser(image_dir))
+        if not os.path.isfile(self.json_path):
+            raise DatasetError(f"Dataset '{name}': annotation file {self.json_path} does not exist.")
+        if not os.path.isdir(self.image_dir):
+            raise DatasetError(f"Dataset '{name}': image folder {self.image_dir} does not exist.")
+        self._coco = None
+        self._train_cache = {}
+
+    def __repr__(self):
+        return f"COCOFormatDataset({self.name!r}, {self.json_path!r}, {self.image_dir!r})"
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def coco(self):
+        """The ``pycocotools.coco.COCO`` object (loaded quietly on first access)."""
+        if self._coco is None:
+            from pycocotools.coco import COCO
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    self._coco = COCO(self.json_path)
+            except Exception as e:  # malformed json, wrong structure
+                raise DatasetError(f"Dataset '{self.name}': cannot load {self.json_path}: {e}") from e
+            if not self._coco.getImgIds():
+                raise DatasetError(f"Dataset '{self.name}': {self.json_path} lists zero images.")
+        return self._coco
+
+    @property
+    def category_ids(self):
+        """COCO category ids, sorted."""
+        return sorted(self.coco.getCatIds())
+
+    @property
+    def class_names(self):
+        """Category names ordered by category id (no "BG")."""
+        cats = self.coco.cats
+        return [cats[c]["name"] for c in self.category_ids]
+
+    @property
+    def category_id_to_label(self):
+        """``{coco category id: contiguous label 1..K}``."""
+        return {cid: i + 1 for i, cid in enumerate(self.category_ids)}
+
+    @property
+    def label_to_category_id(self):
+        """``{contiguous label 1..K: coco category id}``."""
+        return {i + 1: cid for i, cid in enumerate(self.category_ids)}
+
+    # ------------------------------------------------------------------ records
+    def _image_record(self, img):
+        return {"file_name": os.path.join(self.image_dir, img["file_name"]),
+                "image_id": int(img["id"]),
+                "height": int(img["height"]),
+                "width": int(img["width"])}
+
+    def inference_records(self):
+        """``[{"file_name", "image_id", "height", "width"}]`` for every image, sorted by id."""
+        coco = self.coco
+        return [self._image_record(coco.imgs[i]) for i in sorted(coco.getImgIds())]
+
+    def training_records(self):
+        """Records with annotations, for training.
+
+        Each is an inference record plus ``boxes`` float32 [N, 4] (absolute x1y1x2y2, clipped to
+        the image), ``class`` int32 [N] (labels 1..K), ``is_crowd`` int8 [N] and, when
+        ``MODE_MASK``, ``segmentation``: per instance a list of float32 [P, 2] absolute polygons
+        (an empty list for crowd instances, which never become mask targets). With
+        ``DATA.ABSOLUTE_COORD=False`` boxes and polygons are read as fractions of width/height.
+        Unusable annotations are dropped and counted; with ``DATA.FILTER_EMPTY_ANNOTATIONS``,
+        images without a non-crowd instance are dropped too. A summary is logged once.
+        """
+        cfg = _cfg()
+        key = (bool(cfg.MODE_MASK), bool(cfg.DATA.ABSOLUTE_COORD), bool(cfg.DATA.FILTER_EMPTY_ANNOTATIONS))
+        if key not in self._train_cache:
+            self._train_cache[key] = self._build_training_records(*key)
+        return list(self._train_cache[key])
+
+    def _build_training_records(self, mode_mask, absolute, filter_empty):
+        coco = self.coco
+        cat_to_label = self.category_id_to_label
+        dropped = {}
+
+        def drop(reason):
+            dropped[reason] = dropped.get(reason, 0) + 1
+
+        records = []
+        num_empty = 0
+        for img_id in sorted(coco.getImgIds()):
+            img = coco.imgs[img_id]
+            rec = self._image_record(img)
+            h, w = rec["height"], rec["width"]
+            boxes, classes, crowd, segs = [], [], [], []
+            for ann in coco.imgToAnns.get(img_id, []):
+                if ann.get("ignore", 0) == 1:
+                    drop("marked ignore")
+                    continue
+                if ann.get("category_id") not in cat_to_label:
+                    drop("unknown category_id")
+                    continue
+                box = np.asarray(ann.get("bbox", []), dtype=np.float64).reshape(-1)
+                if box.size != 4 or not np.all(np.isfinite(box)):
+                    drop("missing or non-finite bbox")
+                    continue
+                x1, y1, bw, bh = box
+                x2, y2 = x1 + bw, y1 + bh
+                if not absolute:
+                    x1, x2, y1, y2 = x1 * w, x2 * w, y1 * h, y2 * h
+                x1, x2 = np.clip([x1, x2], 0, w)
+                y1, y2 = np.clip([y1, y2], 0, h)
+                if not (x2 > x1 and y2 > y1):
+                    drop("empty box after clipping to the image")
+                    continue
+                is_crowd = int(ann.get("iscrowd", 0)) == 1
+                polys = []
+                if mode_mask and not is_crowd:
+                    seg = ann.get("segmentation")
+                    if not isinstance(seg, list):
+                        drop("non-crowd segmentation is not polygons")
+                        continue
+                    for p in seg:
+                        p = np.asarray(p, dtype=np.float32).reshape(-1)
+                        if p.size % 2 or p.size < 6 or not np.all(np.isfinite(p)):
+                            continue
+                        p = p.reshape(-1, 2).copy()
+                        if not absolute:
+                            p[:, 0] *= w
+                            p[:, 1] *= h
+                        polys.append(p)
+                    if not polys:
+                        drop("non-crowd polygon with fewer than 3 points")
+                        continue
+                boxes.append([x1, y1, x2, y2])
+                classes.append(cat_to_label[ann["category_id"]])
+                crowd.append(1 if is_crowd else 0)
+                segs.append(polys)
+            rec["boxes"] = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+            rec["class"] = np.asarray(classes, dtype=np.int32)
+            rec["is_crowd"] = np.asarray(crowd, dtype=np.int8)
+            if mode_mask:
+                rec["segmentation"] = segs
+            if filter_empty and not np.any(rec["is_crowd"] == 0):
+                num_empty += 1
+                continue
+            records.append(rec)
+
+        if dropped:
+            detail = ", ".join(f"{v} {k}" for k, v in sorted(dropped.items()))
+            logger.warn(f"Dataset '{self.name}': dropped {sum(dropped.values())} unusable annotations "
+                        f"({detail}).")
+        if num_empty:
+            logger.info(f"Dataset '{self.name}': dropped {num_empty} images without a non-crowd instance "
+                        f"(DATA.FILTER_EMPTY_ANNOTATIONS).")
+        if not records:
+            raise DatasetError(f"Dataset '{self.name}' ({self.json_path}) has zero usable training images.")
+        logger.info(f"Dataset '{self.name}': {len(records)} training images, "
+                    f"{sum(len(r['boxes']) for r in records)} instances.")
+        #: counts of dropped annotations by reason, and of dropped images
+        self.dropped_annotations = dict(dropped)
+        self.dropped_images = num_empty
+        return records
+
+
+# ---------------------------------------------------------------------- registry
+_DATASETS = {}
+
+
+def _basedir_splits(basedir):
+    """``{split: json_path}`` for every ``annotations/instances_<split>.json`` under ``basedir``."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(basedir, "annotations", "instances_*.json"))):
+        split = os.path.basename(path)[len("instances_"):-len(".json")]
+        out[split] = path
+    return out
+
+
+def available_datasets():
+    """Every name that currently resolves: ``coco_<split>`` found under ``DATA.BASEDIR`` and the
+    keys of ``DATA.CUSTOM``."""
+    cfg = _cfg()
+    basedir = os.path.expanduser(cfg.DATA.BASEDIR)
+    names = [_PREFIX + s for s in _basedir_splits(basedir)] if os.path.isdir(basedir) else []
+    return sorted(set(names) | set(cfg.DATA.CUSTOM or {}))
+
+
+def _resolve(name):
+    cfg = _cfg()
+    custom = cfg.DATA.CUSTOM or {}
+    if name in custom:
+        spec = custom[name]
+        if not isinstance(spec, (list, tuple)) or len(spec) != 2:
+            raise DatasetError(f"DATA.CUSTOM['{name}'] must be [json_path, image_dir], got {spec!r}.")
+        return str(spec[0]), str(spec[1])
+    basedir = os.path.expanduser(cfg.DATA.BASEDIR)
+    if not os.path.isdir(basedir):
+        raise DatasetError(
+            f"Dataset '{name}': DATA.BASEDIR {basedir} does not exist. Set DATA.BASEDIR to the folder "
+            f"holding annotations/instances_<split>.json and <split>/, or register it in DATA.CUSTOM.")
+    if name.startswith(_PREFIX):
+        split = name[len(_PREFIX):]
+        json_path = os.path.join(basedir, "annotations", f"instances_{split}.json")
+        image_dir = os.path.join(basedir, split)
+        if os.path.isfile(json_path):
+            return json_path, image_dir
+        if split and os.path.isdir(image_dir):
+            raise DatasetError(f"Dataset '{name}': image folder {image_dir} exists but the annotation "
+                               f"file {json_path} is missing.")
+    avail = available_datasets()
+    raise DatasetError(
+        f"Unknown dataset '{name}'. Available: {', '.join(avail) if avail else 'none'} "
+        f"(searched {os.path.join(basedir, 'annotations', 'instances_*.json')} and DATA.CUSTOM).")
+
+
+def get_dataset(name):
+    """The :class:`COCOFormatDataset` registered as ``name`` (cached per json/image folder)."""
+    json_path, image_dir = _resolve(name)
+    key = (name, os.path.abspath(os.path.expanduser(json_path)), os.path.abspath(os.path.expanduser(image_dir)))
+    if key not in _DATASETS:
+        _DATASETS[key] = COCOFormatDataset(name, json_path, image_dir)
+    return _DATASETS[key]
+
+
+def _names(names):
+    if isinstance(names, str):
+        return [names]
+    names = list(names)
+    if not names:
+        raise DatasetError("No dataset names given.")
+    return names
+
+
+def class_names_for(names):
+    """Category names (ordered by category id, no "BG") shared by all the named datasets."""
+    names = _names(names)
+    first = get_dataset(names[0])
+    ref = list(zip(first.category_ids, first.class_names))
+    for other_name in names[1:]:
+        other = get_dataset(other_name)
+        cats = list(zip(other.category_ids, other.class_names))
+        if cats != ref:
+            raise DatasetError(
+                f"Datasets '{first.name}' and '{other.name}' have different categories "
+                f"({len(ref)} vs {len(cats)}; first difference: "
+                f"{next((a, b) for a, b in zip(ref + [None] * len(cats), cats + [None] * len(ref)) if a != b)}).")
+    return [n for _, n in ref]
+
+
+def load_training_records(names):
+    """Training records of every named dataset, concatenated (categories must agree)."""
+    names = _names(names)
+    class_names_for(names)
+    out = []
+    for n in names:
+        out.extend(get_dataset(n).training_records())
+    return out
+
+
+def load_inference_records(name):
+    """Inference records (``file_name, image_id, height, width``) of one dataset."""
+    return get_dataset(name).inference_records()

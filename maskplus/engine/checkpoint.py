@@ -1,0 +1,212 @@
+"""Loading and exporting weights: Tensorpack ``.npz`` files (model zoo or ours) and TF checkpoints.
+
+Every load prints a report: how many variables were restored, which graph variables the file
+lacks (they keep their fresh initialisation), which file entries were unused, and a clear error
+for any variable whose shape differs. Exports write model-zoo style ``.npz`` files: the model's
+variables only (BN moving averages included), keys with the ``:0`` suffix, written atomically.
+"""
+import os
+import re
+import tempfile
+
+import numpy as np
+from tensorpack.tfutils.sessinit import SessionInit
+from tensorpack.utils import logger
+
+from maskplus.compat import tf, tfv1
+
+# Variables that only a training checkpoint has; never part of a model file.
+_TRAINING_STATE = re.compile(r"(^|/)(global_step|learning_rate|mask_loss_alpha)$|/(Momentum|AccumGrad)(_\d+)?$"
+                             r"|^AccumGrad/|(^|/)counter$")
+_TOWER = re.compile(r"^tower\d+/")
+# Variables whose shape depends on the number of classes.
+_CLASS_DEPENDENT = ("fastrcnn/outputs/class/", "fastrcnn/outputs/box/", "maskrcnn/conv/")
+BACKBONE_SCOPES = ("conv0/", "group0/", "group1/", "group2/", "group3/")
+
+
+class CheckpointError(ValueError):
+    """A weights file is missing, unreadable, or does not fit the graph; the message says which."""
+
+
+def _strip(name):
+    return name[:-2] if name.endswith(":0") else name
+
+
+def resolve_checkpoint(path):
+    """A user path -> ('npz', file) or ('tf', prefix). Accepts a directory holding a TF checkpoint."""
+    if not path:
+        raise CheckpointError("No checkpoint path given.")
+    path = os.path.expanduser(path)
+    if path.endswith(".npz"):
+        if not os.path.isfile(path):
+            raise CheckpointError(f"Checkpoint file '{path}' does not exist.")
+        return "npz", path
+    if os.path.isdir(path):
+        latest = tf.train.latest_checkpoint(path)
+        if latest is None:
+            raise CheckpointError(f"Directory '{path}' holds no TensorFlow checkpoint (no 'checkpoint' index file).")
+        return "tf", latest
+    if os.path.basename(path) == "checkpoint" and os.path.isfile(path):
+        return resolve_checkpoint(os.path.dirname(path) or ".")
+    prefix = path[:-len(".index")] if path.endswith(".index") else path
+    prefix = re.sub(r"\.data-\d+-of-\d+$", "", prefix)
+    if os.path.isfile(prefix + ".index"):
+        return "tf", prefix
+    if os.path.exists(path):
+        raise CheckpointError(f"'{path}' is neither a .npz file nor a TensorFlow checkpoint.")
+    raise CheckpointError(f"Checkpoint '{path}' does not exist.")
+
+
+def read_checkpoint(path):
+    """{variable name (no ':0'): numpy array} of a ``.npz`` or TF checkpoint."""
+    kind, resolved = resolve_checkpoint(path)
+    if kind == "npz":
+        try:
+            with np.load(resolved, allow_pickle=False) as data:
+                return {_strip(k): data[k] for k in data.files}
+        except Exception as e:  # zip/pickle/format errors all mean the same to the user
+            raise CheckpointError(f"'{resolved}' is not a readable .npz weights file: {e}") from None
+    try:
+        reader = tfv1.train.NewCheckpointReader(resolved)
+    except Exception as e:
+        raise CheckpointError(f"'{resolved}' is not a readable TensorFlow checkpoint: {e}") from None
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+def checkpoint_global_step(path):
+    """The ``global_step`` stored in a TF checkpoint (0 for ``.npz`` files or when absent)."""
+    kind, resolved = resolve_checkpoint(path)
+    if kind != "tf":
+        return 0
+    reader = tfv1.train.NewCheckpointReader(resolved)
+    return int(reader.get_tensor("global_step")) if reader.has_tensor("global_step") else 0
+
+
+class LoadReport:
+    """What a load did; ``str()`` is the human-readable report."""
+
+    def __init__(self, path, restored, missing, unused):
+        self.path, self.restored, self.missing, self.unused = path, restored, missing, unused
+
+    def __str__(self):
+        lines = [f"Loaded {len(self.restored)} variables from '{self.path}'."]
+        if self.missing:
+            lines.append(f"{len(self.missing)} graph variables are not in the file and keep their fresh "
+                         f"initialisation:\n    " + "\n    ".join(self.missing))
+        if self.unused:
+            lines.append(f"{len(self.unused)} file entries are not used by this graph:\n    "
+                         + "\n    ".join(self.unused))
+        return "\n".join(lines)
+
+
+def _graph_variables():
+    """Variables worth restoring, by name: all global variables except other towers' copies."""
+    return {v.op.name: v for v in tfv1.global_variables() if not _TOWER.match(v.op.name)}
+
+
+def match_checkpoint(values, variables, path, only_prefixes=None):
+    """Pair file entries with graph variables; raise on any shape mismatch.
+
+    Returns (pairs [(variable, value)], LoadReport).
+    """
+    if only_prefixes:
+        values = {k: v for k, v in values.items() if k.startswith(only_prefixes)}
+        variables = {k: v for k, v in variables.items() if k.startswith(only_prefixes)}
+    pairs, mismatched = [], []
+    for name, var in sorted(variables.items()):
+        if name in values:
+            want = tuple(var.shape.as_list())
+            got = tuple(np.shape(values[name]))
+            if want != got:
+                mismatched.append((name, got, want))
+            else:
+                pairs.append((var, values[name]))
+    if mismatched:
+        raise CheckpointError(_mismatch_message(path, mismatched))
+    missing = sorted(n for n in variables if n not in values and not _TRAINING_STATE.search(n))
+    unused = sorted(n for n in values if n not in variables)
+    return pairs, LoadReport(path, [v.op.name for v, _ in pairs], missing, unused)
+
+
+def _mismatch_message(path, mismatched):
+    lines = [f"Shape mismatch between '{path}' and the graph for {len(mismatched)} variable(s):"]
+    lines += [f"  {name}: file {list(got)} vs graph {list(want)}" for name, got, want in mismatched]
+    if all(name.startswith(_CLASS_DEPENDENT) for name, _, _ in mismatched):
+        name, got, want = mismatched[0]
+        file_classes = got[-1] if name.startswith("maskrcnn/conv/") else None
+        graph_classes = want[-1] if name.startswith("maskrcnn/conv/") else None
+        detail = (f" (the file predicts {file_classes} categories, this model {graph_classes})"
+                  if file_classes is not None else "")
+        lines.append(f"The checkpoint was trained for a different number of classes{detail}. To start "
+                     f"from its backbone only, pass it as --config BACKBONE.WEIGHTS={path} instead of --load.")
+    return "\n".join(lines)
+
+
+class CheckpointInit(SessionInit):
+    """Tensorpack session initialiser that restores by exact name and logs a :class:`LoadReport`.
+
+    ``only_prefixes`` restricts the load to variables under those scopes (backbone-only loads).
+    """
+
+    def __init__(self, path, only_prefixes=None):
+        self.path = path
+        self.only_prefixes = tuple(only_prefixes) if only_prefixes else None
+        self.values = read_checkpoint(path)
+        self.report = None
+        self._pairs = []
+
+    def _setup_graph(self):
+        self._pairs, self.report = match_checkpoint(self.values, _graph_variables(), self.path, self.only_prefixes)
+        logger.info(str(self.report))
+
+    def _run_init(self, sess):
+        for var, value in self._pairs:
+            var.load(value, sess)
+        self.values = None  # free the arrays once they live in the session
+
+
+class ChainInit(SessionInit):
+    """Run several initialisers in order (later ones win)."""
+
+    def __init__(self, inits):
+        self.inits = [i for i in inits if i is not None]
+
+    def _setup_graph(self):
+        for i in self.inits:
+            i._setup_graph()
+
+    def _run_init(self, sess):
+        for i in self.inits:
+            i._run_init(sess)
+
+
+def model_variables():
+    """The variables a model file holds: every global variable except other towers' copies and
+    training state (optimizer slots, step, learning rate). Works for training and inference
+    graphs alike (an inference tower does not keep MODEL_VARIABLES, so global variables it is).
+    """
+    return {v.op.name: v for v in tfv1.global_variables()
+            if not _TOWER.match(v.op.name) and not _TRAINING_STATE.search(v.op.name)}
+
+
+def save_npz(path, arrays):
+    """Write ``{name: array}`` as a model-zoo style ``.npz`` (keys with ':0'), atomically."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=directory)
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, **{(k if k.endswith(":0") else k + ":0"): np.asarray(v) for k, v in arrays.items()})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def export_npz(sess, path):
+    """Save the session's model variables to ``path``; returns the number of arrays written."""
+    variables = model_variables()
+    values = sess.run(variables)
+    save_npz(path, values)
+    logger.info(f"Exported {len(values)} variables to '{path}'.")
+    return len(values)

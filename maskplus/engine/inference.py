@@ -1,0 +1,98 @@
+"""Inference: build a predictor, run it on one image, map results back to the original image.
+
+Preprocessing is Tensorpack's: BGR input, short edge resized to ``PREPROC.TEST_SHORT_EDGE_SIZE``
+capped by ``PREPROC.MAX_SIZE`` (the graph normalises and pads to a multiple of 32 itself).
+"""
+import os
+import time
+from collections import namedtuple
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from tensorpack.predict import OfflinePredictor, PredictConfig
+from tensorpack.tfutils.sesscreate import NewSessionCreator
+from tensorpack.utils import logger
+
+from config import config as cfg
+from maskplus.compat import tfv1
+from maskplus.data.transforms import clip_boxes, resize_image, scale_boxes
+from maskplus.engine.checkpoint import CheckpointInit
+from maskplus.evaluation.paste import paste_masks, paste_masks_to_rle
+from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, ResNetFPNModel, inference_outputs
+
+#: One detection in original-image coordinates; ``mask`` is a full-image uint8 mask or None.
+DetectionResult = namedtuple("DetectionResult", ["box", "score", "class_id", "mask"])
+#: The network's raw outputs for one image, before post-processing.
+NetworkOutput = namedtuple("NetworkOutput", ["boxes", "scores", "labels", "masks", "orig_shape"])
+
+
+def session_config():
+    """TF session options: all cores for intra-op work (Tensorpack's default is 1 thread)."""
+    conf = tfv1.ConfigProto(allow_soft_placement=True)
+    conf.intra_op_parallelism_threads = cfg.TRAIN.INTRA_OP_THREADS or (os.cpu_count() or 1)
+    conf.inter_op_parallelism_threads = 0
+    conf.gpu_options.allow_growth = True
+    return conf
+
+
+def build_predictor(load):
+    """An ``OfflinePredictor`` of the inference graph with weights from ``load`` (.npz or TF checkpoint)."""
+    pred_config = PredictConfig(
+        model=ResNetFPNModel(), session_init=CheckpointInit(load),
+        session_creator=NewSessionCreator(config=session_config()),
+        input_names=INFERENCE_INPUTS, output_names=inference_outputs())
+    return OfflinePredictor(pred_config)
+
+
+def run_network(predictor, img_bgr):
+    """Resize, run the graph; boxes are returned in original-image coordinates."""
+    if img_bgr is None or img_bgr.ndim != 3 or img_bgr.shape[2] != 3:
+        raise ValueError("Expected a BGR image of shape H x W x 3.")
+    h, w = img_bgr.shape[:2]
+    resized, sy, sx = resize_image(img_bgr, cfg.PREPROC.TEST_SHORT_EDGE_SIZE, cfg.PREPROC.MAX_SIZE)
+    outputs = predictor(resized.astype(np.float32))
+    boxes, scores, labels = outputs[:3]
+    masks = outputs[3] if cfg.MODE_MASK else None
+    boxes = clip_boxes(scale_boxes(boxes, 1.0 / sy, 1.0 / sx), h, w)
+    return NetworkOutput(boxes, scores, labels, masks, (h, w))
+
+
+def postprocess(out, as_rle=False):
+    """Paste the 28x28 masks into the image. ``as_rle`` returns COCO RLEs instead of arrays."""
+    h, w = out.orig_shape
+    if out.masks is None or len(out.boxes) == 0:
+        full = [None] * len(out.boxes)
+    elif as_rle:
+        full = paste_masks_to_rle(out.boxes, out.masks, h, w, accurate=cfg.MRCNN.ACCURATE_PASTE)
+    else:
+        full = list(paste_masks(out.boxes, out.masks, h, w, accurate=cfg.MRCNN.ACCURATE_PASTE))
+    return [DetectionResult(b, float(s), int(c), m) for b, s, c, m in zip(out.boxes, out.scores, out.labels, full)]
+
+
+def predict_image(predictor, img_bgr):
+    """Detections of one BGR image, masks pasted at full resolution."""
+    return postprocess(run_network(predictor, img_bgr))
+
+
+def predict_dataflow(predictor, dataflow, on_result, num_postprocess_threads=2):
+    """Run over ``(image, image_id)`` datapoints; ``on_result(image_id, detections_with_rle)``.
+
+    Post-processing runs in a thread pool so that mask pasting overlaps the next forward pass.
+    Returns the number of images processed.
+    """
+    dataflow.reset_state()
+    count = 0
+    start = time.time()
+    with ThreadPoolExecutor(num_postprocess_threads) as pool:
+        pending = []
+        for img, image_id in dataflow:
+            out = run_network(predictor, img)
+            pending.append((image_id, pool.submit(postprocess, out, True)))
+            count += 1
+            while pending and (pending[0][1].done() or len(pending) > 2 * num_postprocess_threads):
+                image_id_done, future = pending.pop(0)
+                on_result(image_id_done, future.result())
+        for image_id_done, future in pending:
+            on_result(image_id_done, future.result())
+    logger.info(f"Inference on {count} images took {time.time() - start:.1f}s.")
+    return count

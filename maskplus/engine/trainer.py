@@ -1,0 +1,147 @@
+"""Training: trainer choice, callbacks, initialisation and resume.
+
+The schedule semantics are the Tensorpack example's: steps in the config are for a total batch of
+8 images; with ``n`` towers a run takes ``8 / n`` times as many steps; gradients are summed over
+towers and (with fewer than 8) accumulated to 8 images before an update.
+"""
+import os
+import resource
+import time
+
+from tensorpack.callbacks import (Callback, EstimatedTimeLeft, ModelSaver, PeriodicCallback,
+                                  ThroughputTracker)
+from tensorpack.input_source import QueueInput
+from tensorpack.tfutils.sesscreate import NewSessionCreator
+from tensorpack.train import (SyncMultiGPUTrainerReplicated, TrainConfig,
+                              launch_train_with_config)
+from tensorpack.utils import logger
+
+from config import config as cfg
+from maskplus.compat import tf, tfv1
+from maskplus.data.pipeline import get_train_dataflow
+from maskplus.engine import schedules
+from maskplus.engine.checkpoint import BACKBONE_SCOPES, ChainInit, CheckpointInit, checkpoint_global_step
+from maskplus.engine.inference import session_config
+from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, ResNetFPNModel, inference_outputs
+
+
+class EvalCallback(Callback):
+    """Evaluate on every ``DATA.VAL`` dataset; AP goes to stats.json and TensorBoard."""
+
+    _chief_only = False
+
+    def __init__(self, output_dir):
+        self.output_dir = output_dir
+
+    def _setup_graph(self):
+        self._is_chief = cfg.TRAINER != "horovod" or _horovod_rank() == 0
+        if self._is_chief:
+            self.predictor = self.trainer.get_predictor(INFERENCE_INPUTS, inference_outputs())
+
+    def _eval(self):
+        if not self._is_chief:
+            return
+        from maskplus.engine.evaluate import run_inference, score_results
+        for name in cfg.DATA.VAL:
+            path = os.path.join(self.output_dir, f"outputs{self.global_step}-{name}.json")
+            start = time.time()
+            run_inference(self.predictor, name, path)
+            metrics = score_results(name, path)
+            for key, value in metrics.items():
+                self.trainer.monitors.put_scalar(f"{name}/{key}", value)
+            self.trainer.monitors.put_scalar(f"{name}/eval_seconds", time.time() - start)
+
+    def _trigger_epoch(self):
+        self._eval()
+
+
+class PeakMemoryLogger(Callback):
+    """Peak resident memory of the training process, each epoch."""
+
+    def _trigger_epoch(self):
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+        self.trainer.monitors.put_scalar("peak_rss_mb", peak_mb)
+
+
+def _horovod_rank():
+    import horovod.tensorflow as hvd
+    return hvd.rank()
+
+
+def make_trainer():
+    towers = cfg.TRAIN.NUM_GPUS
+    if cfg.TRAINER == "horovod":
+        from tensorpack.train import HorovodTrainer
+        return HorovodTrainer(average=False)
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    # On a CPU-only machine the towers are placed on the CPU by soft placement and their
+    # gradients summed on the CPU (NCCL needs GPUs).
+    return SyncMultiGPUTrainerReplicated(towers, average=False, mode="nccl" if has_gpu else "cpu")
+
+
+def make_callbacks(logdir):
+    factor = schedules.step_factor(cfg.TRAIN.NUM_GPUS)
+    callbacks = [
+        PeriodicCallback(ModelSaver(max_to_keep=cfg.TRAIN.MAX_CHECKPOINTS, checkpoint_dir=logdir),
+                         every_k_epochs=cfg.TRAIN.CHECKPOINT_PERIOD),
+        schedules.StepScheduleSetter("learning_rate", lambda step: schedules.learning_rate_at(step, cfg)),
+        EstimatedTimeLeft(),
+        ThroughputTracker(samples_per_step=cfg.TRAIN.NUM_GPUS),
+        PeakMemoryLogger(),
+    ]
+    if cfg.MASKPLUS.BIASED_TRAINING:
+        schedule = [list(p) for p in cfg.MASKPLUS.MASK_LOSS_ALPHA]
+        callbacks.append(schedules.StepScheduleSetter(
+            "mask_loss_alpha", lambda step: schedules.piecewise_at(step, schedule, factor)))
+    if cfg.TRAIN.EVAL_PERIOD > 0 and cfg.DATA.VAL:
+        callbacks.append(PeriodicCallback(EvalCallback(logdir), every_k_epochs=cfg.TRAIN.EVAL_PERIOD))
+    return callbacks
+
+
+def initial_weights(load, logdir):
+    """Session init and starting epoch: resume from ``logdir`` if it has a checkpoint, else ``--load``,
+    else ``BACKBONE.WEIGHTS`` (backbone variables only).
+    """
+    resume = tf.train.latest_checkpoint(logdir) if logdir and os.path.isdir(logdir) else None
+    if resume:
+        logger.info(f"Resuming from the latest checkpoint in the log directory: {resume}")
+        load = resume
+    if load:
+        step = checkpoint_global_step(load)
+        return CheckpointInit(load), step
+    if cfg.BACKBONE.WEIGHTS:
+        return CheckpointInit(cfg.BACKBONE.WEIGHTS, only_prefixes=BACKBONE_SCOPES), 0
+    logger.warn("Training from scratch: no --load and no BACKBONE.WEIGHTS.")
+    return None, 0
+
+
+def build_train_config(logdir, load=None):
+    session_init, start_step = initial_weights(load, logdir)
+    steps_per_epoch = cfg.TRAIN.STEPS_PER_EPOCH
+    max_epoch = max(1, -(-schedules.total_steps(cfg) // steps_per_epoch))  # ceil
+    starting_epoch = start_step // steps_per_epoch + 1
+    if starting_epoch > max_epoch:
+        logger.warn(f"The checkpoint is at step {start_step}, beyond the schedule's end: nothing to train.")
+    if cfg.DATA.SEED >= 0:
+        tfv1.set_random_seed(cfg.DATA.SEED)
+    return TrainConfig(
+        model=ResNetFPNModel(),
+        data=QueueInput(get_train_dataflow()),
+        callbacks=make_callbacks(logdir),
+        session_init=session_init,
+        session_creator=NewSessionCreator(config=session_config()),
+        steps_per_epoch=steps_per_epoch,
+        starting_epoch=starting_epoch,
+        max_epoch=max_epoch,
+    )
+
+
+def train(logdir, load=None):
+    """Train with the finalised global config, logging to ``logdir``."""
+    if cfg.TRAINER != "horovod" or _horovod_rank() == 0:
+        logger.set_logger_dir(logdir, action="k")
+    else:
+        logger.set_logger_dir(os.path.join(logdir, f"rank{_horovod_rank()}"), action="k")
+    logger.info("Config:\n" + str(cfg))
+    traincfg = build_train_config(logdir, load)
+    launch_train_with_config(traincfg, make_trainer())

@@ -1,0 +1,120 @@
+"""Shared test fixtures: the repo root on sys.path, temporary config overrides, a tiny COCO set."""
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import maskplus  # noqa: E402,F401  (compat shims before anything imports TensorFlow)
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from config import config as _cfg  # noqa: E402
+
+_MISSING = object()
+
+
+@pytest.fixture
+def cfg_override():
+    """``cfg_override({"DATA.BASEDIR": "/x", ...})`` sets config keys (Python values, not strings)
+    for the duration of the test; everything is restored afterwards, frozen state included."""
+    saved = []
+    was_frozen = _cfg._frozen
+
+    def apply(values=None, **kwargs):
+        _cfg.freeze(False)
+        values = dict(values or {}, **kwargs)
+        for key, value in values.items():
+            saved.append((key, _cfg.get(key)))
+            _cfg.set(key, value)
+        return _cfg
+
+    yield apply
+    _cfg.freeze(False)
+    for key, value in reversed(saved):
+        _cfg.set(key, value)
+    _cfg.freeze(was_frozen)
+
+
+# ---------------------------------------------------------------------- the tiny dataset
+#: (width, height) of each image id
+TINY_IMAGES = {1: (80, 60), 2: (50, 70), 3: (40, 40)}
+#: category list deliberately out of id order: names by id are ["cat", "dog"]
+TINY_CATEGORIES = [{"id": 7, "name": "dog"}, {"id": 2, "name": "cat"}]
+RECT = [10, 10, 30, 10, 30, 20, 10, 20]          # image 1, cat: box [10, 10, 30, 20], 200 px
+TRIANGLE = [40, 40, 70, 40, 55, 55]              # image 1, dog
+RECT2 = [5, 30, 45, 30, 45, 60, 5, 60]           # image 2, dog
+
+
+def _uncompressed_rle(mask):
+    """COCO's uncompressed RLE of a binary mask (column-major run lengths starting with zeros)."""
+    flat = mask.flatten(order="F").astype(np.uint8)
+    counts, current, run = [], 0, 0
+    for v in flat:
+        if v == current:
+            run += 1
+        else:
+            counts.append(run)
+            current, run = v, 1
+    counts.append(run)
+    return {"counts": counts, "size": list(mask.shape)}
+
+
+def _ann(ann_id, image_id, cat, bbox, seg, iscrowd=0):
+    return {"id": ann_id, "image_id": image_id, "category_id": cat, "bbox": bbox,
+            "segmentation": seg, "iscrowd": iscrowd, "area": float(bbox[2] * bbox[3])}
+
+
+def write_tiny_coco(root, split="train2017"):
+    """Writes ``root/annotations/instances_<split>.json`` and ``root/<split>/*.jpg``.
+
+    Image 1 (80x60): a cat rectangle, a dog triangle, a crowd RLE region, and a zero-width box.
+    Image 2 (50x70): a dog rectangle and a non-crowd "polygon" of two points (unusable).
+    Image 3 (40x40): only a crowd annotation (an empty image for FILTER_EMPTY_ANNOTATIONS).
+    """
+    img_dir = os.path.join(root, split)
+    os.makedirs(img_dir, exist_ok=True)
+    os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
+    rng = np.random.RandomState(0)
+    images = []
+    for img_id, (w, h) in TINY_IMAGES.items():
+        img = (rng.rand(h, w, 3) * 60 + 40).astype(np.uint8)
+        img[:, : w // 2, 0] = 200  # asymmetric content, so a flip is visible
+        name = f"{img_id:012d}.jpg"
+        cv2.imwrite(os.path.join(img_dir, name), img)
+        images.append({"id": img_id, "file_name": name, "width": w, "height": h})
+    crowd_mask = np.zeros((60, 80), np.uint8)
+    crowd_mask[40:58, 2:20] = 1
+    crowd3 = np.zeros((40, 40), np.uint8)
+    crowd3[5:30, 5:30] = 1
+    anns = [
+        _ann(1, 1, 2, [10, 10, 20, 10], [RECT]),
+        _ann(2, 1, 7, [40, 40, 30, 15], [TRIANGLE]),
+        _ann(3, 1, 2, [2, 40, 18, 18], _uncompressed_rle(crowd_mask), iscrowd=1),
+        _ann(4, 1, 7, [50, 5, 0, 10], [[50, 5, 50, 15, 50, 10]]),          # zero width
+        _ann(5, 2, 7, [5, 30, 40, 30], [RECT2]),
+        _ann(6, 2, 2, [1, 1, 10, 10], [[1, 1, 11, 11]]),                   # 2 points only
+        _ann(7, 3, 2, [5, 5, 25, 25], _uncompressed_rle(crowd3), iscrowd=1),
+    ]
+    data = {"images": images, "annotations": anns, "categories": TINY_CATEGORIES}
+    json_path = os.path.join(root, "annotations", f"instances_{split}.json")
+    with open(json_path, "w") as f:
+        json.dump(data, f)
+    return json_path, img_dir
+
+
+@pytest.fixture
+def tiny_coco(tmp_path, cfg_override):
+    """A hand-made COCO dataset registered as ``coco_train2017`` (DATA.BASEDIR = tmp_path);
+    returns tmp_path. Small images: short edge kept at 60 px, no worker processes."""
+    write_tiny_coco(str(tmp_path))
+    cfg_override({"DATA.BASEDIR": str(tmp_path), "DATA.TRAIN": ("coco_train2017",),
+                  "DATA.CUSTOM": {}, "DATA.NUM_WORKERS": 0, "DATA.SEED": 1,
+                  "DATA.FILTER_EMPTY_ANNOTATIONS": True, "DATA.ABSOLUTE_COORD": True,
+                  "MODE_MASK": True, "PREPROC.TRAIN_SHORT_EDGE_SIZE": [60, 60],
+                  "PREPROC.MAX_SIZE": 1000.0})
+    return tmp_path

@@ -1,0 +1,81 @@
+"""Helpers for model tests: config snapshots, tiny configurations, graph building."""
+import contextlib
+import copy
+
+from config import AttrDict, config as cfg, finalize_configs
+from maskplus.compat import tf, tfv1
+
+#: A small model that still has every stage: one bottleneck per ResNet group, narrow FPN/heads.
+TINY = {
+    "BACKBONE.RESNET_NUM_BLOCKS": [1, 1, 1, 1],
+    "BACKBONE.NORM": "GN", "BACKBONE.FREEZE_AT": 0,
+    "FPN.NORM": "GN", "FPN.NUM_CHANNEL": 64,
+    "FPN.FRCNN_HEAD_FUNC": "fastrcnn_2fc_head", "FPN.FRCNN_FC_HEAD_DIM": 64,
+    "FPN.MRCNN_HEAD_FUNC": "maskrcnn_up4conv_gn_head", "MRCNN.HEAD_DIM": 64,
+    "MASKPLUS.CONTEXT_FUSION_DIMS": [64, 64], "MASKPLUS.DECONV_PYRAMID_DIM": 64,
+    "RPN.TRAIN_PER_LEVEL_NMS_TOPK": 200, "RPN.TEST_PER_LEVEL_NMS_TOPK": 100,
+    "FRCNN.BATCH_PER_IM": 64, "RPN.BATCH_PER_IM": 64,
+    "PREPROC.TRAIN_SHORT_EDGE_SIZE": [96, 96], "PREPROC.TEST_SHORT_EDGE_SIZE": 96, "PREPROC.MAX_SIZE": 128,
+    "TRAIN.NUM_GPUS": 1,
+}
+
+
+def _restore(node, saved):
+    node.__dict__.clear()
+    for k, v in saved.items():
+        if isinstance(v, dict) and k.isupper() and k not in ("CUSTOM",):
+            child = AttrDict()
+            _restore(child, v)
+            node.__dict__[k] = child
+        else:
+            node.__dict__[k] = v
+
+
+@contextlib.contextmanager
+def config_snapshot():
+    """Restore the whole global config (values, added keys, frozen state) on exit."""
+    saved = copy.deepcopy(cfg.to_dict())
+    frozen = cfg._frozen
+    try:
+        cfg.freeze(False)
+        yield cfg
+    finally:
+        cfg.freeze(False)
+        _restore(cfg, saved)
+        cfg.freeze(frozen)
+
+
+def configure(overrides=None, class_names=("a", "b", "c"), training=True, tiny=True):
+    """Apply TINY (optionally) then ``overrides`` ({key: python value}), then finalise."""
+    cfg.freeze(False)
+    values = dict(TINY if tiny else {}, **(overrides or {}))
+    for key, value in values.items():
+        cfg.set(key, value)
+    cfg.DATA.CLASS_NAMES = list(class_names)
+    finalize_configs(is_training=training)
+    return cfg
+
+
+def build_graph(training, model=None):
+    """Build the model in a new graph; returns (graph, {input name: placeholder}, model)."""
+    from tensorpack.tfutils.tower import TowerContext
+    from maskplus.modeling.generalized_rcnn import ResNetFPNModel
+    model = model or ResNetFPNModel()
+    graph = tf.Graph()
+    with graph.as_default():
+        if training:
+            placeholders = {s.name: tfv1.placeholder(s.dtype, s.shape, s.name) for s in model.inputs()}
+            with TowerContext("", is_training=True):
+                model.build_graph(*placeholders.values())
+        else:
+            placeholders = {"image": tfv1.placeholder(tf.float32, (None, None, 3), "image")}
+            with TowerContext("", is_training=False):
+                model.build_graph(placeholders["image"], *[None] * (len(model.inputs()) - 1))
+    return graph, placeholders, model
+
+
+def variable_shapes(graph):
+    """{name: shape} of the variables a model file holds (trainable + model variables)."""
+    with graph.as_default():
+        from maskplus.engine.checkpoint import model_variables
+        return {name: v.shape.as_list() for name, v in model_variables().items()}

@@ -1,0 +1,90 @@
+"""Config overrides: literal parsing, type checks, unknown keys, consistency, schedules."""
+import pytest
+
+from config import ConfigError, config as cfg
+from helpers import config_snapshot, configure
+from maskplus.presets import PRESETS, TABLES, preset_overrides
+
+
+def test_overrides_are_parsed_as_literals_of_the_default_type():
+    with config_snapshot():
+        cfg.update_args(["TRAIN.BASE_LR=0.02", "BACKBONE.RESNET_NUM_BLOCKS=[1,1,1,1]", "BACKBONE.NORM=GN",
+                         "MODE_MASK=False", "TRAIN.WARMUP=5", "DATA.VAL=coco_minival2014",
+                         "TRAIN.LR_SCHEDULE=[10, 20, 30]", "TRAIN.BASE_LR=1"])
+        assert cfg.TRAIN.BASE_LR == 1.0 and isinstance(cfg.TRAIN.BASE_LR, float)
+        assert cfg.BACKBONE.RESNET_NUM_BLOCKS == [1, 1, 1, 1]
+        assert cfg.BACKBONE.NORM == "GN" and cfg.MODE_MASK is False and cfg.TRAIN.WARMUP == 5
+        assert tuple(cfg.DATA.VAL) == ("coco_minival2014",)
+        assert cfg.TRAIN.LR_SCHEDULE == [10, 20, 30]
+
+
+def test_override_values_are_never_evaluated_as_code():
+    with config_snapshot():
+        cfg.update_args(["DATA.BASEDIR=__import__('os').getcwd()"])
+        assert cfg.DATA.BASEDIR == "__import__('os').getcwd()"
+
+
+def test_unknown_key_suggests_the_closest_one():
+    with config_snapshot(), pytest.raises(ConfigError, match=r"Unknown config key 'TRAIN.BASE_LRR'.*'TRAIN.BASE_LR'"):
+        cfg.update_args(["TRAIN.BASE_LRR=0.1"])
+
+
+@pytest.mark.parametrize("arg, expected", [
+    ("TRAIN.BASE_LR=fast", "TRAIN.BASE_LR' expects a value like 0.01"),
+    ("BACKBONE.RESNET_NUM_BLOCKS=3", "expects a value like"),
+    ("MODE_MASK=1", "MODE_MASK' expects"),
+    ("TRAIN.WARMUP", "not of the form KEY=VALUE"),
+])
+def test_ill_typed_override_is_rejected_with_the_key_named(arg, expected):
+    with config_snapshot(), pytest.raises(ConfigError, match=expected.replace("[", r"\[").replace(".", r"\.")):
+        cfg.update_args([arg])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"RPN.ANCHOR_SIZES": (32, 64)}, "needs one size per FPN level"),
+    ({"FPN.MRCNN_HEAD_FUNC": "maskrcnn_up4conv_gn_head"}, "is a GN head: set FPN.NORM=GN"),
+    ({"BACKBONE.NORM": "BN"}, "BACKBONE.NORM must be one of"),
+    ({"MASKPLUS.BOUNDARY_REFINEMENT": "better"}, "none, original or improved"),
+    ({"MASKPLUS.CONTEXT_FUSION": True, "MASKPLUS.CONTEXT_FUSION_DIMS": [256, 128]}, "must end with FPN.NUM_CHANNEL"),
+    ({"MASKPLUS.QUASI_MULTITASK": ["4x"]}, "accepts '0.5x' and '2x'"),
+    ({"TRAIN.LR_SCHEDULE": "fast"}, "must be like '1x'"),
+])
+def test_inconsistent_combinations_fail_at_finalisation(overrides, message):
+    with config_snapshot(), pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        configure(overrides, tiny=False)
+
+
+def test_config_is_frozen_after_finalisation():
+    with config_snapshot():
+        configure({})
+        with pytest.raises(ConfigError, match="frozen"):
+            cfg.TRAIN.BASE_LR = 1.0
+
+
+@pytest.mark.parametrize("name, steps", [("1x", [120000, 160000, 180000]), ("2x", [240000, 320000, 360000]),
+                                         ("0.5x", [60000, 80000, 90000])])
+def test_schedule_names_expand_to_detectron_steps(name, steps):
+    with config_snapshot():
+        configure({"TRAIN.LR_SCHEDULE": name})
+        assert cfg.TRAIN.LR_SCHEDULE == steps
+
+
+def test_max_size_is_rounded_up_to_the_padding_multiple():
+    with config_snapshot():
+        configure({"PREPROC.MAX_SIZE": 1333.0}, tiny=False)
+        assert cfg.PREPROC.MAX_SIZE == 1344.0
+
+
+def test_every_preset_applies_and_finalises():
+    for name in PRESETS:
+        with config_snapshot():
+            cfg.update_args(preset_overrides(name))
+            configure({}, tiny=False)
+            assert cfg.TRAIN.LR_SCHEDULE == [240000, 320000, 360000]  # 360k iterations
+            assert cfg.FRCNN.BATCH_PER_IM == 512 and cfg.FRCNN.FG_RATIO == 0.25
+
+
+def test_every_table_row_is_a_preset_and_unknown_presets_are_named():
+    assert all(row in PRESETS for rows in TABLES.values() for row in rows)
+    with pytest.raises(ConfigError, match="Unknown preset 'nope'.*maskplus-all"):
+        preset_overrides("nope")

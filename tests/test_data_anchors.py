@@ -1,0 +1,141 @@
+import numpy as np
+import pytest
+
+from maskplus.data import anchors as A
+from config import config as cfg
+
+LABEL_KW = dict(positive_thresh=0.7, negative_thresh=0.3, batch_per_im=256, fg_ratio=0.5,
+                crowd_overlap_thresh=9.99)
+
+
+def test_cell_anchor_stride16_size32_ratio1_is_minus8_to_24():
+    # base [0,0,15,15], centre 7.5, half-extent 0.5*(32-1)=15.5 -> [-8,-8,23,23], then x2,y2 += 1
+    np.testing.assert_array_equal(A.cell_anchors(16, 32, [1.0]), [[-8, -8, 24, 24]])
+
+
+def test_cell_anchors_use_rounded_widths_like_py_faster_rcnn():
+    # stride 4, ratio 0.5: ws = round(sqrt(32)) = 6, hs = round(3) = 3; x8 -> 48 x 24
+    # centre 1.5: x = 1.5 -+ 23.5, y = 1.5 -+ 11.5, then +1 on the far corner
+    got = A.cell_anchors(4, 32, [0.5, 1.0, 2.0])
+    np.testing.assert_array_equal(got[0], [-22, -10, 26, 14])
+    np.testing.assert_array_equal(got[1], [-14, -14, 18, 18])
+    # ratio 2: ws = round(sqrt(8)) = 3, hs = 6; x8 -> 24 x 48
+    np.testing.assert_array_equal(got[2], [-10, -22, 14, 26])
+    assert got.dtype == np.float32
+
+
+def test_grid_shifts_by_stride_and_field_sizes_use_padded_image():
+    g = A.grid_anchors(16, 32, [1.0], 3, 5)
+    assert g.shape == (3, 5, 1, 4) and g.dtype == np.float32
+    np.testing.assert_array_equal(g[2, 4, 0], [-8 + 64, -8 + 32, 24 + 64, 24 + 32])
+    assert A.padded_shape(800, 1333, 32) == (800, 1344)
+    sizes = A.fpn_field_sizes(800, 1344, (4, 8, 16, 32, 64))
+    assert sizes == [(200, 336), (100, 168), (50, 84), (25, 42), (13, 21)]
+
+
+def test_iou_and_ioa():
+    a = np.array([[0, 0, 10, 10]], np.float32)
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 5, 5]], np.float32)
+    np.testing.assert_allclose(A.pairwise_iou(a, b)[0], [1, 1 / 3, 0, 0.25], rtol=1e-6)
+    np.testing.assert_allclose(A.pairwise_ioa(a, b)[0], [1, 0.5, 0, 1], rtol=1e-6)
+
+
+def _anchor_setup():
+    anchors = A.grid_anchors(16, 32, [1.0], 4, 4).reshape(-1, 4)  # 16 anchors, 4x4 cells
+    return anchors
+
+
+def test_gt_equal_to_anchor_is_positive_far_negative_outside_ignored():
+    anchors = _anchor_setup()
+    # image 64 x 64: only anchors with x1,y1 >= 0 and x2,y2 <= 64 are inside (cells 1..2)
+    gt = anchors[5:6].copy()  # cell (1, 1): [8, 8, 40, 40]
+    labels, boxes = A.anchor_targets(anchors, 64, 64, gt, np.zeros((0, 4)), np.random.RandomState(0),
+                                     **LABEL_KW)
+    inside = [5, 6, 9, 10]
+    assert labels[5] == 1
+    np.testing.assert_array_equal(boxes[5], gt[0])
+    assert labels[10] == 0                                   # [24,24,56,56] vs gt: IoU 0.14
+    assert all(labels[i] == -1 for i in range(16) if i not in inside)
+    assert np.all(boxes[labels != 1] == 0)
+
+
+def test_best_anchor_of_each_gt_positive_even_below_threshold():
+    anchors = _anchor_setup()
+    gt = np.array([[8, 8, 36, 36]], np.float32)   # IoU with anchor 5 = 784/1024 ~ 0.77
+    gt2 = np.array([[30, 30, 55, 55]], np.float32)  # best IoU ~ 0.6 (< 0.7) with anchor 10
+    labels, boxes = A.anchor_targets(anchors, 64, 64, np.concatenate([gt, gt2]), np.zeros((0, 4)),
+                                     np.random.RandomState(0), **LABEL_KW)
+    assert labels[5] == 1 and labels[10] == 1
+    np.testing.assert_array_equal(boxes[10], gt2[0])
+
+
+def test_best_match_below_negative_thresh_stays_negative_as_in_tensorpack():
+    anchors = _anchor_setup()
+    tiny = np.array([[8, 8, 12, 12]], np.float32)   # best IoU 16/1024 with anchor 5
+    labels, _ = A.anchor_targets(anchors, 64, 64, tiny, np.zeros((0, 4)), np.random.RandomState(0),
+                                 **LABEL_KW)
+    assert labels[5] == 0 and not (labels == 1).any()
+
+
+def test_crowd_overlap_ignores_anchors():
+    anchors = _anchor_setup()
+    gt = anchors[5:6].copy()
+    crowd = np.array([[20, 20, 64, 64]], np.float32)
+    kw = dict(LABEL_KW, crowd_overlap_thresh=0.5)
+    labels, _ = A.anchor_targets(anchors, 64, 64, gt, crowd, np.random.RandomState(0), **kw)
+    assert labels[10] == -1          # [24,24,56,56] lies fully inside the crowd region
+    assert labels[5] == 1            # [8,8,40,40] has 20x20/32x32 = 0.39 of its area in the crowd
+
+
+def test_sampling_respects_batch_limits_and_no_gt_gives_negatives():
+    rng = np.random.RandomState(0)
+    anchors = A.grid_anchors(4, 32, [1.0], 50, 50).reshape(-1, 4)   # 200 x 200 image
+    inside = np.flatnonzero((anchors >= 0).all(axis=1) & (anchors <= 200).all(axis=1))
+    gts = anchors[rng.choice(inside, 5, replace=False)]
+    kw = dict(LABEL_KW, batch_per_im=64, fg_ratio=0.25)
+    labels, _ = A.anchor_targets(anchors, 200, 200, gts, np.zeros((0, 4)), rng, **kw)
+    assert (labels == 1).sum() == 16
+    assert (labels == 0).sum() == 48
+    labels, boxes = A.anchor_targets(anchors, 200, 200, np.zeros((0, 4)), np.zeros((0, 4)), rng, **kw)
+    assert (labels == 1).sum() == 0 and (labels == 0).sum() == 64
+    assert not boxes.any()
+
+
+def test_multilevel_targets_shapes_and_joint_batch():
+    rng = np.random.RandomState(0)
+    out = A.multilevel_anchor_targets(100, 150, np.array([[10, 10, 90, 60]], np.float32),
+                                      np.zeros((0, 4), np.float32), rng)
+    assert len(out) == 5
+    for (labels, boxes), s in zip(out, cfg.FPN.ANCHOR_STRIDES):
+        fh, fw = int(np.ceil(128 / s)), int(np.ceil(160 / s))
+        assert labels.shape == (fh, fw, 3) and labels.dtype == np.int32
+        assert boxes.shape == (fh, fw, 3, 4) and boxes.dtype == np.float32
+    total_pos = sum(int((lab == 1).sum()) for lab, _ in out)
+    total = sum(int((lab >= 0).sum()) for lab, _ in out)
+    assert 1 <= total_pos <= 128 and total == cfg.RPN.BATCH_PER_IM
+
+
+@pytest.mark.parametrize("h,w", [(800, 1333)])
+def test_full_size_targets_are_fast_enough(h, w):
+    import time
+    rng = np.random.RandomState(0)
+    gts = np.sort(rng.uniform(0, 800, size=(40, 4)).astype(np.float32).reshape(40, 2, 2), axis=1).reshape(40, 4)
+    t = time.time()
+    out = A.multilevel_anchor_targets(h, w, gts, np.zeros((0, 4), np.float32), rng)
+    assert time.time() - t < 5.0
+    assert sum(int((lab == 1).sum()) for lab, _ in out) > 0
+
+
+def test_chunked_matching_equals_dense_reference_including_ties():
+    rng = np.random.RandomState(1)
+    anchors = A.grid_anchors(8, 32, [0.5, 1.0, 2.0], 12, 12).reshape(-1, 4)
+    xy = rng.uniform(0, 70, size=(6, 2))
+    gts = np.concatenate([xy, xy + rng.uniform(4, 40, size=(6, 2))], 1).astype(np.float32)
+    gts = np.concatenate([gts, [[12, 12, 36, 36]]]).astype(np.float32)  # ties between anchors
+    iou = A.pairwise_iou(anchors, gts)
+    best_iou, best_gt, best_for_gt = A._match(anchors, gts, chunk=37)
+    np.testing.assert_array_equal(best_gt, iou.argmax(axis=1))
+    np.testing.assert_array_equal(best_iou, iou.max(axis=1))
+    expect = np.flatnonzero((iou == iou.max(axis=0, keepdims=True)).any(axis=1))
+    np.testing.assert_array_equal(best_for_gt, expect)
+    assert len(expect) > len(gts)  # the reference really contains ties

@@ -1,0 +1,174 @@
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from maskplus.data import pipeline, transforms as T
+from maskplus.data.coco import get_dataset
+from tests.conftest import TINY_IMAGES
+
+
+def _first(ds, n):
+    ds.reset_state()
+    out = []
+    for dp in ds:
+        out.append(dp)
+        if len(out) == n:
+            break
+    return out
+
+
+def _unpack(dp):
+    w = dp["image"].shape[1]
+    return np.unpackbits(dp["gt_masks_packed"], axis=-1)[:, :, :w]
+
+
+def _record(image_id):
+    return next(r for r in get_dataset("coco_train2017").training_records() if r["image_id"] == image_id)
+
+
+def test_resized_shape_follows_tensorpack_rule():
+    assert T.resized_shape(480, 640, 800, 1333) == (800, 1067)      # 1066.67 rounds up
+    assert T.resized_shape(400, 1200, 800, 1333) == (444, 1333)     # capped by the long side
+    assert T.resized_shape(70, 50, 60, 1000) == (84, 60)
+    img, sy, sx = T.resize_image(np.zeros((70, 50, 3), np.uint8), 60, 1000)
+    assert img.shape == (84, 60, 3) and (sy, sx) == (84 / 70, 60 / 50)
+
+
+def test_flip_boxes_and_points_mirror_the_pixel_grid():
+    np.testing.assert_array_equal(T.flip_boxes([[10, 10, 30, 20]], 80), [[50, 10, 70, 20]])
+    np.testing.assert_array_equal(T.flip_points([[0, 5], [80, 7]], 80), [[80, 5], [0, 7]])
+
+
+def test_datapoint_keys_dtypes_and_shapes(tiny_coco):
+    (dp,) = _first(pipeline.get_train_dataflow(), 1)
+    assert list(dp) == pipeline.train_input_names()
+    assert list(dp) == (["image"] + [f"anchor_{k}_lvl{l}" for l in range(2, 7) for k in ("labels", "boxes")]
+                        + ["gt_boxes", "gt_labels", "gt_masks_packed"])
+    h, w = dp["image"].shape[:2]
+    assert dp["image"].dtype == np.float32 and dp["image"].shape[2] == 3
+    assert min(h, w) == 60
+    ph, pw = int(np.ceil(h / 32) * 32), int(np.ceil(w / 32) * 32)
+    for lvl, s in zip(range(2, 7), (4, 8, 16, 32, 64)):
+        lab, box = dp[f"anchor_labels_lvl{lvl}"], dp[f"anchor_boxes_lvl{lvl}"]
+        assert lab.shape == (int(np.ceil(ph / s)), int(np.ceil(pw / s)), 3) and lab.dtype == np.int32
+        assert box.shape == lab.shape + (4,) and box.dtype == np.float32
+    n = len(dp["gt_boxes"])
+    assert dp["gt_boxes"].dtype == np.float32 and dp["gt_boxes"].shape == (n, 4) and n >= 1
+    assert dp["gt_labels"].dtype == np.int64 and set(dp["gt_labels"].tolist()) <= {1, 2}
+    assert dp["gt_masks_packed"].dtype == np.uint8
+    assert dp["gt_masks_packed"].shape == (n, h, (w + 7) // 8)
+    assert sum(int((dp[f"anchor_labels_lvl{l}"] == 1).sum()) for l in range(2, 7)) >= 1
+
+
+def _map_image1(seed):
+    mapper = pipeline.TrainingMapper()
+    return mapper((_record(1), seed))
+
+
+def test_masks_unpack_to_polygon_area_at_box_and_crowd_excluded(tiny_coco):
+    dp = _map_image1(3)
+    assert dp["image"].shape[:2] == (60, 80)       # short edge already 60: no resize
+    assert len(dp["gt_boxes"]) == 2                 # crowd instance is not a target
+    masks = _unpack(dp)
+    flipped = dp["gt_boxes"][0, 0] != 10
+    rect = masks[0][:, ::-1] if flipped else masks[0]
+    assert rect.sum() == 200
+    ys, xs = np.nonzero(rect)
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (10, 19, 10, 29)
+    for m, b in zip(masks, dp["gt_boxes"]):         # each mask lies within its box
+        ys, xs = np.nonzero(m)
+        assert xs.min() >= np.floor(b[0]) and xs.max() < np.ceil(b[2])
+        assert ys.min() >= np.floor(b[1]) and ys.max() < np.ceil(b[3])
+
+
+def test_resize_scales_boxes_and_masks(tiny_coco):
+    mapper = pipeline.TrainingMapper()
+    dp = mapper((_record(2), 0))                    # 50x70 -> 60x84, scale 1.2
+    assert dp["image"].shape[:2] == (84, 60)
+    b = dp["gt_boxes"][0]
+    expect = np.array([5, 30, 45, 60], np.float32) * 1.2
+    if b[0] != pytest.approx(expect[0]):
+        expect = T.flip_boxes(expect[None], 60)[0]
+    np.testing.assert_allclose(b, expect, rtol=1e-5)
+    assert abs(int(_unpack(dp)[0].sum()) - 48 * 36) <= 60
+
+
+def test_flip_moves_image_boxes_and_masks_together(tiny_coco):
+    results = {}
+    for seed in range(20):
+        dp = _map_image1(seed)
+        results[bool(dp["gt_boxes"][0, 0] != 10)] = dp
+        if len(results) == 2:
+            break
+    assert set(results) == {False, True}, "20 seeds never produced both a flip and no flip"
+    plain, flip = results[False], results[True]
+    np.testing.assert_array_equal(flip["image"], plain["image"][:, ::-1])
+    np.testing.assert_allclose(flip["gt_boxes"], T.flip_boxes(plain["gt_boxes"], 80))
+    np.testing.assert_array_equal(_unpack(flip), _unpack(plain)[:, :, ::-1])
+    np.testing.assert_allclose(plain["gt_boxes"][0], [10, 10, 30, 20])
+
+
+def test_same_seed_gives_same_datapoints(tiny_coco, cfg_override):
+    cfg_override({"PREPROC.TRAIN_SHORT_EDGE_SIZE": [40, 90]})
+
+    def run():
+        return _first(pipeline.get_train_dataflow(), 4)
+
+    a, b = run(), run()
+    for x, y in zip(a, b):
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k])
+    cfg_override({"DATA.SEED": 2})
+    c = run()
+    assert any(x["image"].shape != y["image"].shape or not np.array_equal(x["image"], y["image"])
+               for x, y in zip(a, c))
+
+
+def test_unreadable_image_is_skipped(tiny_coco):
+    os.remove(tiny_coco / "train2017" / "000000000002.jpg")
+    ds = pipeline.get_train_dataflow()
+    ds.reset_state()
+    dps = list(ds)                                   # one epoch over the two records
+    assert len(dps) == 1 and dps[0]["image"].shape[:2] == (60, 80)
+
+
+def test_multiprocess_workers_yield_datapoints(tiny_coco, cfg_override):
+    cfg_override({"DATA.NUM_WORKERS": 2})
+    ds = pipeline.get_train_dataflow()
+    dps = _first(ds, 3)   # more than one epoch: the parallel map repeats its source
+    del ds
+    assert len(dps) == 3 and all(list(dp) == pipeline.train_input_names() for dp in dps)
+
+
+def test_eval_dataflow_shards_cover_all_images(tiny_coco):
+    seen = []
+    for shard in range(2):
+        ds = pipeline.get_eval_dataflow("coco_train2017", shard, 2)
+        ds.reset_state()
+        for img, image_id in ds:
+            assert img.dtype == np.uint8 and img.shape[2] == 3
+            w, h = TINY_IMAGES[image_id]
+            assert img.shape[:2] == (h, w)
+            seen.append(image_id)
+    assert seen == [1, 2, 3]
+
+
+def test_dict_datapoint_feeds_the_model_placeholders(tiny_coco):
+    """Tensorpack's QueueInput/FeedInput match dict keys to placeholder op names (and counts)."""
+    from maskplus.compat import tf, tfv1
+    from tensorpack.input_source.input_source import _make_feeds
+    from tensorpack.input_source.input_source_base import build_or_reuse_placeholder
+    try:
+        from maskplus.modeling.generalized_rcnn import ResNetFPNModel
+        specs = ResNetFPNModel().inputs()
+    except ImportError as e:  # the model is developed separately
+        pytest.skip(f"model not importable: {e}")
+    (dp,) = _first(pipeline.get_train_dataflow(), 1)
+    with tf.Graph().as_default():
+        phs = [build_or_reuse_placeholder(s) for s in specs]
+        feed = _make_feeds(phs, dp)
+        with tfv1.Session() as sess:
+            shapes = sess.run([tf.shape(p) for p in phs], feed_dict=feed)
+    assert [list(s) for s in shapes] == [list(dp[p.op.name].shape) for p in phs]

@@ -1,0 +1,45 @@
+#!/usr/bin/env python
+"""Train MaskPlus (Mask R-CNN ResNet-FPN + the paper's mask-branch techniques).
+
+Examples:
+    python train.py --preset maskplus-all --config DATA.BASEDIR=/data/coco \
+        BACKBONE.WEIGHTS=ImageNet-R50-AlignPadding.npz --logdir train_log/maskplus-all
+    horovodrun -np 8 python train.py --config TRAINER=horovod ... (see README)
+
+A log directory that already holds a checkpoint is resumed from it (step, learning rate and
+optimizer state); ``--load`` starts from a checkpoint or .npz instead.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import maskplus  # noqa: E402,F401  (compat shims first)
+from config import ConfigError, config as cfg, finalize_configs  # noqa: E402
+from maskplus.cli import add_config_arguments, apply_config_arguments, fail  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    parser.add_argument("--load", help="initialise from a TF checkpoint or .npz (whole model)")
+    parser.add_argument("--logdir", default="train_log/maskplus", help="log and checkpoint directory")
+    args = parser.parse_args(argv)
+    apply_config_arguments(args)
+
+    if cfg.TRAINER == "horovod":
+        import horovod.tensorflow as hvd
+        hvd.init()
+    from maskplus.data.coco import DatasetError
+    from maskplus.engine.checkpoint import CheckpointError
+    try:
+        finalize_configs(is_training=True)
+        from maskplus.engine.trainer import train
+        train(args.logdir, args.load)
+    except (ConfigError, DatasetError, CheckpointError) as e:
+        fail(str(e))
+
+
+if __name__ == "__main__":
+    main()
