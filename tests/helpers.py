@@ -79,3 +79,35 @@ def variable_shapes(graph):
     with graph.as_default():
         from maskplus.engine.checkpoint import model_variables
         return {name: v.shape.as_list() for name, v in model_variables().items()}
+
+
+def synthetic_datapoint(h=96, w=96, boxes=((10, 12, 50, 60), (40, 30, 90, 80)), labels=(1, 3), seed=0):
+    """A training datapoint dict: a noisy image with filled rectangles, their masks and RPN targets."""
+    import numpy as np
+    from maskplus.data.anchors import multilevel_anchor_targets
+    rng = np.random.RandomState(seed)
+    img = rng.uniform(0, 80, (h, w, 3)).astype(np.float32)
+    boxes = np.asarray(boxes, np.float32)
+    masks = np.zeros((len(boxes), h, w), np.uint8)
+    for k, (x1, y1, x2, y2) in enumerate(boxes.astype(int)):
+        masks[k, y1:y2, x1:x2] = 1
+        img[y1:y2, x1:x2] = 60 + 60 * k
+    dp = {"image": img}
+    for lvl, (lab, box) in enumerate(multilevel_anchor_targets(h, w, boxes, np.zeros((0, 4)), rng), start=2):
+        dp[f"anchor_labels_lvl{lvl}"] = lab
+        dp[f"anchor_boxes_lvl{lvl}"] = box
+    dp["gt_boxes"] = boxes
+    dp["gt_labels"] = np.asarray(labels, np.int64)
+    dp["gt_masks_packed"] = np.packbits(masks, axis=-1)
+    return dp
+
+
+def train_steps(graph, placeholders, model, datapoint, steps=2, lr=0.01):
+    """Run ``steps`` SGD steps of the model's total cost on one datapoint; returns the costs."""
+    with graph.as_default():
+        cost = graph.get_tensor_by_name("total_cost:0")
+        train_op = tfv1.train.MomentumOptimizer(lr, 0.9).minimize(cost)
+        feed = {placeholders[k]: v for k, v in datapoint.items()}
+        with tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            return [sess.run([cost, train_op], feed)[0] for _ in range(steps)]

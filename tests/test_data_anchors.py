@@ -8,26 +8,23 @@ LABEL_KW = dict(positive_thresh=0.7, negative_thresh=0.3, batch_per_im=256, fg_r
                 crowd_overlap_thresh=9.99)
 
 
-def test_cell_anchor_stride16_size32_ratio1_is_minus8_to_24():
-    # base [0,0,15,15], centre 7.5, half-extent 0.5*(32-1)=15.5 -> [-8,-8,23,23], then x2,y2 += 1
-    np.testing.assert_array_equal(A.cell_anchors(16, 32, [1.0]), [[-8, -8, 24, 24]])
+def test_cell_anchor_of_size32_ratio1_is_centred_on_the_origin():
+    np.testing.assert_array_equal(A.cell_anchors(32, [1.0]), [[-16, -16, 16, 16]])
 
 
-def test_cell_anchors_use_rounded_widths_like_py_faster_rcnn():
-    # stride 4, ratio 0.5: ws = round(sqrt(32)) = 6, hs = round(3) = 3; x8 -> 48 x 24
-    # centre 1.5: x = 1.5 -+ 23.5, y = 1.5 -+ 11.5, then +1 on the far corner
-    got = A.cell_anchors(4, 32, [0.5, 1.0, 2.0])
-    np.testing.assert_array_equal(got[0], [-22, -10, 26, 14])
-    np.testing.assert_array_equal(got[1], [-14, -14, 18, 18])
-    # ratio 2: ws = round(sqrt(8)) = 3, hs = 6; x8 -> 24 x 48
-    np.testing.assert_array_equal(got[2], [-10, -22, 14, 26])
+def test_cell_anchors_keep_the_area_and_set_h_over_w_to_the_ratio():
+    got = A.cell_anchors(32, [0.5, 1.0, 2.0])
+    w, h = got[:, 2] - got[:, 0], got[:, 3] - got[:, 1]
+    np.testing.assert_allclose(w * h, 32 * 32, rtol=1e-6)
+    np.testing.assert_allclose(h / w, [0.5, 1.0, 2.0], rtol=1e-6)
+    np.testing.assert_allclose(got[:, :2], -got[:, 2:], rtol=1e-6)  # centred
     assert got.dtype == np.float32
 
 
 def test_grid_shifts_by_stride_and_field_sizes_use_padded_image():
     g = A.grid_anchors(16, 32, [1.0], 3, 5)
     assert g.shape == (3, 5, 1, 4) and g.dtype == np.float32
-    np.testing.assert_array_equal(g[2, 4, 0], [-8 + 64, -8 + 32, 24 + 64, 24 + 32])
+    np.testing.assert_array_equal(g[2, 4, 0], [-16 + 64, -16 + 32, 16 + 64, 16 + 32])
     assert A.padded_shape(800, 1333, 32) == (800, 1344)
     sizes = A.fpn_field_sizes(800, 1344, (4, 8, 16, 32, 64))
     assert sizes == [(200, 336), (100, 168), (50, 84), (25, 42), (13, 21)]
@@ -47,22 +44,22 @@ def _anchor_setup():
 
 def test_gt_equal_to_anchor_is_positive_far_negative_outside_ignored():
     anchors = _anchor_setup()
-    # image 64 x 64: only anchors with x1,y1 >= 0 and x2,y2 <= 64 are inside (cells 1..2)
-    gt = anchors[5:6].copy()  # cell (1, 1): [8, 8, 40, 40]
+    # image 64 x 64: only anchors with x1,y1 >= 0 and x2,y2 <= 64 are inside (cells 1..3)
+    gt = anchors[5:6].copy()  # cell (1, 1): [0, 0, 32, 32]
     labels, boxes = A.anchor_targets(anchors, 64, 64, gt, np.zeros((0, 4)), np.random.RandomState(0),
                                      **LABEL_KW)
-    inside = [5, 6, 9, 10]
+    inside = [5, 6, 7, 9, 10, 11, 13, 14, 15]
     assert labels[5] == 1
     np.testing.assert_array_equal(boxes[5], gt[0])
-    assert labels[10] == 0                                   # [24,24,56,56] vs gt: IoU 0.14
+    assert labels[10] == 0                                   # [16,16,48,48] vs gt: IoU 0.14
     assert all(labels[i] == -1 for i in range(16) if i not in inside)
     assert np.all(boxes[labels != 1] == 0)
 
 
 def test_best_anchor_of_each_gt_positive_even_below_threshold():
     anchors = _anchor_setup()
-    gt = np.array([[8, 8, 36, 36]], np.float32)   # IoU with anchor 5 = 784/1024 ~ 0.77
-    gt2 = np.array([[30, 30, 55, 55]], np.float32)  # best IoU ~ 0.6 (< 0.7) with anchor 10
+    gt = np.array([[0, 0, 28, 28]], np.float32)   # IoU with anchor 5 = 784/1024 ~ 0.77
+    gt2 = np.array([[22, 22, 47, 47]], np.float32)  # best IoU ~ 0.61 (< 0.7) with anchor 10
     labels, boxes = A.anchor_targets(anchors, 64, 64, np.concatenate([gt, gt2]), np.zeros((0, 4)),
                                      np.random.RandomState(0), **LABEL_KW)
     assert labels[5] == 1 and labels[10] == 1
@@ -71,7 +68,7 @@ def test_best_anchor_of_each_gt_positive_even_below_threshold():
 
 def test_best_match_below_negative_thresh_stays_negative_as_in_tensorpack():
     anchors = _anchor_setup()
-    tiny = np.array([[8, 8, 12, 12]], np.float32)   # best IoU 16/1024 with anchor 5
+    tiny = np.array([[0, 0, 4, 4]], np.float32)   # best IoU 16/1024 with anchor 5
     labels, _ = A.anchor_targets(anchors, 64, 64, tiny, np.zeros((0, 4)), np.random.RandomState(0),
                                  **LABEL_KW)
     assert labels[5] == 0 and not (labels == 1).any()

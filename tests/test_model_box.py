@@ -94,3 +94,10 @@ def test_per_class_nms_keeps_overlapping_boxes_of_different_classes():
     # class 1: RoI 1 suppressed by RoI 0; class 2: RoI 1 (0.2) and RoI 2 (0.48) survive, 0.1 of RoI 0
     # is suppressed by RoI 1's 0.2 of the same class.
     assert got == [(1, 0.8), (2, 0.2), (2, 0.48)]
+
+
+def test_graph_anchors_equal_the_data_pipeline_anchors():
+    from maskplus.data.anchors import cell_anchors, grid_anchors
+    ratios = (0.5, 1.0, 2.0)
+    got = run(lambda f: model_box.grid_anchors(f, 8, cell_anchors(64, ratios)), np.zeros((1, 1, 6, 7), np.float32))
+    np.testing.assert_allclose(got, grid_anchors(8, 64, ratios, 6, 7), rtol=1e-6)

@@ -1,16 +1,16 @@
 """FPN anchors and RPN training targets, with Tensorpack's numeric conventions.
 
-Anchor geometry must match the pretrained model zoo exactly, so it follows the classic
-py-faster-rcnn construction Tensorpack uses:
+Anchor geometry must match the model zoo exactly, so it follows the current Tensorpack example
+(the convention its published COCO models were trained with):
 
-* one cell at stride ``s`` and size ``z``: start from the box ``[0, 0, s-1, s-1]``; for each aspect
-  ratio ``r = h / w`` take ``ws = round(sqrt(s*s / r))`` and ``hs = round(ws * r)`` (NumPy
-  rounding), multiply both by ``z / s``, and centre the box on ``(s-1)/2`` with half-extent
-  ``0.5 * (side - 1)``;
-* the cell is shifted by ``(j*s, i*s)`` for every cell ``(i, j)`` of the feature map;
-* finally ``x2`` and ``y2`` are increased by 1 (boxes become end-exclusive).
+* one cell of size ``z`` (square root of the area) and aspect ratio ``r = h / w`` is the box
+  ``[-w/2, -h/2, w/2, h/2]`` with ``w = sqrt(z*z / r)``, ``h = r * w`` -- centred on the origin,
+  not rounded;
+* the cell at feature-map position ``(i, j)`` of a level with stride ``s`` is shifted by
+  ``(j*s, i*s)``.
 
-For stride 16, size 32 and ratio 1 this gives ``[-8, -8, 24, 24]`` at cell (0, 0).
+For stride 16, size 32 and ratio 1 this gives ``[-16, -16, 16, 16]`` at cell (0, 0). The model
+builds the same anchors in the graph from :func:`cell_anchors`.
 
 Target assignment (:func:`anchor_targets`) follows Tensorpack's FPN example: sampling is done
 jointly over all levels, then split back per level.
@@ -22,24 +22,17 @@ __all__ = ["cell_anchors", "grid_anchors", "padded_shape", "fpn_field_sizes", "f
            "multilevel_anchor_targets"]
 
 
-def cell_anchors(stride, size, ratios):
-    """A x 4 float32 anchors of the cell at (0, 0) for one FPN level (``+1`` on x2/y2 applied)."""
-    base = float(stride)
-    ctr = 0.5 * (base - 1)
+def cell_anchors(size, ratios):
+    """A x 4 float32 anchors of one cell, centred on the origin (one per aspect ratio h / w)."""
     ratios = np.asarray(ratios, dtype=np.float64)
-    ws = np.round(np.sqrt(base * base / ratios))
-    hs = np.round(ws * ratios)
-    scale = float(size) / base
-    ws, hs = ws * scale, hs * scale
-    out = np.stack([ctr - 0.5 * (ws - 1), ctr - 0.5 * (hs - 1),
-                    ctr + 0.5 * (ws - 1), ctr + 0.5 * (hs - 1)], axis=1)
-    out[:, 2:] += 1
-    return out.astype(np.float32)
+    ws = np.sqrt(float(size) * size / ratios)
+    hs = ratios * ws
+    return (np.stack([-ws, -hs, ws, hs], axis=1) * 0.5).astype(np.float32)
 
 
 def grid_anchors(stride, size, ratios, field_h, field_w):
     """float32 ``[field_h, field_w, A, 4]`` anchors; cell (i, j) is shifted by (j*stride, i*stride)."""
-    cell = cell_anchors(stride, size, ratios)
+    cell = cell_anchors(size, ratios)
     xs = np.arange(field_w, dtype=np.float32) * stride
     ys = np.arange(field_h, dtype=np.float32) * stride
     sx, sy = np.meshgrid(xs, ys)

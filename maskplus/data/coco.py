@@ -276,10 +276,13 @@ def class_names_for(names):
         other = get_dataset(other_name)
         cats = list(zip(other.category_ids, other.class_names))
         if cats != ref:
+            only_first = sorted(set(ref) - set(cats))[:5]
+            only_other = sorted(set(cats) - set(ref))[:5]
             raise DatasetError(
                 f"Datasets '{first.name}' and '{other.name}' have different categories "
-                f"({len(ref)} vs {len(cats)}; first difference: "
-                f"{next((a, b) for a, b in zip(ref + [None] * len(cats), cats + [None] * len(ref)) if a != b)}).")
+                f"({len(ref)} vs {len(cats)} (id, name) pairs; only in '{first.name}': {only_first}, "
+                f"only in '{other.name}': {only_other}). Datasets trained or evaluated together "
+                f"must share their category list.")
     return [n for _, n in ref]
 
 

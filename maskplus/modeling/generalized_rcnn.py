@@ -8,7 +8,8 @@ from tensorpack.tfutils.tower import get_current_tower_context
 from config import config as cfg
 from maskplus.compat import tf, tfv1
 from maskplus.modeling.backbone import image_preprocess, resnet_fpn_backbone
-from maskplus.modeling.model_box import (area, cell_anchors, clip_boxes, decode_bbox_target, encode_bbox_target,
+from maskplus.data.anchors import cell_anchors
+from maskplus.modeling.model_box import (area, clip_boxes, decode_bbox_target, encode_bbox_target,
                                          grid_anchors)
 from maskplus.modeling.model_fpn import (fpn_model, generate_fpn_proposals, multilevel_roi_align,
                                          multilevel_rpn_losses)

@@ -99,15 +99,6 @@ def roi_align(featuremap, boxes, resolution):
     return tf.nn.avg_pool2d(crops, [1, 1, 2, 2], [1, 1, 2, 2], padding="SAME", data_format="NCHW")
 
 
-def cell_anchors(size, ratios):
-    """A x 4 anchors of one cell, centred on the origin: area ``size``^2, h / w = ratio (TEMP)."""
-    out = []
-    for ratio in ratios:
-        w = np.sqrt(size * size / ratio)
-        out.append([-w, -ratio * w, w, ratio * w])
-    return np.asarray(out, dtype=np.float32) * 0.5
-
-
 @under_name_scope()
 def grid_anchors(featuremap, stride, cell_anchors):
     """Anchors of every cell of an NCHW feature map: fH x fW x A x 4.

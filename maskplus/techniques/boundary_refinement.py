@@ -42,7 +42,7 @@ def _original_residual(logits):
 def _dense_module(x, widths):
     for j, (width, kernel) in enumerate(zip(widths, (1, 3))):
         x = BatchNorm(f"bn{j}", x)
-        x = PReLU(f"prelu{j}", x)
+        x = PReLU(f"prelu{j}", x, init=0.25)
         x = Conv2D(f"conv{j}", x, width, kernel)
     return x
 

@@ -37,6 +37,6 @@ def deconv_pyramid_module(x):
                          scale=2.0, mode="fan_out", distribution="untruncated_normal")):
         up28 = Conv2DTranspose("up0", x, width, 2, strides=2)
         up56 = Conv2DTranspose("up1", up28, width, 2, strides=2)
-        down28 = Conv2D("down0", up56, width, 3, strides=2) + up28
-        down14 = Conv2D("down1", down28, channels, 3, strides=2) + x
+        down28 = tf.add(Conv2D("down0", up56, width, 3, strides=2), up28, name="skip28")
+        down14 = tf.add(Conv2D("down1", down28, channels, 3, strides=2), x, name="skip14")
     return tf.identity(down14, name="deconv_pyramid_output")
