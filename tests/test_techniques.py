@@ -207,15 +207,38 @@ def test_quasi_multitask_targets_are_the_gt_masks_at_14_and_56():
             t56 = [n for n in names if n.endswith("mask_targets_56")]
             t28 = [n for n in names if n.endswith("sampled_fg_mask_targets")]
             assert len(t14) == len(t56) == len(t28) == 1
-            fg_boxes = graph.get_tensor_by_name("fg_boxes:0")
+            fg_boxes = [n for n in names if n.endswith("/fg_boxes")][0] + ":0"
             feed = {ph[k]: v for k, v in dp.items()}
             m14, m56, m28, boxes = sess.run([t14[0] + ":0", t56[0] + ":0", t28[0] + ":0", fg_boxes], feed)
     assert m14.shape[1:] == (14, 14) and m56.shape[1:] == (56, 56) and m28.shape[1:] == (28, 28)
-    # with FG_THRESH 0.99 the foreground RoIs are the gt boxes themselves: targets are all ones
-    gts = {tuple(b) for b in dp["gt_boxes"].tolist()}
+    # with FG_THRESH 0.99 the foreground RoIs are the gt boxes themselves
+    masks = np.unpackbits(dp["gt_masks_packed"], axis=-1)[:, :, :96]
+    gts = [tuple(b) for b in dp["gt_boxes"].tolist()]
     for k, box in enumerate(boxes.tolist()):
-        assert tuple(box) in gts
-        assert m14[k].min() > 0.99 and m56[k].min() > 0.99 and m28[k].min() > 0.99
+        gt_index = gts.index(tuple(box))
+        for got in (m14[k], m28[k], m56[k]):
+            np.testing.assert_allclose(got, _crop_reference(masks[gt_index], box, got.shape[0]), atol=1e-4)
+        assert m14[k].min() > 0.99  # 14 samples over a >= 40 px box: all inside the object
+
+
+def _crop_reference(mask, box, size):
+    """size x size bilinear samples at the centres of a regular grid over ``box`` (pixel i covers
+    [i, i+1)); zero outside the image."""
+    x1, y1, x2, y2 = box
+    h, w = mask.shape
+    padded = np.pad(mask.astype(np.float64), 1)
+
+    def sample(y, x):
+        y, x = y + 1, x + 1  # into the padded image
+        y0, x0 = int(np.floor(y)), int(np.floor(x))
+        dy, dx = y - y0, x - x0
+        p = padded
+        return (p[y0, x0] * (1 - dy) * (1 - dx) + p[y0, x0 + 1] * (1 - dy) * dx
+                + p[y0 + 1, x0] * dy * (1 - dx) + p[y0 + 1, x0 + 1] * dy * dx)
+
+    ys = y1 + (np.arange(size) + 0.5) * (y2 - y1) / size - 0.5
+    xs = x1 + (np.arange(size) + 0.5) * (x2 - x1) / size - 0.5
+    return np.array([[sample(y, x) for x in xs] for y in ys])
 
 
 def test_quasi_multitask_losses_exist_in_training_only():

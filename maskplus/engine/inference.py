@@ -3,7 +3,6 @@
 Preprocessing is Tensorpack's: BGR input, short edge resized to ``PREPROC.TEST_SHORT_EDGE_SIZE``
 capped by ``PREPROC.MAX_SIZE`` (the graph normalises and pads to a multiple of 32 itself).
 """
-import os
 import time
 from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
@@ -14,9 +13,9 @@ from tensorpack.tfutils.sesscreate import NewSessionCreator
 from tensorpack.utils import logger
 
 from config import config as cfg
-from maskplus.compat import tfv1
 from maskplus.data.transforms import clip_boxes, resize_image, scale_boxes
 from maskplus.engine.checkpoint import CheckpointInit
+from maskplus.engine.session import session_config
 from maskplus.evaluation.paste import paste_masks, paste_masks_to_rle
 from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, ResNetFPNModel, inference_outputs
 
@@ -24,15 +23,6 @@ from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, ResNetFPNModel,
 DetectionResult = namedtuple("DetectionResult", ["box", "score", "class_id", "mask"])
 #: The network's raw outputs for one image, before post-processing.
 NetworkOutput = namedtuple("NetworkOutput", ["boxes", "scores", "labels", "masks", "orig_shape"])
-
-
-def session_config():
-    """TF session options: all cores for intra-op work (Tensorpack's default is 1 thread)."""
-    conf = tfv1.ConfigProto(allow_soft_placement=True)
-    conf.intra_op_parallelism_threads = cfg.TRAIN.INTRA_OP_THREADS or (os.cpu_count() or 1)
-    conf.inter_op_parallelism_threads = 0
-    conf.gpu_options.allow_growth = True
-    return conf
 
 
 def build_predictor(load):

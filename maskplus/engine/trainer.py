@@ -21,7 +21,7 @@ from maskplus.compat import tf, tfv1
 from maskplus.data.pipeline import get_train_dataflow
 from maskplus.engine import schedules
 from maskplus.engine.checkpoint import BACKBONE_SCOPES, ChainInit, CheckpointInit, checkpoint_global_step
-from maskplus.engine.inference import session_config
+from maskplus.engine.session import session_config
 from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, ResNetFPNModel, inference_outputs
 
 

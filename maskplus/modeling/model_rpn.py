@@ -37,8 +37,8 @@ def rpn_losses(anchor_labels, anchor_box_targets, label_logits, box_logits):
     """
     valid = tf.stop_gradient(tf.not_equal(anchor_labels, -1))
     positive = tf.stop_gradient(tf.equal(anchor_labels, 1))
-    num_valid = tf.math.count_nonzero(valid, dtype=tf.int32, name="num_valid_anchor")
-    num_pos = tf.math.count_nonzero(positive, dtype=tf.int32, name="num_pos_anchor")
+    num_valid = tf.identity(tf.math.count_nonzero(valid, dtype=tf.int32), name="num_valid_anchor")
+    num_pos = tf.identity(tf.math.count_nonzero(positive, dtype=tf.int32), name="num_pos_anchor")
 
     labels = tf.cast(tf.boolean_mask(anchor_labels, valid), tf.float32)
     logits = tf.boolean_mask(label_logits, valid)
