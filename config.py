@@ -139,6 +139,8 @@ def _coerce(key, value, old):
             return value
         if isinstance(value, str) and key in ("DATA.TRAIN", "DATA.VAL"):
             return type(old)([value])
+        if value == "coco" and key == "DATA.CLASS_NAMES":
+            return value
     raise ConfigError(
         f"Config key '{key}' expects a value like {old!r} ({type(old).__name__}), got {value!r} "
         f"({type(value).__name__}).")
@@ -159,7 +161,7 @@ _C.DATA.TRAIN = ("coco_train2017",)   # several names are concatenated
 _C.DATA.VAL = ("coco_val2017",)       # each is evaluated
 _C.DATA.CUSTOM = {}                   # {"name": ["/path/instances.json", "/path/images"]}
 _C.DATA.NUM_CATEGORY = 0              # 0: taken from the training json at finalisation
-_C.DATA.CLASS_NAMES = []              # filled at finalisation; index 0 is "BG"
+_C.DATA.CLASS_NAMES = []              # from the dataset at finalisation ("BG" first); "coco" = the 80 COCO names
 _C.DATA.FILTER_EMPTY_ANNOTATIONS = True
 _C.DATA.NUM_WORKERS = 4               # data-loading processes; 0 runs in the training process
 _C.DATA.ABSOLUTE_COORD = True         # polygon coordinates in pixels (COCO) or in [0, 1]
@@ -352,9 +354,20 @@ def finalize_configs(is_training, num_gpus=None):
         assert not c.BACKBONE.FREEZE_AFFINE, "BACKBONE.FREEZE_AFFINE only makes sense with FreezeBN."
     _check_consistency(c)
 
+    if c.DATA.CLASS_NAMES == "coco":
+        from maskplus.data.coco_classes import COCO_CLASS_NAMES
+        c.DATA.CLASS_NAMES = list(COCO_CLASS_NAMES)
     if not c.DATA.CLASS_NAMES:
         from maskplus.data.coco import class_names_for  # lazy: config must not import data at load
-        c.DATA.CLASS_NAMES = class_names_for(c.DATA.TRAIN if is_training else c.DATA.VAL + c.DATA.TRAIN)
+        names = c.DATA.TRAIN if is_training else c.DATA.VAL
+        try:
+            c.DATA.CLASS_NAMES = class_names_for(names)
+        except ValueError as e:
+            if is_training:
+                raise
+            raise ConfigError(f"{e}\nTo predict without the dataset, give the class names: "
+                              f"--config DATA.CLASS_NAMES=coco (the 80 COCO classes) or "
+                              f"DATA.CLASS_NAMES=\"['name1','name2']\".") from None
     if c.DATA.CLASS_NAMES[0] != "BG":
         c.DATA.CLASS_NAMES = ["BG"] + list(c.DATA.CLASS_NAMES)
     if c.DATA.NUM_CATEGORY and c.DATA.NUM_CATEGORY != len(c.DATA.CLASS_NAMES) - 1:

@@ -1,0 +1,46 @@
+#!/usr/bin/env python
+"""Write a model file (.npz, model-zoo variable names) with freshly initialised weights.
+
+For trying prediction, export and loading without a trained model, e.g.:
+    python scripts/make_random_model.py --out random_r50fpn.npz --config DATA.CLASS_NAMES=coco
+    python predict.py --predict some.jpg --load random_r50fpn.npz --config DATA.CLASS_NAMES=coco
+"""
+import argparse
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import maskplus  # noqa: E402,F401
+from config import finalize_configs  # noqa: E402
+from maskplus.cli import add_config_arguments, apply_config_arguments  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="the .npz to write")
+    parser.add_argument("--seed", type=int, default=0)
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    apply_config_arguments(args)
+    finalize_configs(is_training=False)
+
+    from tensorpack.tfutils.tower import TowerContext
+    from maskplus.compat import tf, tfv1
+    from maskplus.engine.checkpoint import export_npz
+    from maskplus.modeling.generalized_rcnn import ResNetFPNModel
+    model = ResNetFPNModel()
+    with tf.Graph().as_default():
+        tfv1.set_random_seed(args.seed)
+        image = tfv1.placeholder(tf.float32, (None, None, 3), "image")
+        with TowerContext("", is_training=False):
+            model.build_graph(image, *[None] * (len(model.inputs()) - 1))
+        with tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            n = export_npz(sess, args.out)
+    print(f"Wrote {n} freshly initialised variables to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
