@@ -132,11 +132,12 @@ def _mismatch_message(path, mismatched):
     lines = [f"Shape mismatch between '{path}' and the graph for {len(mismatched)} variable(s):"]
     lines += [f"  {name}: file {list(got)} vs graph {list(want)}" for name, got, want in mismatched]
     if all(name.startswith(_CLASS_DEPENDENT) for name, _, _ in mismatched):
-        name, got, want = mismatched[0]
-        file_classes = got[-1] if name.startswith("maskrcnn/conv/") else None
-        graph_classes = want[-1] if name.startswith("maskrcnn/conv/") else None
-        detail = (f" (the file predicts {file_classes} categories, this model {graph_classes})"
-                  if file_classes is not None else "")
+        counts = {name: (got[-1], want[-1]) for name, got, want in mismatched}
+        if "fastrcnn/outputs/class/W" in counts:  # K + 1 classes, background included
+            file_k, graph_k = (n - 1 for n in counts["fastrcnn/outputs/class/W"])
+        else:
+            file_k, graph_k = counts.get("maskrcnn/conv/W", (None, None))
+        detail = f" (the file predicts {file_k} categories, this model {graph_k})" if file_k else ""
         lines.append(f"The checkpoint was trained for a different number of classes{detail}. To start "
                      f"from its backbone only, pass it as --config BACKBONE.WEIGHTS={path} instead of --load.")
     return "\n".join(lines)

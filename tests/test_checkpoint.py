@@ -1,0 +1,112 @@
+"""Loading weights: reports, clear errors, backbone-only loads, exports."""
+import numpy as np
+import pytest
+
+from helpers import build_graph, config_snapshot, configure, variable_shapes
+from maskplus.compat import tfv1
+from maskplus.engine.checkpoint import (BACKBONE_SCOPES, CheckpointError, CheckpointInit, export_npz,
+                                        read_checkpoint)
+
+
+def _random_npz(path, shapes, seed=0, drop=(), extra=None):
+    rng = np.random.RandomState(seed)
+    arrays = {k + ":0": rng.standard_normal(v).astype(np.float32) for k, v in shapes.items() if k not in drop}
+    arrays.update(extra or {})
+    np.savez(path, **arrays)
+    return arrays
+
+
+def _load(path, only_prefixes=None):
+    graph, _, _ = build_graph(False)
+    with graph.as_default():
+        init = CheckpointInit(path, only_prefixes=only_prefixes)
+        init._setup_graph()
+        with tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            init._run_init(sess)
+            values = {v.op.name: sess.run(v) for v in tfv1.global_variables()}
+    return init.report, values
+
+
+@pytest.fixture
+def tiny_shapes():
+    with config_snapshot():
+        configure({}, training=False)
+        yield variable_shapes(build_graph(False)[0])
+
+
+def test_report_lists_fresh_and_unused_variables(tmp_path, tiny_shapes):
+    path = str(tmp_path / "m.npz")
+    arrays = _random_npz(path, tiny_shapes, drop=("maskrcnn/conv/W", "maskrcnn/conv/b"),
+                         extra={"some/old/var:0": np.zeros(3, np.float32)})
+    with config_snapshot():
+        configure({}, training=False)
+        report, values = _load(path)
+    assert report.missing == ["maskrcnn/conv/W", "maskrcnn/conv/b"]
+    assert report.unused == ["some/old/var"]
+    assert len(report.restored) == len(tiny_shapes) - 2
+    np.testing.assert_array_equal(values["fpn/posthoc_3x3_p3/W"], arrays["fpn/posthoc_3x3_p3/W:0"])
+    assert "2 graph variables are not in the file" in str(report) and "maskrcnn/conv/W" in str(report)
+
+
+def test_shape_mismatch_names_the_variable_and_both_shapes(tmp_path, tiny_shapes):
+    path = str(tmp_path / "m.npz")
+    _random_npz(path, tiny_shapes, extra={"fpn/lateral_1x1_c2/b:0": np.zeros(7, np.float32)})
+    with config_snapshot(), pytest.raises(CheckpointError, match=r"fpn/lateral_1x1_c2/b: file \[7\] vs graph \[64\]"):
+        configure({}, training=False)
+        _load(path)
+
+
+def test_a_checkpoint_for_other_classes_says_so_and_offers_the_backbone_only_load(tmp_path, tiny_shapes):
+    path = str(tmp_path / "coco.npz")
+    shapes = dict(tiny_shapes)
+    shapes.update({"maskrcnn/conv/W": [1, 1, 64, 80], "maskrcnn/conv/b": [80],
+                   "fastrcnn/outputs/class/W": [64, 81], "fastrcnn/outputs/class/b": [81],
+                   "fastrcnn/outputs/box/W": [64, 324], "fastrcnn/outputs/box/b": [324]})
+    arrays = _random_npz(path, shapes)
+    with config_snapshot():
+        configure({}, training=False)
+        with pytest.raises(CheckpointError, match=r"different number of classes \(the file predicts 80 categories, "
+                                                   r"this model 3\).*BACKBONE.WEIGHTS="):
+            _load(path)
+        report, values = _load(path, only_prefixes=BACKBONE_SCOPES)
+    assert report.restored and all(n.startswith(BACKBONE_SCOPES) for n in report.restored)
+    np.testing.assert_array_equal(values["group3/block0/conv3/W"], arrays["group3/block0/conv3/W:0"])
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    (b"this is not a zip", "is not a readable .npz weights file"),
+])
+def test_missing_or_corrupt_files_give_clear_errors(tmp_path, content, message):
+    path = tmp_path / "weights.npz"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        read_checkpoint(str(path))
+
+
+def test_a_directory_without_a_checkpoint_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="holds no TensorFlow checkpoint"):
+        read_checkpoint(str(tmp_path))
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(CheckpointError, match="neither a .npz file nor a TensorFlow checkpoint"):
+        read_checkpoint(str(tmp_path / "notes.txt"))
+
+
+def test_export_then_load_round_trips_every_model_variable(tmp_path):
+    path = str(tmp_path / "exported.npz")
+    with config_snapshot():
+        configure({"MASKPLUS.BOUNDARY_REFINEMENT": "improved"}, training=False)
+        graph, _, _ = build_graph(False)
+        with graph.as_default(), tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            n = export_npz(sess, path)
+            expected = {v.op.name: sess.run(v) for v in tfv1.global_variables()}
+        report, values = _load(path)
+    stored = read_checkpoint(path)
+    assert n == len(stored) and not report.missing and not report.unused
+    assert "boundary_refinement/module0/bn0/mean/EMA" in stored  # BN statistics are exported
+    assert all(k.endswith(":0") for k in np.load(path).files)  # model-zoo key style
+    for name, value in stored.items():
+        np.testing.assert_array_equal(value, expected[name])
