@@ -32,12 +32,13 @@ def main(argv=None):
         import horovod.tensorflow as hvd
         hvd.init()
     from maskplus.data.coco import DatasetError
+    from maskplus.engine.callbacks import NonFiniteLossError
     from maskplus.engine.checkpoint import CheckpointError
     try:
         finalize_configs(is_training=True)
         from maskplus.engine.trainer import train
         train(args.logdir, args.load)
-    except (ConfigError, DatasetError, CheckpointError) as e:
+    except (ConfigError, DatasetError, CheckpointError, NonFiniteLossError) as e:
         fail(str(e))
 
 

@@ -99,6 +99,7 @@ def synthetic_datapoint(h=96, w=96, boxes=((10, 12, 50, 60), (40, 30, 90, 80)), 
     dp["gt_boxes"] = boxes
     dp["gt_labels"] = np.asarray(labels, np.int64)
     dp["gt_masks_packed"] = np.packbits(masks, axis=-1)
+    dp["image_id"] = np.int64(seed)
     return dp
 
 

@@ -112,15 +112,14 @@ def test_multilevel_targets_shapes_and_joint_batch():
     assert 1 <= total_pos <= 128 and total == cfg.RPN.BATCH_PER_IM
 
 
-@pytest.mark.parametrize("h,w", [(800, 1333)])
-def test_full_size_targets_are_fast_enough(h, w):
-    import time
+def test_full_size_image_gets_positive_anchors_on_every_used_level():
+    # speed of this path is measured in scripts/benchmark.py, not asserted here
     rng = np.random.RandomState(0)
     gts = np.sort(rng.uniform(0, 800, size=(40, 4)).astype(np.float32).reshape(40, 2, 2), axis=1).reshape(40, 4)
-    t = time.time()
-    out = A.multilevel_anchor_targets(h, w, gts, np.zeros((0, 4), np.float32), rng)
-    assert time.time() - t < 5.0
+    out = A.multilevel_anchor_targets(800, 1333, gts, np.zeros((0, 4), np.float32), rng)
+    assert [lab.shape for lab, _ in out] == [(200, 336, 3), (100, 168, 3), (50, 84, 3), (25, 42, 3), (13, 21, 3)]
     assert sum(int((lab == 1).sum()) for lab, _ in out) > 0
+    assert sum(int((lab >= 0).sum()) for lab, _ in out) == 256
 
 
 def test_chunked_matching_equals_dense_reference_including_ties():

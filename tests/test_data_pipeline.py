@@ -45,7 +45,8 @@ def test_datapoint_keys_dtypes_and_shapes(tiny_coco):
     (dp,) = _first(pipeline.get_train_dataflow(), 1)
     assert list(dp) == pipeline.train_input_names()
     assert list(dp) == (["image"] + [f"anchor_{k}_lvl{l}" for l in range(2, 7) for k in ("labels", "boxes")]
-                        + ["gt_boxes", "gt_labels", "gt_masks_packed"])
+                        + ["gt_boxes", "gt_labels", "gt_masks_packed", "image_id"])
+    assert dp["image_id"].dtype == np.int64 and int(dp["image_id"]) in (1, 2)
     h, w = dp["image"].shape[:2]
     assert dp["image"].dtype == np.float32 and dp["image"].shape[2] == 3
     assert min(h, w) == 60

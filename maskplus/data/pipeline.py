@@ -39,6 +39,7 @@ def train_input_names(cfg=None):
     names += ["gt_boxes", "gt_labels"]
     if cfg.MODE_MASK:
         names.append("gt_masks_packed")
+    names.append("image_id")  # not used by the graph: lets a failing step name its image
     return names
 
 
@@ -142,6 +143,7 @@ class TrainingMapper:
         if self.mode_mask:
             masks = np.stack([polygons_to_mask(polys[i], h, w) for i in keep], axis=0)
             ret["gt_masks_packed"] = np.packbits(masks, axis=-1)
+        ret["image_id"] = np.int64(record["image_id"])
         assert set(ret) == set(self.input_names), (sorted(ret), self.input_names)
         return {k: ret[k] for k in self.input_names}
 

@@ -5,11 +5,8 @@ The schedule semantics are the Tensorpack example's: steps in the config are for
 towers and (with fewer than 8) accumulated to 8 images before an update.
 """
 import os
-import resource
-import time
 
-from tensorpack.callbacks import (Callback, EstimatedTimeLeft, ModelSaver, PeriodicCallback,
-                                  ThroughputTracker)
+from tensorpack.callbacks import EstimatedTimeLeft, ModelSaver, PeriodicCallback, ThroughputTracker
 from tensorpack.input_source import QueueInput
 from tensorpack.tfutils.sesscreate import NewSessionCreator
 from tensorpack.train import (SyncMultiGPUTrainerReplicated, TrainConfig,
@@ -20,52 +17,10 @@ from config import config as cfg
 from maskplus.compat import tf, tfv1
 from maskplus.data.pipeline import get_train_dataflow
 from maskplus.engine import schedules
+from maskplus.engine.callbacks import EvalCallback, NonFiniteLossGuard, PeakMemoryLogger, SaveOnSignal, is_chief
 from maskplus.engine.checkpoint import BACKBONE_SCOPES, ChainInit, CheckpointInit, checkpoint_global_step
 from maskplus.engine.session import session_config
-from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, ResNetFPNModel, inference_outputs
-
-
-class EvalCallback(Callback):
-    """Evaluate on every ``DATA.VAL`` dataset; AP goes to stats.json and TensorBoard."""
-
-    _chief_only = False
-
-    def __init__(self, output_dir):
-        self.output_dir = output_dir
-
-    def _setup_graph(self):
-        self._is_chief = cfg.TRAINER != "horovod" or _horovod_rank() == 0
-        if self._is_chief:
-            self.predictor = self.trainer.get_predictor(INFERENCE_INPUTS, inference_outputs())
-
-    def _eval(self):
-        if not self._is_chief:
-            return
-        from maskplus.engine.evaluate import run_inference, score_results
-        for name in cfg.DATA.VAL:
-            path = os.path.join(self.output_dir, f"outputs{self.global_step}-{name}.json")
-            start = time.time()
-            run_inference(self.predictor, name, path)
-            metrics = score_results(name, path)
-            for key, value in metrics.items():
-                self.trainer.monitors.put_scalar(f"{name}/{key}", value)
-            self.trainer.monitors.put_scalar(f"{name}/eval_seconds", time.time() - start)
-
-    def _trigger_epoch(self):
-        self._eval()
-
-
-class PeakMemoryLogger(Callback):
-    """Peak resident memory of the training process, each epoch."""
-
-    def _trigger_epoch(self):
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-        self.trainer.monitors.put_scalar("peak_rss_mb", peak_mb)
-
-
-def _horovod_rank():
-    import horovod.tensorflow as hvd
-    return hvd.rank()
+from maskplus.modeling.generalized_rcnn import ResNetFPNModel
 
 
 def make_trainer():
@@ -81,9 +36,12 @@ def make_trainer():
 
 def make_callbacks(logdir):
     factor = schedules.step_factor(cfg.TRAIN.NUM_GPUS)
+    saver = ModelSaver(max_to_keep=cfg.TRAIN.MAX_CHECKPOINTS, checkpoint_dir=logdir)
     callbacks = [
-        PeriodicCallback(ModelSaver(max_to_keep=cfg.TRAIN.MAX_CHECKPOINTS, checkpoint_dir=logdir),
-                         every_k_epochs=cfg.TRAIN.CHECKPOINT_PERIOD),
+        # the guard comes first so that a non-finite step stops training before anything is saved
+        NonFiniteLossGuard(),
+        PeriodicCallback(saver, every_k_epochs=cfg.TRAIN.CHECKPOINT_PERIOD),
+        SaveOnSignal(saver),
         schedules.StepScheduleSetter("learning_rate", lambda step: schedules.learning_rate_at(step, cfg)),
         EstimatedTimeLeft(),
         ThroughputTracker(samples_per_step=cfg.TRAIN.NUM_GPUS),
@@ -138,10 +96,11 @@ def build_train_config(logdir, load=None):
 
 def train(logdir, load=None):
     """Train with the finalised global config, logging to ``logdir``."""
-    if cfg.TRAINER != "horovod" or _horovod_rank() == 0:
+    if is_chief():
         logger.set_logger_dir(logdir, action="k")
     else:
-        logger.set_logger_dir(os.path.join(logdir, f"rank{_horovod_rank()}"), action="k")
+        import horovod.tensorflow as hvd
+        logger.set_logger_dir(os.path.join(logdir, f"rank{hvd.rank()}"), action="k")
     logger.info("Config:\n" + str(cfg))
     traincfg = build_train_config(logdir, load)
     launch_train_with_config(traincfg, make_trainer())

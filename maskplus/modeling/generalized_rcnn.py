@@ -39,6 +39,8 @@ class ResNetFPNModel(ModelDesc):
         specs.append(tf.TensorSpec((None,), tf.int64, "gt_labels"))
         if cfg.MODE_MASK:
             specs.append(tf.TensorSpec((None, None, None), tf.uint8, "gt_masks_packed"))
+        # unused by the graph; fetched by the non-finite-loss guard to name the failing image
+        specs.append(tf.TensorSpec((), tf.int64, "image_id"))
         return specs
 
     def optimizer(self):
@@ -73,6 +75,7 @@ class ResNetFPNModel(ModelDesc):
         if not training:
             self.inference_outputs(features, head, image_shape2d)
             return None
+        tf.identity(inputs["image_id"], name="input_image_id")  # for the non-finite-loss guard
         losses = rpn_loss + head.losses()
         if cfg.MODE_MASK:
             gt_masks = tf.cast(unpackbits_masks(inputs["gt_masks_packed"]), tf.uint8, name="gt_masks")

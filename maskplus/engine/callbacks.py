@@ -1,0 +1,121 @@
+"""Training callbacks of our own: evaluation, memory, a non-finite-loss guard, save-on-signal."""
+import collections
+import os
+import resource
+import signal
+import time
+
+import numpy as np
+from tensorpack.callbacks import Callback
+from tensorpack.train.base import StopTraining
+from tensorpack.utils import logger
+
+from config import config as cfg
+from maskplus.compat import tf, tfv1
+from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, inference_outputs
+
+
+class NonFiniteLossError(RuntimeError):
+    """The total loss became NaN or infinite; training stopped before any checkpoint of it."""
+
+
+def is_chief():
+    if cfg.TRAINER != "horovod":
+        return True
+    import horovod.tensorflow as hvd
+    return hvd.rank() == 0
+
+
+class EvalCallback(Callback):
+    """Evaluate on every ``DATA.VAL`` dataset; AP goes to stats.json and TensorBoard."""
+
+    _chief_only = False
+
+    def __init__(self, output_dir):
+        self.output_dir = output_dir
+
+    def _setup_graph(self):
+        self._chief = is_chief()
+        if self._chief:
+            self.predictor = self.trainer.get_predictor(INFERENCE_INPUTS, inference_outputs())
+
+    def _trigger_epoch(self):
+        if not self._chief:
+            return
+        from maskplus.engine.evaluate import run_inference, score_results
+        for name in cfg.DATA.VAL:
+            path = os.path.join(self.output_dir, f"outputs{self.global_step}-{name}.json")
+            start = time.time()
+            run_inference(self.predictor, name, path)
+            metrics = score_results(name, path)
+            for key, value in metrics.items():
+                self.trainer.monitors.put_scalar(f"{name}/{key}", value)
+            self.trainer.monitors.put_scalar(f"{name}/eval_seconds", time.time() - start)
+
+
+class PeakMemoryLogger(Callback):
+    """Peak resident memory of the training process, each epoch."""
+
+    def _trigger_epoch(self):
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+        self.trainer.monitors.put_scalar("peak_rss_mb", peak_mb)
+
+
+class NonFiniteLossGuard(Callback):
+    """Stop at the first step whose total loss is not finite, naming the step, the recent losses
+    and the recent image ids, before a checkpoint can record the damaged weights."""
+
+    _chief_only = False
+
+    def __init__(self, history=5):
+        self.history = collections.deque(maxlen=history)
+
+    def _setup_graph(self):
+        # the first tower's tensors ("tower0/..." under the replicated trainer)
+        names = {op.name for op in tfv1.get_default_graph().get_operations()}
+        self._fetches = {}
+        for key, op_name in (("loss", "total_cost"), ("image_id", "input_image_id")):
+            found = [n for n in (f"tower0/{op_name}", op_name) if n in names]
+            if found:
+                self._fetches[key] = found[0] + ":0"
+        if "loss" not in self._fetches:
+            raise RuntimeError("NonFiniteLossGuard: the graph has no 'total_cost' tensor.")
+
+    def _before_run(self, _):
+        return tfv1.train.SessionRunArgs(fetches=self._fetches)
+
+    def _after_run(self, _, run_values):
+        loss = float(run_values.results["loss"])
+        image_id = run_values.results.get("image_id")
+        self.history.append((self.global_step, loss, None if image_id is None else int(image_id)))
+        if not np.isfinite(loss):
+            recent = "\n".join(f"  step {s}: total loss {l}, image_id {i}" for s, l, i in self.history)
+            raise NonFiniteLossError(
+                f"The total loss is {loss} at step {self.global_step}; training stopped, no checkpoint of "
+                f"this state was written. Recent steps (on tower 0):\n{recent}\nCheck these images' "
+                f"annotations (degenerate boxes or masks) or lower TRAIN.BASE_LR, then resume from the last "
+                f"checkpoint in the log directory.")
+
+
+class SaveOnSignal(Callback):
+    """On SIGTERM or SIGINT, finish the current step, write a checkpoint and stop cleanly."""
+
+    def __init__(self, saver):
+        self.saver = saver  # a ModelSaver callback (also registered with the trainer)
+        self._received = None
+
+    def _before_train(self):
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _handle(self, signum, _frame):
+        self._received = signal.Signals(signum).name
+
+    def _trigger_step(self):
+        if self._received:
+            logger.info(f"{self._received} received: saving a checkpoint at step {self.global_step} and stopping.")
+            self.saver.trigger()
+            raise StopTraining()
+
+    def _after_train(self):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
