@@ -37,7 +37,7 @@ def main(argv=None):
     try:
         finalize_configs(is_training=True)
         from maskplus.engine.trainer import train
-        train(args.logdir, args.load)
+        train(args.logdir, args.load, preset=args.preset)
     except (ConfigError, DatasetError, CheckpointError, NonFiniteLossError) as e:
         fail(str(e))
 

@@ -7,6 +7,9 @@ total batch of 8), 512 RoIs per image at 1:3 positives to negatives, learning ra
 weight decay 1e-4, momentum 0.9. (Tensorpack's own default learning rate is 0.01; the paper
 states 0.02, which we follow. Pass ``--config TRAIN.BASE_LR=0.01`` for Tensorpack's.)
 """
+import json
+import os
+
 from config import ConfigError
 
 PAPER_SETUP = [
@@ -35,15 +38,9 @@ _ROWS = {
                      "MASKPLUS.QUASI_MULTITASK=['0.5x']", "MASKPLUS.BIASED_TRAINING=True"],
 }
 
-#: Paper table number -> its rows' preset names, in the paper's order.
-TABLES = {
-    1: ["baseline", "context-fusion-256-256", "context-fusion-256-256-256", "context-fusion-720-512-512-256"],
-    2: ["baseline", "deconv-pyramid"],
-    3: ["baseline", "boundary-refinement-original", "boundary-refinement-improved"],
-    4: ["baseline", "quasi-multitask-0.5x", "quasi-multitask-2x"],
-    5: ["baseline", "biased-training"],
-    6: ["baseline", "biased-training"],
-}
+#: Paper table number -> its rows' preset names, in the paper's order (from the paper's numbers file).
+with open(os.path.join(os.path.dirname(__file__), "evaluation", "paper_numbers.json")) as _f:
+    TABLES = {int(t): [row["preset"] for row in table["rows"]] for t, table in json.load(_f)["tables"].items()}
 
 PRESETS = {name: PAPER_SETUP + rows for name, rows in _ROWS.items()}
 

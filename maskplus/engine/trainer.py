@@ -4,6 +4,7 @@ The schedule semantics are the Tensorpack example's: steps in the config are for
 8 images; with ``n`` towers a run takes ``8 / n`` times as many steps; gradients are summed over
 towers and (with fewer than 8) accumulated to 8 images before an update.
 """
+import json
 import os
 
 from tensorpack.callbacks import EstimatedTimeLeft, ModelSaver, PeriodicCallback, ThroughputTracker
@@ -94,7 +95,14 @@ def build_train_config(logdir, load=None):
     )
 
 
-def train(logdir, load=None):
+def write_run_info(logdir, preset):
+    """``<logdir>/run.json``: what this run is (preset, seed, full config), for the table tools."""
+    info = {"preset": preset, "seed": cfg.DATA.SEED, "config": cfg.to_dict()}
+    with open(os.path.join(logdir, "run.json"), "w") as f:
+        json.dump(info, f, indent=1, default=str)
+
+
+def train(logdir, load=None, preset=None):
     """Train with the finalised global config, logging to ``logdir``."""
     if is_chief():
         logger.set_logger_dir(logdir, action="k")
@@ -102,5 +110,7 @@ def train(logdir, load=None):
         import horovod.tensorflow as hvd
         logger.set_logger_dir(os.path.join(logdir, f"rank{hvd.rank()}"), action="k")
     logger.info("Config:\n" + str(cfg))
+    if is_chief():
+        write_run_info(logdir, preset)
     traincfg = build_train_config(logdir, load)
     launch_train_with_config(traincfg, make_trainer())

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Train and evaluate every row of one of the paper's tables.
+#
+#   scripts/reproduce_table.sh N [--seeds K] [--dry-run] [--trainer replicated|horovod] [--gpus G]
+#
+# Environment: COCO_DIR (holding annotations/ train2017/ val2017/), BACKBONE_NPZ
+# (ImageNet-R50-AlignPadding.npz), LOGROOT (default train_log/paper), PYTHON (default .venv/bin/python),
+# HOSTS (horovod only, default localhost:G). One log directory per preset and seed,
+# $LOGROOT/<preset>/seed<k>, shared between tables (Tables 5 and 6 are the same runs); a row whose
+# evaluation already exists is skipped, a row whose training stopped resumes.
+# Then: python scripts/paper_tables.py $LOGROOT/*/seed*
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+[ $# -ge 1 ] || usage 2
+TABLE=$1; shift
+SEEDS=1; DRY=0; TRAINER=replicated; GPUS=8
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --seeds) SEEDS=$2; shift 2 ;;
+    --dry-run) DRY=1; shift ;;
+    --trainer) TRAINER=$2; shift 2 ;;
+    --gpus) GPUS=$2; shift 2 ;;
+    -h|--help) usage 0 ;;
+    *) echo "unknown option: $1" >&2; usage 2 ;;
+  esac
+done
+case "$TABLE" in 1|2|3|4|5|6) ;; *) echo "table must be 1-6, got '$TABLE'" >&2; exit 2 ;; esac
+case "$TRAINER" in replicated|horovod) ;; *) echo "--trainer must be replicated or horovod" >&2; exit 2 ;; esac
+
+PYTHON=${PYTHON:-.venv/bin/python}
+LOGROOT=${LOGROOT:-train_log/paper}
+COCO_DIR=${COCO_DIR:-~/data/coco}
+BACKBONE_NPZ=${BACKBONE_NPZ:-~/data/ImageNet-R50-AlignPadding.npz}
+HOSTS=${HOSTS:-localhost:$GPUS}
+
+ROWS=$("$PYTHON" -c "import json; t = json.load(open('maskplus/evaluation/paper_numbers.json'))['tables']['$TABLE']; print(' '.join(r['preset'] for r in t['rows']))")
+
+run() { if [ "$DRY" = 1 ]; then echo "$*"; else echo "+ $*" >&2; eval "$@"; fi; }
+
+for preset in $ROWS; do
+  for seed in $(seq 1 "$SEEDS"); do
+    logdir="$LOGROOT/$preset/seed$seed"
+    results="$logdir/eval/coco_val2017.json"
+    if [ "$DRY" = 0 ] && [ -f "${results%.json}-metrics.json" ]; then
+      echo "$preset seed $seed: already evaluated ($results)" >&2; continue
+    fi
+    config="DATA.BASEDIR=$COCO_DIR BACKBONE.WEIGHTS=$BACKBONE_NPZ DATA.SEED=$seed TRAIN.EVAL_PERIOD=0"
+    if [ "$TRAINER" = horovod ]; then
+      run "horovodrun -np $GPUS -H $HOSTS $PYTHON train.py --preset $preset --logdir $logdir --config $config TRAINER=horovod"
+    else
+      run "$PYTHON train.py --preset $preset --logdir $logdir --config $config TRAIN.NUM_GPUS=$GPUS"
+    fi
+    run "$PYTHON predict.py --preset $preset --load $logdir --evaluate $results --config DATA.BASEDIR=$COCO_DIR DATA.VAL=coco_val2017"
+  done
+done
