@@ -49,7 +49,8 @@ class EvalCallback(Callback):
             run_inference(self.predictor, name, path)
             metrics = score_results(name, path)
             for key, value in metrics.items():
-                self.trainer.monitors.put_scalar(f"{name}/{key}", value)
+                if value is not None:
+                    self.trainer.monitors.put_scalar(f"{name}/{key}", value)
             self.trainer.monitors.put_scalar(f"{name}/eval_seconds", time.time() - start)
 
 

@@ -1,0 +1,133 @@
+"""COCO metrics: perfect predictions, Boundary AP on eroded masks, backend agreement, empty results."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools import mask as mask_util
+
+from maskplus.evaluation.coco_eval import (boundary_iou, detections_to_coco_results, evaluate_coco,
+                                           format_metrics_table)
+
+H, W = 120, 160
+
+
+def _rle(mask):
+    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)[:, :, None]))[0]
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def _square(x, y, s):
+    m = np.zeros((H, W), np.uint8)
+    m[y:y + s, x:x + s] = 1
+    return m
+
+
+def _disc(cx, cy, r):
+    m = np.zeros((H, W), np.uint8)
+    cv2.circle(m, (cx, cy), r, 1, -1)
+    return m
+
+
+def _bbox(mask):
+    ys, xs = np.nonzero(mask)
+    return [float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())]
+
+
+@pytest.fixture(scope="module")
+def ground_truth():
+    masks = {1: [(_square(10, 10, 40), 1), (_disc(110, 60, 30), 2)], 2: [(_disc(50, 60, 45), 2), (_square(100, 20, 20), 1)]}
+    images, anns = [], []
+    for img_id, items in masks.items():
+        images.append({"id": img_id, "width": W, "height": H, "file_name": f"{img_id}.jpg"})
+        for mask, cat in items:
+            anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": cat, "iscrowd": 0,
+                         "segmentation": _rle(mask), "area": float(mask.sum()), "bbox": _bbox(mask)})
+    gt = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "square"}, {"id": 2, "name": "disc"}]}
+    return gt, masks
+
+
+def _results(masks, transform=lambda m: m, score=0.9):
+    out = []
+    for img_id, items in masks.items():
+        for mask, cat in items:
+            m = transform(mask)
+            out.append({"image_id": img_id, "category_id": cat, "bbox": _bbox(m), "score": score, "segmentation": _rle(m)})
+    return out
+
+
+@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+def test_perfect_predictions_score_one_everywhere(ground_truth, backend, tmp_path):
+    gt, masks = ground_truth
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    metrics = evaluate_coco(str(path), _results(masks), backend=backend)
+    for kind in ("bbox", "segm", "boundary"):
+        assert metrics[f"{kind}/AP"] == pytest.approx(1.0)
+        assert metrics[f"{kind}/AP50"] == pytest.approx(1.0)
+    assert "boundary" in format_metrics_table(metrics) and "100.00" in format_metrics_table(metrics)
+
+
+def test_an_eroded_mask_keeps_mask_iou_but_loses_boundary_iou():
+    gt = _disc(80, 60, 50)
+    eroded = cv2.erode(gt, np.ones((3, 3), np.uint8), iterations=3)
+    mask_iou = np.logical_and(gt, eroded).sum() / np.logical_or(gt, eroded).sum()
+    assert mask_iou > 0.85
+    assert boundary_iou(gt, gt) == pytest.approx(1.0)
+    assert boundary_iou(gt, eroded) < 0.6
+
+
+@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+def test_eroded_predictions_keep_segm_ap_high_and_boundary_ap_clearly_lower(ground_truth, backend):
+    gt, masks = ground_truth
+    erode = lambda m: cv2.erode(m, np.ones((3, 3), np.uint8), iterations=2)  # noqa: E731
+    metrics = evaluate_coco(_gt_coco(gt), _results(masks, erode), iou_types=("segm",), backend=backend)
+    assert metrics["segm/AP50"] == pytest.approx(1.0)
+    assert metrics["boundary/AP"] < metrics["segm/AP"] - 0.2
+
+
+def _gt_coco(gt):
+    from pycocotools.coco import COCO
+    coco = COCO()
+    coco.dataset = gt
+    coco.createIndex()
+    return coco
+
+
+def test_backends_agree_on_imperfect_results(ground_truth):
+    gt, masks = ground_truth
+    rng = np.random.RandomState(0)
+    results = []
+    for img_id, items in masks.items():
+        for mask, cat in items:
+            shift = rng.randint(-4, 5, size=2)
+            moved = np.roll(mask, tuple(shift), axis=(0, 1))
+            results.append({"image_id": img_id, "category_id": cat, "bbox": _bbox(moved),
+                            "score": float(rng.uniform(0.3, 1)), "segmentation": _rle(moved)})
+        fp = _square(rng.randint(0, 100), rng.randint(0, 60), 15)
+        results.append({"image_id": img_id, "category_id": 1, "bbox": _bbox(fp), "score": float(rng.uniform(0, 1)),
+                        "segmentation": _rle(fp)})
+    fast = evaluate_coco(_gt_coco(gt), results, backend="faster")
+    slow = evaluate_coco(_gt_coco(gt), results, backend="pycocotools")
+    assert fast.keys() == slow.keys()
+    for key in fast:
+        if fast[key] is None:
+            assert slow[key] is None
+        else:
+            assert fast[key] == pytest.approx(slow[key], abs=1e-4), key
+    assert 0.1 < fast["segm/AP"] < 0.99
+
+
+def test_empty_results_give_zero_not_a_crash(ground_truth):
+    gt, _ = ground_truth
+    metrics = evaluate_coco(_gt_coco(gt), [])
+    assert metrics["bbox/AP"] == 0 and metrics["segm/AP"] == 0 and metrics["boundary/AP"] == 0
+
+
+def test_detections_become_coco_results_with_category_ids_and_rles():
+    mask = _square(10, 20, 5)
+    res = detections_to_coco_results(7, [[10, 20, 15, 25]], [0.91234], [1], [mask], {1: 42})
+    assert res[0]["category_id"] == 42 and res[0]["image_id"] == 7 and res[0]["bbox"] == [10.0, 20.0, 5.0, 5.0]
+    assert res[0]["score"] == 0.9123 and isinstance(res[0]["segmentation"]["counts"], str)
+    np.testing.assert_array_equal(mask_util.decode(res[0]["segmentation"]), mask)

@@ -1,0 +1,77 @@
+"""Mask pasting: the vectorised accurate paste against an obviously correct per-pixel reference."""
+import numpy as np
+import pytest
+from pycocotools import mask as mask_util
+
+from maskplus.evaluation.paste import (paste_mask_accurate, paste_mask_fast, paste_masks, paste_masks_to_rle)
+
+
+def reference_accurate_paste(box, mask, height, width):
+    """Per-pixel loops and an explicit bilinear formula: slow, and easy to check by eye."""
+    m = mask.shape[0]
+    padded = np.zeros((m + 2, m + 2))
+    padded[1:-1, 1:-1] = mask
+    x1, y1, x2, y2 = box
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    w, h = (x2 - x1) * (m + 2) / m, (y2 - y1) * (m + 2) / m
+    bx1, by1 = cx - w / 2, cy - h / 2
+    out = np.zeros((height, width), np.uint8)
+    for yy in range(height):
+        for xx in range(width):
+            # position of this pixel's centre in padded-mask pixels, centres at j + 0.5
+            u = (xx + 0.5 - bx1) / w * (m + 2)
+            v = (yy + 0.5 - by1) / h * (m + 2)
+            # grid of sample points at 0.5 .. m + 1.5; zero outside it
+            if not (0.5 <= u <= m + 1.5 and 0.5 <= v <= m + 1.5):
+                continue
+            j0 = min(int(np.floor(u - 0.5)), m)
+            i0 = min(int(np.floor(v - 0.5)), m)
+            fu, fv = u - 0.5 - j0, v - 0.5 - i0
+            value = (padded[i0, j0] * (1 - fu) * (1 - fv) + padded[i0, j0 + 1] * fu * (1 - fv)
+                     + padded[i0 + 1, j0] * (1 - fu) * fv + padded[i0 + 1, j0 + 1] * fu * fv)
+            out[yy, xx] = value >= 0.5
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vectorised_accurate_paste_equals_the_reference(seed):
+    rng = np.random.RandomState(seed)
+    height, width = 37, 45
+    mask = rng.uniform(0, 1, (8, 8))
+    x1, y1 = rng.uniform(-10, 30), rng.uniform(-10, 25)  # partly outside the image sometimes
+    box = [x1, y1, x1 + rng.uniform(0.6, 30), y1 + rng.uniform(0.6, 30)]
+    got = paste_mask_accurate(box, mask, height, width)
+    want = reference_accurate_paste(box, mask, height, width)
+    assert np.sum(got != want) <= 2  # only exact-threshold round-off may differ
+
+
+def test_sub_pixel_box_shift_moves_the_accurate_mask_but_rounds_away_in_fast_mode():
+    mask = np.zeros((28, 28))
+    mask[:, :14] = 1.0  # left half
+    # the 0.5 crossing between the halves sits at x = 24.0, then at 24.6: pixel 24 (centre 24.5) joins
+    a = paste_mask_accurate([10.0, 10.0, 38.0, 38.0], mask, 50, 50)
+    b = paste_mask_accurate([10.6, 10.0, 38.6, 38.0], mask, 50, 50)
+    assert a[20, 23] == 1 and a[20, 24] == 0 and b[20, 24] == 1
+    fa = paste_mask_fast([10.0, 10.0, 38.0, 38.0], mask, 50, 50)
+    fb = paste_mask_fast([10.3, 10.0, 38.3, 38.0], mask, 50, 50)
+    np.testing.assert_array_equal(fa, fb)
+
+
+@pytest.mark.parametrize("paste", [paste_mask_accurate, paste_mask_fast])
+def test_a_known_square_mask_lands_where_the_box_says(paste):
+    mask = np.ones((28, 28))
+    out = paste([20, 10, 40, 25], mask, 40, 60)
+    ys, xs = np.nonzero(out)
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (10, 24, 20, 39)
+    assert out.sum() == 15 * 20
+
+
+def test_many_masks_and_rles_agree():
+    rng = np.random.RandomState(3)
+    boxes = np.array([[5, 5, 30, 40], [0, 0, 63, 47], [50, 30, 70, 60]], np.float32)
+    masks = rng.uniform(0, 1, (3, 28, 28))
+    full = paste_masks(boxes, masks, 48, 64)
+    rles = paste_masks_to_rle(boxes, masks, 48, 64)
+    assert full.shape == (3, 48, 64) and isinstance(rles[0]["counts"], str)
+    for k in range(3):
+        np.testing.assert_array_equal(mask_util.decode(rles[k]), full[k])
