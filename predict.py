@@ -28,9 +28,10 @@ def predict_files(predictor, paths, output_dir):
     os.makedirs(output_dir, exist_ok=True)
     skipped = 0
     for path in paths:
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        img = cv2.imread(path, cv2.IMREAD_COLOR) if os.path.isfile(path) else None
         if img is None:
-            print(f"Skipping '{path}': cannot read it as an image.", file=sys.stderr)
+            reason = "it is not a readable image" if os.path.isfile(path) else "the file does not exist"
+            print(f"Skipping '{path}': {reason}.", file=sys.stderr)
             skipped += 1
             continue
         start = time.time()

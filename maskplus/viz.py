@@ -7,6 +7,8 @@ import numpy as np
 
 def _palette(n):
     """``n`` distinct, saturated BGR colours (golden-ratio hue steps)."""
+    if n == 0:
+        return []
     hues = (np.arange(n) * 0.618033988749895 % 1.0 * 180).astype(np.uint8)
     hsv = np.stack([hues, np.full(n, 220, np.uint8), np.full(n, 255, np.uint8)], axis=1)[None]
     return [tuple(int(c) for c in bgr) for bgr in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0]]

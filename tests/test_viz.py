@@ -23,3 +23,9 @@ def test_masks_are_tinted_and_low_scores_are_not_drawn(tmp_path):
 def test_unwritable_paths_raise_a_clear_error(tmp_path):
     with pytest.raises(OSError, match="Could not write the image"):
         save_image(str(tmp_path / "x.unknownext"), np.zeros((4, 4, 3), np.uint8))
+
+
+def test_an_image_without_detections_is_returned_unchanged():
+    img = np.full((20, 30, 3), 7, np.uint8)
+    out = draw_predictions(img, [], [], [], None, ["BG", "a"])
+    np.testing.assert_array_equal(out, img)
