@@ -10,6 +10,9 @@ Why each shim exists:
   ``tf.cond`` in ``AccumGradOptimizer``, and resource variables fail Tensorpack's
   ``isinstance`` checks, which silently drops BN moving averages from ``MODEL_VARIABLES``
   (and so from exported ``.npz`` files).
+* TF1 names on the ``tf`` module: parts of Tensorpack 0.11 (the Horovod trainer, distributed
+  and profiling helpers) call e.g. ``tf.global_variables()`` on the TF2 module, where those
+  names no longer exist. They are aliased to their ``tf.compat.v1`` versions, never replaced.
 * TensorFlow's C++ log level defaults to quiet unless the user set it.
 """
 import os
@@ -29,5 +32,15 @@ tf.compat.v1.disable_v2_behavior()
 
 #: The TF1 API, used everywhere in the package instead of ``tf.compat.v1``.
 tfv1 = tf.compat.v1
+
+_TF1_NAMES_USED_BY_TENSORPACK = (
+    "ConfigProto", "GraphKeys", "RunOptions", "RunMetadata", "Session", "FIFOQueue", "QueueBase",
+    "add_to_collection", "get_default_graph", "get_default_session", "get_variable", "get_variable_scope",
+    "global_variables", "global_variables_initializer", "local_variables", "local_variables_initializer",
+    "model_variables", "placeholder", "report_uninitialized_variables", "trainable_variables",
+    "variable_scope", "is_finite", "log")
+for _name in _TF1_NAMES_USED_BY_TENSORPACK:
+    if not hasattr(tf, _name) and hasattr(tfv1, _name):
+        setattr(tf, _name, getattr(tfv1, _name))
 
 __all__ = ["tf", "tfv1", "np"]

@@ -120,3 +120,32 @@ class SaveOnSignal(Callback):
     def _after_train(self):
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+
+
+class HorovodSyncCheck(Callback):
+    """On the last step of every epoch (before the trainer's per-epoch re-broadcast) every rank
+    compares a checksum of its variables with the others'. The all-reduced updates keep them
+    equal up to float rounding; ranks that really train apart (a broken all-reduce) differ far
+    more and are reported as an error."""
+
+    _chief_only = False
+    TOLERANCE = 1e-5  # relative
+
+    def _setup_graph(self):
+        import horovod.tensorflow as hvd
+        checksum = tf.add_n([tf.reduce_sum(tf.abs(tf.cast(v, tf.float64))) for v in tfv1.trainable_variables()])
+        self._gathered = hvd.allgather(tf.reshape(checksum, [1]))
+        self._rank = hvd.rank()
+
+    def _trigger_step(self):
+        if self.local_step != self.trainer.steps_per_epoch - 1:
+            return
+        sums = self._gathered.eval()
+        spread = float(np.max(np.abs(sums - sums[0])) / max(abs(sums[0]), 1e-12))
+        message = (f"Horovod rank {self._rank}, step {self.global_step}: variable checksums of all ranks "
+                   f"{sums.tolist()}, relative spread {spread:.1e}")
+        if spread <= self.TOLERANCE:
+            logger.info(message + ": the ranks agree.")
+        else:
+            logger.error(message + ": THE RANKS DIFFER (check the all-reduce setup).")
+        self.trainer.monitors.put_scalar("horovod_rank_spread", spread)

@@ -18,7 +18,8 @@ from config import config as cfg
 from maskplus.compat import tf, tfv1
 from maskplus.data.pipeline import get_train_dataflow
 from maskplus.engine import schedules
-from maskplus.engine.callbacks import EvalCallback, NonFiniteLossGuard, PeakMemoryLogger, SaveOnSignal, is_chief
+from maskplus.engine.callbacks import (EvalCallback, HorovodSyncCheck, NonFiniteLossGuard, PeakMemoryLogger,
+                                      SaveOnSignal, is_chief)
 from maskplus.engine.checkpoint import BACKBONE_SCOPES, ChainInit, CheckpointInit, checkpoint_global_step
 from maskplus.engine.session import session_config
 from maskplus.modeling.generalized_rcnn import ResNetFPNModel
@@ -28,6 +29,8 @@ def make_trainer():
     towers = cfg.TRAIN.NUM_GPUS
     if cfg.TRAINER == "horovod":
         from tensorpack.train import HorovodTrainer
+        # Tensorpack re-broadcasts rank 0's variables every epoch: Gloo's all-reduce may round
+        # differently on different ranks, so ranks drift apart by ~1e-6 without it.
         return HorovodTrainer(average=False)
     has_gpu = bool(tf.config.list_physical_devices("GPU"))
     # On a CPU-only machine the towers are placed on the CPU by soft placement and their
@@ -52,6 +55,8 @@ def make_callbacks(logdir):
         schedule = [list(p) for p in cfg.MASKPLUS.MASK_LOSS_ALPHA]
         callbacks.append(schedules.StepScheduleSetter(
             "mask_loss_alpha", lambda step: schedules.piecewise_at(step, schedule, factor)))
+    if cfg.TRAINER == "horovod":
+        callbacks.append(HorovodSyncCheck())
     if cfg.TRAIN.EVAL_PERIOD > 0 and cfg.DATA.VAL:
         callbacks.append(PeriodicCallback(EvalCallback(logdir), every_k_epochs=cfg.TRAIN.EVAL_PERIOD))
     return callbacks
