@@ -4,7 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast demo clean
+HOROVOD_STAMP := $(VENV)/.horovod
+
+.PHONY: venv horovod test demo clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,7 +16,14 @@ $(STAMP): requirements.txt
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# Horovod is built from source against the pinned TensorFlow (a few minutes on 2 cores).
+$(HOROVOD_STAMP): $(STAMP) scripts/install_horovod.sh
+	PYTHON=$(PY) bash scripts/install_horovod.sh
+	touch $(HOROVOD_STAMP)
+
+horovod: $(HOROVOD_STAMP)
+
+test: $(STAMP) $(HOROVOD_STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)

@@ -75,13 +75,20 @@ def test_max_size_is_rounded_up_to_the_padding_multiple():
         assert cfg.PREPROC.MAX_SIZE == 1344.0
 
 
-def test_every_preset_applies_and_finalises():
-    for name in PRESETS:
+def test_every_paper_preset_applies_and_finalises_with_the_paper_setup():
+    for name in {row for rows in TABLES.values() for row in rows} | {"maskplus-all"}:
         with config_snapshot():
             cfg.update_args(preset_overrides(name))
             configure({}, tiny=False)
             assert cfg.TRAIN.LR_SCHEDULE == [240000, 320000, 360000]  # 360k iterations
             assert cfg.FRCNN.BATCH_PER_IM == 512 and cfg.FRCNN.FG_RATIO == 0.25
+
+
+def test_the_cpu_demo_preset_finalises():
+    with config_snapshot():
+        cfg.update_args(preset_overrides("demo-cpu"))
+        configure({}, tiny=False)
+        assert cfg.BACKBONE.NORM == "GN" and cfg.MASKPLUS.BOUNDARY_REFINEMENT == "improved"
 
 
 def test_every_table_row_is_a_preset_and_unknown_presets_are_named():

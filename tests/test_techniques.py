@@ -9,7 +9,7 @@ from maskplus.compat import tf, tfv1
 from maskplus.presets import PRESETS, preset_overrides
 
 K = 3  # categories in the tiny config
-PAPER_ONLY = ("MODE_MASK", "MODE_FPN", "BACKBONE.", "TRAIN.", "FRCNN.", "PREPROC.")
+PAPER_ONLY = ("MODE_MASK", "MODE_FPN", "BACKBONE.", "TRAIN.", "FRCNN.", "PREPROC.", "FPN.", "MRCNN.", "RPN.", "DATA.")
 
 
 def tiny_preset(name):
@@ -26,6 +26,7 @@ def tiny_preset(name):
             values[key] = text
     if values.get("MASKPLUS.CONTEXT_FUSION"):
         values["MASKPLUS.CONTEXT_FUSION_DIMS"] = [32, 64]  # tiny widths, last = FPN.NUM_CHANNEL
+    values.pop("MASKPLUS.DECONV_PYRAMID_DIM", None)
     if values.get("MASKPLUS.BIASED_TRAINING"):
         values["MASKPLUS.MASK_LOSS_ALPHA"] = [[0, 1.5], [8, 1.0]]
     return values

@@ -54,12 +54,17 @@ class EvalCallback(Callback):
             self.trainer.monitors.put_scalar(f"{name}/eval_seconds", time.time() - start)
 
 
-class PeakMemoryLogger(Callback):
-    """Peak resident memory of the training process, each epoch."""
+class ResourceLogger(Callback):
+    """Each epoch: peak resident memory and the seconds spent since training started (summed
+    over resumed runs is not attempted: each run counts from its own start)."""
+
+    def _before_train(self):
+        self._start = time.time()
 
     def _trigger_epoch(self):
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
         self.trainer.monitors.put_scalar("peak_rss_mb", peak_mb)
+        self.trainer.monitors.put_scalar("elapsed_seconds", time.time() - self._start)
 
 
 class NonFiniteLossGuard(Callback):

@@ -18,7 +18,7 @@ from config import config as cfg
 from maskplus.compat import tf, tfv1
 from maskplus.data.pipeline import get_train_dataflow
 from maskplus.engine import schedules
-from maskplus.engine.callbacks import (EvalCallback, HorovodSyncCheck, NonFiniteLossGuard, PeakMemoryLogger,
+from maskplus.engine.callbacks import (EvalCallback, HorovodSyncCheck, NonFiniteLossGuard, ResourceLogger,
                                       SaveOnSignal, is_chief)
 from maskplus.engine.checkpoint import BACKBONE_SCOPES, ChainInit, CheckpointInit, checkpoint_global_step
 from maskplus.engine.session import session_config
@@ -49,7 +49,7 @@ def make_callbacks(logdir):
         schedules.StepScheduleSetter("learning_rate", lambda step: schedules.learning_rate_at(step, cfg)),
         EstimatedTimeLeft(),
         ThroughputTracker(samples_per_step=cfg.TRAIN.NUM_GPUS),
-        PeakMemoryLogger(),
+        ResourceLogger(),
     ]
     if cfg.MASKPLUS.BIASED_TRAINING:
         schedule = [list(p) for p in cfg.MASKPLUS.MASK_LOSS_ALPHA]
