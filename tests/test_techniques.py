@@ -272,3 +272,14 @@ def test_mask_loss_is_scaled_by_alpha():
             [v for v in tfv1.global_variables() if v.op.name == "mask_loss_alpha"][0].load(1.0, sess)
             r, w = sess.run([raw, weighted], feed)
             assert w == pytest.approx(r, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["deconv-pyramid", "maskplus-all"])
+def test_an_image_without_detections_predicts_nothing_instead_of_failing(name):
+    with config_snapshot():
+        configure(dict(tiny_preset(name), **{"TEST.RESULT_SCORE_THRESH": 0.99}), training=False)
+        graph, ph, _ = build_graph(False)
+        with graph.as_default(), tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            boxes, masks = sess.run(["output/boxes:0", "output/masks:0"], {ph["image"]: synthetic_datapoint()["image"]})
+    assert boxes.shape == (0, 4) and masks.shape == (0, 28, 28)

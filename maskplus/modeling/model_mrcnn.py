@@ -109,6 +109,20 @@ def build_mask_branch(features, boxes, image_shape2d, num_category, targets=None
     from maskplus.techniques import (biased_training, boundary_refinement, contextual_fusion,
                                      deconv_pyramid, quasi_multitask)
     mp = cfg.MASKPLUS
+    if targets is None and mp.DECONV_PYRAMID:
+        # An image without detections gives an empty batch, on which oneDNN's stride-2
+        # convolution returns a wrongly shaped result: segment one extra dummy box, drop it after.
+        num_boxes = tf.shape(boxes)[0]
+        padded = tf.concat([boxes, tf.constant([[0.0, 0.0, 1.0, 1.0]])], axis=0)
+        logits, _ = _build_mask_branch(features, padded, image_shape2d, num_category, None)
+        return logits[:num_boxes], []
+    return _build_mask_branch(features, boxes, image_shape2d, num_category, targets)
+
+
+def _build_mask_branch(features, boxes, image_shape2d, num_category, targets):
+    from maskplus.techniques import (biased_training, boundary_refinement, contextual_fusion,
+                                     deconv_pyramid, quasi_multitask)
+    mp = cfg.MASKPLUS
     roi_features = multilevel_roi_align(features[:4], boxes, 14, name_scope="multilevel_roi_align_mask")
     head_input = roi_features
     if mp.CONTEXT_FUSION:
