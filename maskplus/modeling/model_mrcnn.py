@@ -106,10 +106,7 @@ def build_mask_branch(features, boxes, image_shape2d, num_category, targets=None
     Returns:
         mask logits R x K x 28 x 28, and a list of losses (empty at inference).
     """
-    from maskplus.techniques import (biased_training, boundary_refinement, contextual_fusion,
-                                     deconv_pyramid, quasi_multitask)
-    mp = cfg.MASKPLUS
-    if targets is None and mp.DECONV_PYRAMID:
+    if targets is None and cfg.MASKPLUS.DECONV_PYRAMID:
         # An image without detections gives an empty batch, on which oneDNN's stride-2
         # convolution returns a wrongly shaped result: segment one extra dummy box, drop it after.
         num_boxes = tf.shape(boxes)[0]
