@@ -107,8 +107,8 @@ def test_training_records_convert_boxes_and_skip_degenerate(tiny_coco):
     np.testing.assert_allclose(r1["segmentation"][0][0], np.reshape(
         [10, 10, 30, 10, 30, 20, 10, 20], (-1, 2)))
     assert recs[2]["class"].tolist() == [2]        # the 2-point polygon is gone
-    assert ds.dropped_annotations == {"empty box after clipping to the image": 1,
-                                      "non-crowd polygon with fewer than 3 points": 1}
+    assert ds.dropped_annotations == {"bbox with zero or negative area": 1,
+                                      "polygon with fewer than 3 points": 1}
     assert ds.dropped_images == 1
 
 

@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 from tensorpack.utils import logger
+from maskplus.data.validate import annotation_problem
 
 __all__ = ["DatasetError", "COCOFormatDataset", "available_datasets", "get_dataset",
            "class_names_for", "load_training_records", "load_inference_records"]
@@ -130,33 +131,20 @@ class COCOFormatDataset:
             h, w = rec["height"], rec["width"]
             boxes, classes, crowd, segs = [], [], [], []
             for ann in coco.imgToAnns.get(img_id, []):
-                if ann.get("ignore", 0) == 1:
-                    drop("marked ignore")
+                problem = annotation_problem(ann, w, h, cat_to_label, mode_mask, absolute)
+                if problem:
+                    drop(problem)
                     continue
-                if ann.get("category_id") not in cat_to_label:
-                    drop("unknown category_id")
-                    continue
-                box = np.asarray(ann.get("bbox", []), dtype=np.float64).reshape(-1)
-                if box.size != 4 or not np.all(np.isfinite(box)):
-                    drop("missing or non-finite bbox")
-                    continue
-                x1, y1, bw, bh = box
+                x1, y1, bw, bh = np.asarray(ann["bbox"], dtype=np.float64).reshape(-1)
                 x2, y2 = x1 + bw, y1 + bh
                 if not absolute:
                     x1, x2, y1, y2 = x1 * w, x2 * w, y1 * h, y2 * h
                 x1, x2 = np.clip([x1, x2], 0, w)
                 y1, y2 = np.clip([y1, y2], 0, h)
-                if not (x2 > x1 and y2 > y1):
-                    drop("empty box after clipping to the image")
-                    continue
                 is_crowd = int(ann.get("iscrowd", 0)) == 1
                 polys = []
                 if mode_mask and not is_crowd:
-                    seg = ann.get("segmentation")
-                    if not isinstance(seg, list):
-                        drop("non-crowd segmentation is not polygons")
-                        continue
-                    for p in seg:
+                    for p in ann["segmentation"]:
                         p = np.asarray(p, dtype=np.float32).reshape(-1)
                         if p.size % 2 or p.size < 6 or not np.all(np.isfinite(p)):
                             continue
@@ -165,9 +153,6 @@ class COCOFormatDataset:
                             p[:, 0] *= w
                             p[:, 1] *= h
                         polys.append(p)
-                    if not polys:
-                        drop("non-crowd polygon with fewer than 3 points")
-                        continue
                 boxes.append([x1, y1, x2, y2])
                 classes.append(cat_to_label[ann["category_id"]])
                 crowd.append(1 if is_crowd else 0)

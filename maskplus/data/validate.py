@@ -1,0 +1,152 @@
+"""Dataset validation: every problem of a COCO-format dataset, found in one pass, named.
+
+Problems are either *errors* (training cannot sensibly start: duplicate image ids, no usable
+image) or *skips* (the annotation or image is left out, counted, and reported with its ids).
+:func:`annotation_problem` is the single definition of a usable annotation, shared with the
+training-record loader, so what validation reports is exactly what training drops.
+"""
+import collections
+import os
+
+import numpy as np
+
+MAX_EXAMPLES = 5  # ids listed per kind of problem in the summary
+
+
+def _polygon_area(flat):
+    x, y = flat[0::2], flat[1::2]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+
+
+def annotation_problem(ann, width, height, category_ids, mode_mask, absolute=True):
+    """Why an annotation cannot be a training target, or None if it can (crowd ones included)."""
+    if ann.get("ignore", 0) == 1:
+        return "marked ignore"
+    if ann.get("category_id") not in category_ids:
+        return "category_id not among the json's categories"
+    try:
+        box = np.asarray(ann.get("bbox", []), dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        return "bbox is not 4 numbers"
+    if box.size != 4:
+        return "bbox is not 4 numbers"
+    if not np.all(np.isfinite(box)):
+        return "bbox has NaN/inf coordinates"
+    x, y, w, h = box
+    if not absolute:
+        x, w, y, h = x * width, w * width, y * height, h * height
+    if w <= 0 or h <= 0:
+        return "bbox with zero or negative area"
+    if min(x + w, width) <= max(x, 0) or min(y + h, height) <= max(y, 0):
+        return "bbox outside the image"
+    if not mode_mask or int(ann.get("iscrowd", 0)) == 1:
+        return None
+    seg = ann.get("segmentation")
+    if isinstance(seg, dict):
+        size = seg.get("size")
+        if size is not None and list(size) != [height, width]:
+            return f"RLE of size {list(size)} for an image of {height}x{width}"
+        return "non-crowd segmentation is RLE, not polygons"
+    if not isinstance(seg, list) or not seg:
+        return "missing segmentation"
+    usable = []
+    for poly in seg:
+        try:
+            flat = np.asarray(poly, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            continue
+        if flat.size % 2 or flat.size < 6 or not np.all(np.isfinite(flat)):
+            continue
+        usable.append(flat)
+    if not usable:
+        return "polygon with fewer than 3 points"
+    if all(_polygon_area(p) <= 0 for p in usable):
+        return "polygon with zero area"
+    return None
+
+
+class ValidationReport:
+    """Problems by kind: ``skipped_images``/``skipped_annotations`` map a reason to the ids
+    concerned; ``errors`` are messages that must stop training."""
+
+    def __init__(self, name):
+        self.name = name
+        self.errors = []
+        self.skipped_images = collections.defaultdict(list)
+        self.skipped_annotations = collections.defaultdict(list)
+        self.crowd = 0
+        self.num_images = 0
+
+    @property
+    def bad_image_ids(self):
+        return {i for ids in self.skipped_images.values() for i in ids}
+
+    def summary(self):
+        lines = [f"Dataset '{self.name}': {self.num_images} images checked."]
+        for title, table in (("images", self.skipped_images), ("annotations", self.skipped_annotations)):
+            total = sum(len(v) for v in table.values())
+            if total:
+                lines.append(f"  skipped {total} {title}:")
+                for reason, ids in sorted(table.items()):
+                    shown = ", ".join(str(i) for i in ids[:MAX_EXAMPLES]) + (", ..." if len(ids) > MAX_EXAMPLES else "")
+                    kind = "image id" if title == "images" else "annotation id"
+                    lines.append(f"    {len(ids)} x {reason} ({kind}s {shown})")
+        if self.crowd:
+            lines.append(f"  {self.crowd} crowd annotations kept as ignored regions (never mask targets).")
+        lines += [f"  ERROR: {e}" for e in self.errors]
+        return "\n".join(lines)
+
+
+def _image_problem(path, width, height):
+    """Why an image file cannot be used, or None. Reads the header only (fast)."""
+    if not os.path.isfile(path):
+        return "image file missing"
+    try:
+        from PIL import Image
+        with Image.open(path) as im:
+            im.verify()  # structure check without a full decode
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception:
+        return "unreadable or corrupt image"
+    if (w, h) != (width, height):
+        return f"image size differs from the json's width/height"
+    return None
+
+
+def validate_dataset(dataset, mode_mask=True, absolute=True, check_images=True):
+    """A :class:`ValidationReport` of a :class:`maskplus.data.coco.COCOFormatDataset`."""
+    report = ValidationReport(dataset.name)
+    raw_images = dataset.coco.dataset.get("images", [])
+    report.num_images = len(raw_images)
+    counts = collections.Counter(img.get("id") for img in raw_images)
+    duplicates = sorted(i for i, n in counts.items() if n > 1)
+    if duplicates:
+        report.errors.append(f"{dataset.json_path}: duplicate image ids {duplicates[:MAX_EXAMPLES]}"
+                             f"{' ...' if len(duplicates) > MAX_EXAMPLES else ''} (each image needs a unique id).")
+    images = {img["id"]: img for img in raw_images}
+    category_ids = set(dataset.category_ids)
+    usable_images = set()
+    for img_id, img in images.items():
+        width, height = img.get("width"), img.get("height")
+        if check_images:
+            problem = _image_problem(os.path.join(dataset.image_dir, img.get("file_name", "")), width, height)
+            if problem:
+                report.skipped_images[f"{problem} under {dataset.image_dir}"].append(img_id)
+                continue
+        for ann in dataset.coco.imgToAnns.get(img_id, []):
+            problem = annotation_problem(ann, width, height, category_ids, mode_mask, absolute)
+            if problem:
+                report.skipped_annotations[problem].append(ann.get("id"))
+            elif int(ann.get("iscrowd", 0)) == 1:
+                report.crowd += 1
+            else:
+                usable_images.add(img_id)
+    orphans = [a.get("id") for a in dataset.coco.dataset.get("annotations", []) if a.get("image_id") not in images]
+    if orphans:
+        report.skipped_annotations["image_id not among the json's images"].extend(orphans)
+    if not usable_images:
+        report.errors.append(f"Dataset '{dataset.name}' ({dataset.json_path}) has no usable image: "
+                             f"every image is missing, unreadable or without a usable annotation.")
+    return report
+
