@@ -132,6 +132,9 @@ def _coerce(key, value, old):
             return value
         if isinstance(value, (list, tuple)) and key == "TRAIN.LR_SCHEDULE":
             return list(value)
+    elif isinstance(old, dict):
+        if isinstance(value, dict):
+            return value
     elif isinstance(old, (list, tuple)):
         if isinstance(value, (list, tuple)):
             return type(old)(value)

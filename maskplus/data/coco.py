@@ -98,6 +98,11 @@ class COCOFormatDataset:
         coco = self.coco
         return [self._image_record(coco.imgs[i]) for i in sorted(coco.getImgIds())]
 
+    def exclude_images(self, image_ids):
+        """Leave these images out of the training records (validation found them unusable)."""
+        self.excluded_image_ids = set(image_ids)
+        self._train_cache.clear()
+
     def training_records(self):
         """Records with annotations, for training.
 
@@ -125,7 +130,10 @@ class COCOFormatDataset:
 
         records = []
         num_empty = 0
+        excluded = getattr(self, "excluded_image_ids", set())
         for img_id in sorted(coco.getImgIds()):
+            if img_id in excluded:
+                continue
             img = coco.imgs[img_id]
             rec = self._image_record(img)
             h, w = rec["height"], rec["width"]

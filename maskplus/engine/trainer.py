@@ -79,7 +79,24 @@ def initial_weights(load, logdir):
     return None, 0
 
 
+def validate_training_data():
+    """Check every training dataset once, report all problems, stop on errors (DATA.VALIDATE)."""
+    from maskplus.data.coco import DatasetError, get_dataset
+    from maskplus.data.validate import validate_dataset
+    errors = []
+    for name in cfg.DATA.TRAIN:
+        dataset = get_dataset(name)
+        report = validate_dataset(dataset, cfg.MODE_MASK, cfg.DATA.ABSOLUTE_COORD)
+        logger.info(report.summary())
+        errors += report.errors
+        dataset.exclude_images(report.bad_image_ids)
+    if errors:
+        raise DatasetError("The training data cannot be used:\n  " + "\n  ".join(errors))
+
+
 def build_train_config(logdir, load=None):
+    if cfg.DATA.VALIDATE:
+        validate_training_data()
     session_init, start_step = initial_weights(load, logdir)
     steps_per_epoch = cfg.TRAIN.STEPS_PER_EPOCH
     max_epoch = max(1, -(-schedules.total_steps(cfg) // steps_per_epoch))  # ceil
