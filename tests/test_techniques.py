@@ -283,3 +283,24 @@ def test_an_image_without_detections_predicts_nothing_instead_of_failing(name):
             sess.run(tfv1.global_variables_initializer())
             boxes, masks = sess.run(["output/boxes:0", "output/masks:0"], {ph["image"]: synthetic_datapoint()["image"]})
     assert boxes.shape == (0, 4) and masks.shape == (0, 28, 28)
+
+
+def test_a_baseline_npz_loads_into_maskplus_all_with_only_the_new_variables_fresh(tmp_path):
+    from maskplus.engine.checkpoint import CheckpointInit, export_npz
+    path = str(tmp_path / "baseline.npz")
+    with config_snapshot():
+        configure({}, training=False)
+        graph, _, _ = build_graph(False)
+        with graph.as_default(), tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            export_npz(sess, path)
+    new_vars = extra_variables(tiny_preset("maskplus-all"), training=True)
+    with config_snapshot():
+        configure(tiny_preset("maskplus-all"), training=True)
+        graph, _, _ = build_graph(True)
+        with graph.as_default():
+            init = CheckpointInit(path)
+            init._setup_graph()
+    assert init.report.unused == []
+    assert sorted(init.report.missing) == sorted(new_vars)
+    assert any(n.startswith("quasi_multitask/") for n in new_vars) and any(n.startswith("context_fusion/") for n in new_vars)

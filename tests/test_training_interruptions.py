@@ -75,3 +75,22 @@ def test_a_non_finite_loss_stops_training_with_the_step_losses_and_images(datase
     assert "Error: The total loss is nan at step" in err or "Error: The total loss is inf at step" in err
     assert "image_id" in err and "no checkpoint of this state was written" in err
     assert _checkpoints(tmp_path) == []
+
+
+def test_a_save_interrupted_midway_leaves_the_previous_checkpoint_in_use(dataset, tmp_path):
+    # A first run leaves complete checkpoints; then we leave behind what a kill during the next
+    # save would: TF writes the data shards under a temporary name and updates the "checkpoint"
+    # index only after the files are complete, so a partial save is never pointed at.
+    train(dataset, tmp_path, "TRAIN.NUM_GPUS=1", "TRAIN.LR_SCHEDULE=[1,1,1]", "TRAIN.STEPS_PER_EPOCH=8",
+          "TRAIN.CHECKPOINT_PERIOD=1")
+    assert _checkpoints(tmp_path) == [8]
+    partial = tmp_path / "model-16_temp" / "part-00000-of-00001.data-00000-of-00001"
+    partial.parent.mkdir()
+    partial.write_bytes(b"\x00" * 100)
+    (tmp_path / "model-16.data-00000-of-00001").write_bytes(b"\x00" * 50)  # no index: incomplete
+    proc = train(dataset, tmp_path, "TRAIN.NUM_GPUS=1", "TRAIN.LR_SCHEDULE=[2,2,2]", "TRAIN.STEPS_PER_EPOCH=8",
+                 "TRAIN.CHECKPOINT_PERIOD=1")
+    out = proc.stdout + proc.stderr
+    assert "Resuming from the latest checkpoint in the log directory" in out and "model-8" in out
+    assert "Start training with global_step=8" in out
+    assert _checkpoints(tmp_path)[-1] == 16
