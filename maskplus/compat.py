@@ -14,10 +14,15 @@ Why each shim exists:
   and profiling helpers) call e.g. ``tf.global_variables()`` on the TF2 module, where those
   names no longer exist. They are aliased to their ``tf.compat.v1`` versions, never replaced.
 * TensorFlow's C++ log level defaults to quiet unless the user set it.
+* ``logging.raiseExceptions = False``: when training stops on an error, Tensorpack 0.11 logs
+  "Training failed at global_step=" with a malformed format string, which makes Python's logging
+  print a confusing traceback of its own right before our one-line error message.
 """
+import logging
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+logging.raiseExceptions = False
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":
     # NCHW convolutions/pooling only run on CPU through oneDNN.
