@@ -118,3 +118,11 @@ def tiny_coco(tmp_path, cfg_override):
                   "MODE_MASK": True, "PREPROC.TRAIN_SHORT_EDGE_SIZE": [60, 60],
                   "PREPROC.MAX_SIZE": 1000.0})
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """The tiny COCO set in a folder of its own, for tests that run train.py/predict.py."""
+    root = tmp_path_factory.mktemp("coco")
+    write_tiny_coco(str(root))
+    return str(root)

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from maskplus.data import anchors as A
 from config import config as cfg

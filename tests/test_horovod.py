@@ -1,13 +1,12 @@
 """Two Horovod ranks over Gloo train on the CPU and keep identical weights."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from test_training import ROOT, TINY_ARGS, dataset  # noqa: F401  (fixture)
+from test_training import ROOT, TINY_ARGS
 
 HOROVODRUN = os.path.join(os.path.dirname(sys.executable), "horovodrun")
 

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-from config import config as cfg
 from helpers import config_snapshot, configure
 from maskplus.compat import tf, tfv1
 from maskplus.modeling import model_box

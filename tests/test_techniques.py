@@ -3,7 +3,6 @@ one computes (paper sections 3.1-3.5)."""
 import numpy as np
 import pytest
 
-from config import config as cfg
 from helpers import build_graph, config_snapshot, configure, synthetic_datapoint, train_steps, variable_shapes
 from maskplus.compat import tf, tfv1
 from maskplus.presets import PRESETS, preset_overrides

@@ -4,10 +4,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
-from conftest import write_tiny_coco
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_ARGS = [
     "BACKBONE.RESNET_NUM_BLOCKS=[1,1,1,1]", "BACKBONE.NORM=GN", "BACKBONE.FREEZE_AT=0", "FPN.NORM=GN",
@@ -18,13 +14,6 @@ TINY_ARGS = [
     "DATA.TRAIN=coco_train2017", "DATA.VAL=coco_train2017", "DATA.NUM_WORKERS=0", "DATA.SEED=0",
     "TRAIN.EVAL_PERIOD=0",
 ]
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("coco")
-    write_tiny_coco(str(root))
-    return str(root)
 
 
 def train(dataset, logdir, *config, extra=()):

@@ -6,9 +6,8 @@ import subprocess
 import sys
 import time
 
-import pytest
 
-from test_training import ROOT, TINY_ARGS, dataset, stats, train  # noqa: F401  (fixture)
+from test_training import ROOT, TINY_ARGS, stats, train
 
 
 def _command(dataset, logdir, *config):

@@ -109,7 +109,7 @@ def _image_problem(path, width, height):
     except Exception:
         return "unreadable or corrupt image"
     if (w, h) != (width, height):
-        return f"image size differs from the json's width/height"
+        return "image size differs from the json's width/height"
     return None
 
 

@@ -166,21 +166,6 @@ class CheckpointInit(SessionInit):
         self.values = None  # free the arrays once they live in the session
 
 
-class ChainInit(SessionInit):
-    """Run several initialisers in order (later ones win)."""
-
-    def __init__(self, inits):
-        self.inits = [i for i in inits if i is not None]
-
-    def _setup_graph(self):
-        for i in self.inits:
-            i._setup_graph()
-
-    def _run_init(self, sess):
-        for i in self.inits:
-            i._run_init(sess)
-
-
 def model_variables():
     """The variables a model file holds: every global variable except other towers' copies and
     training state (optimizer slots, step, learning rate). Works for training and inference

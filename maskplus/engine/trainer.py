@@ -20,7 +20,7 @@ from maskplus.data.pipeline import get_train_dataflow
 from maskplus.engine import schedules
 from maskplus.engine.callbacks import (EvalCallback, HorovodSyncCheck, NonFiniteLossGuard, ResourceLogger,
                                       SaveOnSignal, is_chief)
-from maskplus.engine.checkpoint import BACKBONE_SCOPES, ChainInit, CheckpointInit, checkpoint_global_step
+from maskplus.engine.checkpoint import BACKBONE_SCOPES, CheckpointInit, checkpoint_global_step
 from maskplus.engine.session import session_config
 from maskplus.modeling.generalized_rcnn import ResNetFPNModel
 

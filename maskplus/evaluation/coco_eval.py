@@ -76,7 +76,7 @@ def _gt_dataset(coco_gt):
 
 def _have_faster():
     try:
-        import faster_coco_eval  # noqa: F401
+        import faster_coco_eval  # noqa: F401  (only its presence matters here)
         return True
     except ImportError:
         return False

@@ -62,7 +62,7 @@ def summarise(runs, iou_type):
     """{column: (mean, std, n)} over runs, x100; std is the sample standard deviation (0 for n=1)."""
     out = {}
     for col in COLUMNS + ["boundary"]:
-        key = f"boundary/AP" if col == "boundary" else f"{iou_type}/{col}"
+        key = "boundary/AP" if col == "boundary" else f"{iou_type}/{col}"
         values = [100.0 * r.metrics[key] for r in runs if r.metrics.get(key) is not None]
         if values:
             out[col] = (float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, len(values))

@@ -6,7 +6,7 @@ covering one pixel has width 1 (no "+1" conventions).
 import numpy as np
 from tensorpack.tfutils.scope_utils import under_name_scope
 
-from maskplus.compat import tf, tfv1
+from maskplus.compat import tf
 
 
 def area(boxes):
