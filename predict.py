@@ -6,6 +6,7 @@ Examples:
     python predict.py --evaluate out.json --load model.npz --config DATA.BASEDIR=/data/coco DATA.VAL=coco_val2017
     python predict.py --benchmark --load model.npz --config ...
     python predict.py --export-npz model.npz --load train_log/run   (a training checkpoint -> model file)
+    python predict.py --export-serving saved_model/ --export-pb model.pb --load model.npz --config ...
 
 Class names come from the dataset (DATA.BASEDIR / DATA.VAL / DATA.TRAIN) or DATA.CLASS_NAMES.
 """
@@ -74,25 +75,36 @@ def main(argv=None):
                         help="evaluate on DATA.VAL, writing COCO results here (an existing file is re-scored)")
     parser.add_argument("--benchmark", action="store_true", help="time inference on a synthetic image")
     parser.add_argument("--export-npz", metavar="FILE", help="write the model's weights as a model-zoo style .npz")
+    parser.add_argument("--export-serving", metavar="DIR",
+                        help="write a TensorFlow SavedModel (BGR uint8 image in; boxes, scores, labels, masks out)")
+    parser.add_argument("--export-pb", metavar="FILE", help="write the same graph frozen into one .pb file")
     args = parser.parse_args(argv)
     apply_config_arguments(args)
-    if not (args.predict or args.evaluate or args.benchmark or args.export_npz):
-        parser.error("nothing to do: give --predict, --evaluate, --benchmark or --export-npz")
+    exports = args.export_npz or args.export_serving or args.export_pb
+    if not (args.predict or args.evaluate or args.benchmark or exports):
+        parser.error("nothing to do: give --predict, --evaluate, --benchmark or an --export-* option")
 
     from maskplus.data.coco import DatasetError
     from maskplus.engine.checkpoint import CheckpointError
     try:
         finalize_configs(is_training=False)
-        rescore_only = args.evaluate and os.path.isfile(args.evaluate) and not (args.predict or args.benchmark)
-        if not args.load and not rescore_only:
+        rescore_only = bool(args.evaluate) and os.path.isfile(args.evaluate)
+        needs_model = args.predict or args.benchmark or exports or (args.evaluate and not rescore_only)
+        if needs_model and not args.load:
             fail("--load is required (a .npz or a TF checkpoint).")
         predictor = None
-        if args.load and not (rescore_only and not args.export_npz):
+        if args.predict or args.benchmark or args.export_npz or (args.evaluate and not rescore_only):
             from maskplus.engine.inference import build_predictor
             predictor = build_predictor(args.load)
         if args.export_npz:
             from maskplus.engine.checkpoint import export_npz
             export_npz(predictor.sess, args.export_npz)
+        if args.export_serving:
+            from maskplus.engine.export import export_serving
+            export_serving(args.load, args.export_serving)
+        if args.export_pb:
+            from maskplus.engine.export import export_frozen_graph
+            export_frozen_graph(args.load, args.export_pb)
         if args.predict:
             skipped = predict_files(predictor, args.predict, args.output_dir)
             if skipped == len(args.predict):
@@ -102,7 +114,7 @@ def main(argv=None):
             evaluate_datasets(predictor, args.evaluate)
         if args.benchmark:
             benchmark(predictor)
-    except (ConfigError, DatasetError, CheckpointError) as e:
+    except (ConfigError, DatasetError, CheckpointError, FileExistsError) as e:
         fail(str(e))
 
 
