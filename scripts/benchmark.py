@@ -1,0 +1,272 @@
+#!/usr/bin/env python
+"""Speed and memory of MaskPlus on this machine; appends the results to BENCHMARKS.md.
+
+    python scripts/benchmark.py --quick        # a few minutes on 2 CPU cores
+    python scripts/benchmark.py                # more repeats, the R50-FPN training model
+
+Measured in one run, each after a warm-up, as medians over repeats:
+  * training step time of every technique preset and maskplus-all, as a ratio to the baseline
+    (same model size, same synthetic data);
+  * inference at 800x1333 (R50-FPN, 100 detections forced), split into network and
+    post-processing (mask pasting + RLE encoding), for both paste modes, plus the technique
+    presets' network time as a ratio to the baseline;
+  * data-loader throughput (images/s, in-process mapping of the generated shapes set) against
+    the training step rate;
+  * segm evaluation time of a results file with pycocotools and faster-coco-eval;
+  * the process's peak memory after each part, and the CPU's float32 matrix-multiply rate.
+Not yet measured: model FLOPs (the TF profiler needs static shapes the padded FPN graph lacks).
+"""
+import argparse
+import datetime
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+import numpy as np  # noqa: E402
+
+import maskplus  # noqa: E402,F401
+from helpers import build_graph, config_snapshot, configure, synthetic_datapoint  # noqa: E402
+from maskplus.compat import tf, tfv1  # noqa: E402
+from maskplus.presets import PRESETS  # noqa: E402
+
+TECHNIQUE_PRESETS = ["baseline", "context-fusion-720-512-512-256", "deconv-pyramid", "boundary-refinement-improved",
+                     "quasi-multitask-0.5x", "quasi-multitask-2x", "biased-training", "maskplus-all"]
+
+
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def median_time(fn, repeats, warmup=1):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def technique_overrides(name, model):
+    """The preset's MaskPlus switches only; widths scaled to the benchmark model's FPN width."""
+    out = {}
+    for arg in PRESETS[name]:
+        key, value = arg.split("=", 1)
+        if key.startswith("MASKPLUS."):
+            import ast
+            try:
+                out[key] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                out[key] = value
+    if out.get("MASKPLUS.CONTEXT_FUSION"):
+        width = model.get("FPN.NUM_CHANNEL", 256)
+        out["MASKPLUS.CONTEXT_FUSION_DIMS"] = [d * width // 256 for d in out["MASKPLUS.CONTEXT_FUSION_DIMS"]]
+    out["MASKPLUS.DECONV_PYRAMID_DIM"] = model.get("MRCNN.HEAD_DIM", 256)
+    return out
+
+
+def train_step_times(model, repeats, size):
+    dp = synthetic_datapoint(h=size[0], w=size[1], boxes=((20, 30, 120, 140), (100, 60, 230, 200), (150, 10, 200, 60)),
+                         labels=(1, 2, 3))
+    results = {}
+    for name in TECHNIQUE_PRESETS:
+        with config_snapshot():
+            configure(dict(model, **technique_overrides(name, model)), training=True, tiny=False)
+            graph, ph, _ = build_graph(True)
+            with graph.as_default():
+                cost = graph.get_tensor_by_name("total_cost:0")
+                train_op = tfv1.train.MomentumOptimizer(1e-4, 0.9).minimize(cost)
+                feed = {ph[k]: v for k, v in dp.items()}
+                with tfv1.Session(config=_session_config()) as sess:
+                    sess.run(tfv1.global_variables_initializer())
+                    results[name] = median_time(lambda: sess.run(train_op, feed), repeats, warmup=2)
+        print(f"  train step {name:34s} {results[name]:.3f} s", flush=True)
+    return results
+
+
+def _session_config():
+    from maskplus.engine.session import session_config
+    return session_config()
+
+
+def inference_times(model, repeats, presets):
+    """Network and post-processing seconds at 800x1333 with 100 detections."""
+    from maskplus.engine.checkpoint import export_npz
+    from maskplus.engine.inference import build_predictor, postprocess, run_network
+    from config import config as cfg
+    image = np.random.RandomState(0).randint(0, 255, (800, 1333, 3)).astype(np.uint8)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in presets:
+            with config_snapshot():
+                configure(dict(model, **technique_overrides(name, model), **{"TEST.RESULT_SCORE_THRESH": 0.0}),
+                          training=False, tiny=False, class_names=[f"c{i}" for i in range(80)])
+                graph, _, _ = build_graph(False)
+                weights = os.path.join(tmp, f"{name}.npz")
+                with graph.as_default(), tfv1.Session() as sess:
+                    sess.run(tfv1.global_variables_initializer())
+                    export_npz(sess, weights)
+                predictor = build_predictor(weights)
+                net = median_time(lambda: run_network(predictor, image), repeats)
+                result = run_network(predictor, image)
+                entry = {"network": net, "detections": len(result.boxes)}
+                if name == "baseline":
+                    for accurate in (True, False):
+                        cfg.freeze(False)
+                        cfg.MRCNN.ACCURATE_PASTE = accurate
+                        entry["post_accurate" if accurate else "post_fast"] = median_time(
+                            lambda: postprocess(result, as_rle=True), repeats)
+                out[name] = entry
+            print(f"  inference {name:34s} network {out[name]['network']:.2f} s ({out[name]['detections']} detections)",
+                  flush=True)
+    return out
+
+
+def loader_throughput(seconds):
+    """Images/s of the training mapper (in-process) over the generated shapes set."""
+    from maskplus.data import shapes
+    from maskplus.data.coco import COCOFormatDataset
+    from maskplus.data.pipeline import TrainingMapper
+    with tempfile.TemporaryDirectory() as tmp, config_snapshot():
+        shapes.write_split(tmp, "train2017", 40, seed=0, progress=False)
+        from maskplus.presets import preset_overrides
+        from config import config as cfg
+        cfg.update_args(preset_overrides("demo-cpu"))
+        configure({}, training=True, tiny=False, class_names=shapes.CATEGORIES)
+        ds = COCOFormatDataset("bench", os.path.join(tmp, "annotations", "instances_train2017.json"),
+                               os.path.join(tmp, "train2017"))
+        records = ds.training_records()
+        mapper = TrainingMapper()
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            mapper((records[count % len(records)], count))
+            count += 1
+        return count / (time.perf_counter() - start)
+
+
+def evaluation_times(repeats):
+    """Seconds to score segm (+bbox) of a results file: pycocotools vs faster-coco-eval."""
+    import json
+    from maskplus.data import shapes
+    from maskplus.evaluation.coco_eval import evaluate_coco
+    from pycocotools import mask as mask_util
+    with tempfile.TemporaryDirectory() as tmp:
+        gt_path = shapes.write_split(tmp, "val2017", 60, seed=1, progress=False)
+        gt = json.load(open(gt_path))
+        rng = np.random.RandomState(0)
+        results = []
+        for ann in gt["annotations"]:
+            img = next(i for i in gt["images"] if i["id"] == ann["image_id"])
+            rle = mask_util.merge(mask_util.frPyObjects(ann["segmentation"], img["height"], img["width"]))
+            mask = np.roll(mask_util.decode(rle), tuple(rng.randint(-3, 4, 2)), axis=(0, 1))
+            enc = mask_util.encode(np.asfortranarray(mask[:, :, None]))[0]
+            enc["counts"] = enc["counts"].decode()
+            for _ in range(5):  # true positives and jittered duplicates, like a detector's output
+                results.append({"image_id": ann["image_id"], "category_id": ann["category_id"], "bbox": ann["bbox"],
+                                "score": float(rng.uniform()), "segmentation": enc})
+        out = {}
+        for backend in ("pycocotools", "faster"):
+            out[backend] = median_time(lambda: evaluate_coco(gt_path, results, iou_types=("bbox", "segm"),
+                                                             boundary=False, backend=backend), repeats, warmup=0)
+        out["results"] = len(results)
+        return out
+
+
+def matmul_gflops():
+    with tf.Graph().as_default(), tfv1.Session(config=_session_config()) as sess:
+        a = tf.random.normal([2048, 2048])
+        b = tf.random.normal([2048, 2048])
+        product = tf.reduce_sum(tf.matmul(a, b))
+        t = median_time(lambda: sess.run(product), 5)
+    return 2 * 2048 ** 3 / t / 1e9
+
+
+def machine():
+    cpu = platform.processor() or "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import tensorpack
+    return f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, TensorFlow {tf.__version__}, " \
+           f"Tensorpack {tensorpack.__version__}, NumPy {np.__version__}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, a small training model")
+    parser.add_argument("--no-write", action="store_true", help="print only; do not append to BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    repeats = 3 if args.quick else 10
+    lines = [f"## {datetime.date.today()} — `python scripts/benchmark.py{' --quick' if args.quick else ''}`", "",
+             f"Machine: {machine()}", ""]
+
+    print("matrix multiply ...", flush=True)
+    gflops = matmul_gflops()
+    lines.append(f"- float32 matmul (2048^2): {gflops:.1f} GFLOP/s (the CPU's ceiling for dense layers)")
+
+    if args.quick:  # the CPU demo's model
+        train_model, size = {"BACKBONE.RESNET_NUM_BLOCKS": [1, 1, 1, 1], "BACKBONE.NORM": "GN", "BACKBONE.FREEZE_AT": 0,
+                             "FPN.NORM": "GN", "FPN.NUM_CHANNEL": 128, "FPN.MRCNN_HEAD_FUNC": "maskrcnn_up4conv_gn_head",
+                             "MRCNN.HEAD_DIM": 128, "FPN.FRCNN_FC_HEAD_DIM": 256, "FRCNN.BATCH_PER_IM": 128,
+                             "TRAIN.NUM_GPUS": 1, "PREPROC.MAX_SIZE": 256}, (256, 256)
+    else:  # R50-FPN at 256x320, as measured with the reference example
+        train_model, size = {"TRAIN.NUM_GPUS": 1, "PREPROC.MAX_SIZE": 320}, (256, 320)
+    print("training steps ...", flush=True)
+    steps = train_step_times(train_model, repeats, size)
+    base = steps["baseline"]
+    lines += ["", f"Training step ({'small GN ResNet-FPN' if args.quick else 'R50-FPN'}, {size[0]}x{size[1]}, "
+              f"median of {repeats}):", "", "| preset | s/step | ratio to baseline |", "|---|---|---|"]
+    lines += [f"| {k} | {v:.3f} | {v / base:.2f} |" for k, v in steps.items()]
+    lines.append(f"\nPeak memory so far: {peak_mb():.0f} MB")
+
+    print("inference ...", flush=True)
+    r50 = {"TRAIN.NUM_GPUS": 1}
+    infer = inference_times(r50, max(2, repeats // 3), ["baseline", "maskplus-all"])
+    b = infer["baseline"]
+    lines += ["", "Inference, R50-FPN, 800x1333 image, 100 detections (median):", "",
+              f"- network: {b['network']:.2f} s; maskplus-all network: {infer['maskplus-all']['network']:.2f} s "
+              f"(ratio {infer['maskplus-all']['network'] / b['network']:.2f}; goal <= 1.10)",
+              f"- post-processing (paste + RLE) accurate: {b['post_accurate']:.3f} s, fast: {b['post_fast']:.3f} s; "
+              f"end-to-end / network = {(b['network'] + b['post_accurate']) / b['network']:.2f} (goal <= 1.1)",
+              f"- peak memory so far: {peak_mb():.0f} MB"]
+
+    print("data loader ...", flush=True)
+    ips = loader_throughput(5 if args.quick else 20)
+    step_rate = 1.0 / steps["maskplus-all"]
+    lines += ["", f"Data loader (one process, demo preset, 256 px): {ips:.1f} images/s vs "
+              f"{step_rate:.2f} training steps/s of maskplus-all above ({ips / step_rate:.1f}x; goal >= 2x with the "
+              f"default workers)"]
+
+    print("evaluation ...", flush=True)
+    ev = evaluation_times(1 if args.quick else 3)
+    lines += ["", f"Evaluation of {ev['results']} results (bbox + segm): pycocotools {ev['pycocotools']:.2f} s, "
+              f"faster-coco-eval {ev['faster']:.2f} s ({ev['pycocotools'] / ev['faster']:.1f}x; goal >= 3x)",
+              "", f"Peak memory of the whole run: {peak_mb():.0f} MB", ""]
+    text = "\n".join(lines)
+    print("\n" + text)
+    if not args.no_write:
+        path = os.path.join(ROOT, "BENCHMARKS.md")
+        new = not os.path.exists(path)
+        with open(path, "a") as f:
+            if new:
+                f.write("# Benchmarks\n\nAppended by `scripts/benchmark.py`; newest last.\n\n")
+            f.write(text + "\n")
+        print(f"appended to {path}")
+
+
+if __name__ == "__main__":
+    main()
