@@ -98,7 +98,7 @@ class AttrDict:
             key, text = arg.split("=", 1)
             key = key.strip()
             old = self.get(key)
-            self.set(key, _coerce(key, _parse_literal(text), old))
+            self.set(key, _coerce(key, parse_literal(text), old))
 
     def __str__(self):
         return pprint.pformat(self.to_dict(), width=100, compact=True)
@@ -106,7 +106,7 @@ class AttrDict:
     __repr__ = __str__
 
 
-def _parse_literal(text):
+def parse_literal(text):
     text = text.strip()
     try:
         return ast.literal_eval(text)
@@ -248,6 +248,9 @@ _C.TEST.FRCNN_NMS_THRESH = 0.5
 _C.TEST.RESULT_SCORE_THRESH = 0.05
 _C.TEST.RESULT_SCORE_THRESH_VIS = 0.5
 _C.TEST.RESULTS_PER_IM = 100
+# The mask branch runs on the detections padded to a multiple of this (bounded memory and
+# kernel re-use on CPU, where oneDNN keeps per-shape state; 1 = no padding).
+_C.TEST.MASK_BATCH_MULTIPLE = 16
 
 # ----------------------------------------------------------------- MaskPlus (paper sections 3.1-3.5)
 # Every technique is off by default: the graph is then exactly Tensorpack's Mask R-CNN.

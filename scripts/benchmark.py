@@ -14,7 +14,8 @@ Measured in one run, each after a warm-up, as medians over repeats:
     the training step rate;
   * segm evaluation time of a results file with pycocotools and faster-coco-eval;
   * the process's peak memory after each part, and the CPU's float32 matrix-multiply rate.
-Not yet measured: model FLOPs (the TF profiler needs static shapes the padded FPN graph lacks).
+  * model FLOPs per image (convolutions and matrix products, counted from run-time shapes) and
+    the FLOP/s achieved, against the CPU's measured matrix-multiply rate.
 """
 import argparse
 import datetime
@@ -36,7 +37,8 @@ import numpy as np  # noqa: E402
 import maskplus  # noqa: E402,F401
 from helpers import build_graph, config_snapshot, configure, synthetic_datapoint  # noqa: E402
 from maskplus.compat import tf, tfv1  # noqa: E402
-from maskplus.presets import PRESETS  # noqa: E402
+from config import parse_literal  # noqa: E402
+from maskplus.presets import technique_overrides  # noqa: E402
 
 TECHNIQUE_PRESETS = ["baseline", "context-fusion-720-512-512-256", "deconv-pyramid", "boundary-refinement-improved",
                      "quasi-multitask-0.5x", "quasi-multitask-2x", "biased-training", "maskplus-all"]
@@ -57,22 +59,10 @@ def median_time(fn, repeats, warmup=1):
     return statistics.median(times)
 
 
-def technique_overrides(name, model):
-    """The preset's MaskPlus switches only; widths scaled to the benchmark model's FPN width."""
-    out = {}
-    for arg in PRESETS[name]:
-        key, value = arg.split("=", 1)
-        if key.startswith("MASKPLUS."):
-            import ast
-            try:
-                out[key] = ast.literal_eval(value)
-            except (ValueError, SyntaxError):
-                out[key] = value
-    if out.get("MASKPLUS.CONTEXT_FUSION"):
-        width = model.get("FPN.NUM_CHANNEL", 256)
-        out["MASKPLUS.CONTEXT_FUSION_DIMS"] = [d * width // 256 for d in out["MASKPLUS.CONTEXT_FUSION_DIMS"]]
-    out["MASKPLUS.DECONV_PYRAMID_DIM"] = model.get("MRCNN.HEAD_DIM", 256)
-    return out
+def technique_config(name, model):
+    """The preset's MASKPLUS switches as {key: value}, widths scaled to the benchmark model's FPN width."""
+    pairs = (arg.split("=", 1) for arg in technique_overrides(name, model.get("FPN.NUM_CHANNEL", 256)))
+    return {key: parse_literal(value) for key, value in pairs}
 
 
 def train_step_times(model, repeats, size):
@@ -81,7 +71,7 @@ def train_step_times(model, repeats, size):
     results = {}
     for name in TECHNIQUE_PRESETS:
         with config_snapshot():
-            configure(dict(model, **technique_overrides(name, model)), training=True, tiny=False)
+            configure(dict(model, **technique_config(name, model)), training=True, tiny=False)
             graph, ph, _ = build_graph(True)
             with graph.as_default():
                 cost = graph.get_tensor_by_name("total_cost:0")
@@ -99,6 +89,30 @@ def _session_config():
     return session_config()
 
 
+def network_flops(graph, feed):
+    """FLOPs (2 x multiply-adds) of every convolution, deconvolution and matrix product of one
+    forward pass, from the shapes at run time: the graph's shapes are dynamic (padded image, a
+    data-dependent number of boxes), which the TF profiler cannot count. RoIAlign, norms and
+    element-wise ops are left out (well under 1% of the arithmetic)."""
+    with graph.as_default():
+        ops = [op for op in graph.get_operations() if op.type in ("Conv2D", "Conv2DBackpropInput", "MatMul")]
+        shapes = {op.name: [tf.shape(t) for t in op.inputs] + [tf.shape(op.outputs[0])] for op in ops}
+        with tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            values = sess.run(shapes, feed)
+    total = 0
+    for op in ops:
+        *ins, out = values[op.name]
+        if op.type == "Conv2D":  # filter [kh, kw, cin, cout]
+            total += 2 * np.prod(out, dtype=np.int64) * np.prod(ins[1][:3], dtype=np.int64)
+        elif op.type == "Conv2DBackpropInput":  # filter [kh, kw, cout, cin]; ins[2] is the small input
+            total += 2 * np.prod(ins[2], dtype=np.int64) * np.prod(ins[1][:3], dtype=np.int64)
+        else:
+            inner = ins[0][0] if op.get_attr("transpose_a") else ins[0][1]
+            total += 2 * np.prod(out, dtype=np.int64) * inner
+    return int(total)
+
+
 def inference_times(model, repeats, presets):
     """Network and post-processing seconds at 800x1333 with 100 detections."""
     from maskplus.engine.checkpoint import export_npz
@@ -109,9 +123,10 @@ def inference_times(model, repeats, presets):
     with tempfile.TemporaryDirectory() as tmp:
         for name in presets:
             with config_snapshot():
-                configure(dict(model, **technique_overrides(name, model), **{"TEST.RESULT_SCORE_THRESH": 0.0}),
+                configure(dict(model, **technique_config(name, model), **{"TEST.RESULT_SCORE_THRESH": 0.0}),
                           training=False, tiny=False, class_names=[f"c{i}" for i in range(80)])
-                graph, _, _ = build_graph(False)
+                graph, ph, _ = build_graph(False)
+                flops = network_flops(graph, {ph["image"]: image.astype(np.float32)})
                 weights = os.path.join(tmp, f"{name}.npz")
                 with graph.as_default(), tfv1.Session() as sess:
                     sess.run(tfv1.global_variables_initializer())
@@ -119,7 +134,7 @@ def inference_times(model, repeats, presets):
                 predictor = build_predictor(weights)
                 net = median_time(lambda: run_network(predictor, image), repeats)
                 result = run_network(predictor, image)
-                entry = {"network": net, "detections": len(result.boxes)}
+                entry = {"network": net, "detections": len(result.boxes), "flops": flops}
                 if name == "baseline":
                     for accurate in (True, False):
                         cfg.freeze(False)
@@ -242,7 +257,11 @@ def main(argv=None):
               f"(ratio {infer['maskplus-all']['network'] / b['network']:.2f}; goal <= 1.10)",
               f"- post-processing (paste + RLE) accurate: {b['post_accurate']:.3f} s, fast: {b['post_fast']:.3f} s; "
               f"end-to-end / network = {(b['network'] + b['post_accurate']) / b['network']:.2f} (goal <= 1.1)",
-              f"- peak memory so far: {peak_mb():.0f} MB"]
+              f"- peak memory so far: {peak_mb():.0f} MB", ""]
+    for name, entry in infer.items():
+        achieved = entry["flops"] / entry["network"] / 1e9
+        lines.append(f"- {name}: {entry['flops'] / 1e9:.1f} GFLOPs per image (convolutions and matrix products), "
+                     f"{achieved:.1f} GFLOP/s achieved = {100 * achieved / gflops:.0f}% of the matmul rate")
 
     print("data loader ...", flush=True)
     ips = loader_throughput(5 if args.quick else 20)

@@ -87,3 +87,25 @@ def test_reproduce_table_dry_run_prints_train_and_evaluate_for_every_row(table, 
     evals = [l for l in lines if " predict.py --preset " in l and "--evaluate" in l]
     assert len(trains) == len(evals) == 2 * rows
     assert all("TRAIN.NUM_GPUS=8" in l for l in trains)
+
+
+def test_ablation_cpu_dry_run_scales_every_table_preset_down(tmp_path):
+    import shlex
+    from maskplus.presets import TABLES
+    env = dict(os.environ, PYTHON=sys.executable, DATA=str(tmp_path / "shapes"), LOGROOT=str(tmp_path / "runs"))
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "ablation_cpu.sh"), "--dry-run", "--seeds", "2",
+                           "--steps", "240"], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = [shlex.split(l) for l in proc.stdout.strip().splitlines()]
+    assert "scripts/make_shapes_dataset.py" in lines[0]  # the dataset is absent: generated first
+    trains = [l for l in lines if "train.py" in l]
+    presets = {name for rows in TABLES.values() for name in rows}
+    assert sorted((l[l.index("--preset") + 1], l[l.index("--logdir") + 1]) for l in trains) == sorted(
+        (p, str(tmp_path / "runs" / p / f"seed{s}")) for p in presets for s in (1, 2))
+    for line in trains:
+        overrides = line[line.index("--config") + 1:]
+        assert "BACKBONE.RESNET_NUM_BLOCKS=[1,1,1,1]" in overrides and "FPN.NUM_CHANNEL=128" in overrides
+        assert "TRAIN.LR_SCHEDULE=[30.0, 30.0, 30.0]" in overrides  # 240 steps of one image
+        if line[line.index("--preset") + 1] == "context-fusion-720-512-512-256":
+            assert "MASKPLUS.CONTEXT_FUSION_DIMS=[360, 256, 256, 128]" in overrides
+    assert len([l for l in lines if "predict.py" in l and "--evaluate" in l]) == len(trains)

@@ -273,6 +273,35 @@ def test_mask_loss_is_scaled_by_alpha():
             assert w == pytest.approx(r, rel=1e-5)
 
 
+def _inference_mask_logits(boxes_value, multiple, values=None):
+    """Inference mask branch of maskplus-all with TEST.MASK_BATCH_MULTIPLE=multiple; variables
+    set from ``values`` ({name: array}) when given. Returns (logits, variable values)."""
+    from tensorpack.tfutils.tower import TowerContext
+    from maskplus.modeling.model_mrcnn import build_mask_branch
+    with config_snapshot():
+        configure(dict(tiny_preset("maskplus-all"), **{"TEST.MASK_BATCH_MULTIPLE": multiple}), training=False)
+        with tf.Graph().as_default():
+            feats = [tf.constant(f) for f in _features()]
+            with TowerContext("", is_training=False):
+                logits, _ = build_mask_branch(feats, tf.constant(boxes_value), tf.constant([64, 64]), K)
+            with tfv1.Session() as sess:
+                sess.run(tfv1.global_variables_initializer())
+                for v in tfv1.global_variables():
+                    if values is not None:
+                        v.load(values[v.op.name], sess)
+                return sess.run(logits), {v.op.name: sess.run(v) for v in tfv1.global_variables()}
+
+
+@pytest.mark.parametrize("count", [0, 1, 5, 16, 17])
+def test_padding_the_mask_batch_at_inference_changes_no_result(count):
+    boxes = np.random.RandomState(count).uniform(0, 30, (count, 2)).astype(np.float32)
+    boxes = np.concatenate([boxes, boxes + np.float32(20)], axis=1)
+    padded, values = _inference_mask_logits(boxes, 16)
+    exact, _ = _inference_mask_logits(boxes, 1, values)
+    assert padded.shape == exact.shape == (count, K, 28, 28)
+    np.testing.assert_allclose(padded, exact, atol=1e-4)
+
+
 @pytest.mark.parametrize("name", ["deconv-pyramid", "maskplus-all"])
 def test_an_image_without_detections_predicts_nothing_instead_of_failing(name):
     with config_snapshot():
