@@ -169,24 +169,26 @@ def loader_throughput(seconds):
         return count / (time.perf_counter() - start)
 
 
-def evaluation_times(repeats):
-    """Seconds to score segm (+bbox) of a results file: pycocotools vs faster-coco-eval."""
+def evaluation_times(repeats, images, copies):
+    """Seconds to score segm (+bbox) of a results file: pycocotools vs faster-coco-eval.
+    ``images`` generated validation images, ``copies`` scored copies of each ground-truth mask."""
     import json
     from maskplus.data import shapes
     from maskplus.evaluation.coco_eval import evaluate_coco
     from pycocotools import mask as mask_util
     with tempfile.TemporaryDirectory() as tmp:
-        gt_path = shapes.write_split(tmp, "val2017", 60, seed=1, progress=False)
+        gt_path = shapes.write_split(tmp, "val2017", images, seed=1, progress=False)
         gt = json.load(open(gt_path))
+        image_of = {i["id"]: i for i in gt["images"]}
         rng = np.random.RandomState(0)
         results = []
         for ann in gt["annotations"]:
-            img = next(i for i in gt["images"] if i["id"] == ann["image_id"])
+            img = image_of[ann["image_id"]]
             rle = mask_util.merge(mask_util.frPyObjects(ann["segmentation"], img["height"], img["width"]))
             mask = np.roll(mask_util.decode(rle), tuple(rng.randint(-3, 4, 2)), axis=(0, 1))
             enc = mask_util.encode(np.asfortranarray(mask[:, :, None]))[0]
             enc["counts"] = enc["counts"].decode()
-            for _ in range(5):  # true positives and jittered duplicates, like a detector's output
+            for _ in range(copies):  # true positives and jittered duplicates, like a detector's output
                 results.append({"image_id": ann["image_id"], "category_id": ann["category_id"], "bbox": ann["bbox"],
                                 "score": float(rng.uniform()), "segmentation": enc})
         out = {}
@@ -271,7 +273,7 @@ def main(argv=None):
               f"default workers)"]
 
     print("evaluation ...", flush=True)
-    ev = evaluation_times(1 if args.quick else 3)
+    ev = evaluation_times(1, 60, 5) if args.quick else evaluation_times(3, 500, 20)
     lines += ["", f"Evaluation of {ev['results']} results (bbox + segm): pycocotools {ev['pycocotools']:.2f} s, "
               f"faster-coco-eval {ev['faster']:.2f} s ({ev['pycocotools'] / ev['faster']:.1f}x; goal >= 3x)",
               "", f"Peak memory of the whole run: {peak_mb():.0f} MB", ""]

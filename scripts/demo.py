@@ -99,7 +99,8 @@ def main(argv=None):
     config = [f"DATA.BASEDIR={data}"]
     if args.steps:
         n = args.steps / 8  # batch-8 steps; the demo's drops at 88% and 97% of the run
-        config.append(f"TRAIN.LR_SCHEDULE=[{0.88 * n},{0.97 * n},{n}]")
+        config += [f"TRAIN.LR_SCHEDULE=[{0.88 * n},{0.97 * n},{n}]",
+                   f"TRAIN.STEPS_PER_EPOCH={min(150, args.steps)}"]  # training runs whole epochs
     print(f"Run directory: {logdir}")
 
     train_start = time.time()
