@@ -101,8 +101,8 @@ HEADERS = ["Method", "Source"] + COLUMNS + ["ΔAP", "Boundary AP"]
 
 def render_table(number, table, by_preset, fmt="github"):
     kind = "box AP" if table["iou_type"] == "bbox" else "mask AP"
-    title = f"Table {number}: {table['title']} ({kind})"
-    return title + "\n" + tabulate(table_rows(table, by_preset), headers=HEADERS, tablefmt=fmt, disable_numparse=True)
+    title = f"Table {number}: {table['title']}" + ("" if kind in table["title"] else f" ({kind})")
+    return title + "\n\n" + tabulate(table_rows(table, by_preset), headers=HEADERS, tablefmt=fmt, disable_numparse=True)
 
 
 def delta_chart(tables, by_preset, path):
