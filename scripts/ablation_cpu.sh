@@ -10,8 +10,9 @@
 # 256 px instead of R50-FPN at 800 px, each row's techniques at that model's width (128 instead
 # of 256 channels), N steps of one image (default 600) at a constant learning rate after warm-up.
 # Environment: DATA (default datasets/shapes, generated if absent), LOGROOT (default
-# train_log/ablation_cpu), PYTHON (default .venv/bin/python). One log directory per preset and
-# seed; a finished run is reused. Writes the tables, the command and the wall-clock time to --out.
+# train_log/ablation_cpu), PYTHON (default .venv/bin/python), CHART (the ΔAP bar chart, default
+# docs/ablation_cpu_delta_ap.png). One log directory per preset and seed; a finished run is reused.
+# Writes the tables, the chart, the command and the wall-clock time to --out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +34,7 @@ done
 PYTHON=${PYTHON:-.venv/bin/python}
 DATA=$(realpath -m "${DATA:-datasets/shapes}")
 LOGROOT=${LOGROOT:-train_log/ablation_cpu}
+CHART=${CHART:-docs/ablation_cpu_delta_ap.png}
 START=$(date +%s)
 
 run() { if [ "$DRY" = 1 ]; then printf '%q ' "$@"; echo; else printf '+ %s\n' "$*" >&2; "$@"; fi; }
@@ -81,7 +83,8 @@ done
 
 MINUTES=$(( ($(date +%s) - START + 59) / 60 ))
 TABLES=$(mktemp)
-"$PYTHON" scripts/paper_tables.py "$LOGROOT"/*/seed* --markdown "$TABLES" --chart "$LOGROOT/delta_ap.png" >/dev/null
+mkdir -p "$(dirname "$CHART")"
+"$PYTHON" scripts/paper_tables.py "$LOGROOT"/*/seed* --markdown "$TABLES" --chart "$CHART" >/dev/null
 {
   echo "# CPU-scale sanity ablation (generated shapes dataset, not COCO)"
   echo
@@ -94,7 +97,9 @@ TABLES=$(mktemp)
   echo "paper's COCO numbers, shown for the layout only: these runs say that the pipeline works end to"
   echo "end and how large run-to-run noise is at this scale, not whether a technique helps on COCO."
   echo
+  echo "![ΔAP per technique, ours and the paper's]($(realpath --relative-to="$(dirname "$OUT")" "$CHART"))"
+  echo
   cat "$TABLES"
 } > "$OUT"
 rm -f "$TABLES"
-echo "Wrote $OUT (and $LOGROOT/delta_ap.png) in $MINUTES min."
+echo "Wrote $OUT (and $CHART) in $MINUTES min."
