@@ -23,9 +23,9 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +46,34 @@ TECHNIQUE_PRESETS = ["baseline", "context-fusion-720-512-512-256", "deconv-pyram
 
 def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class PartPeak:
+    """Peak resident memory of one part of the run: the kernel's high-water mark only grows, so a
+    thread samples the current RSS every 20 ms and keeps the maximum since the last reset()."""
+
+    def __init__(self):
+        self._max = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    @staticmethod
+    def _rss_mb():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+    def _sample(self):
+        while True:
+            rss = self._rss_mb()
+            with self._lock:
+                self._max = max(self._max, rss)
+            time.sleep(0.02)
+
+    def reset(self):
+        """Return the peak since the last reset (MB) and start a new part."""
+        with self._lock:
+            peak, self._max = max(self._max, self._rss_mb()), 0
+        return peak
 
 
 def median_time(fn, repeats, warmup=1):
@@ -228,6 +256,7 @@ def main(argv=None):
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to BENCHMARKS.md")
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else 10
+    part_peak = PartPeak()
     lines = [f"## {datetime.date.today()} — `python scripts/benchmark.py{' --quick' if args.quick else ''}`", "",
              f"Machine: {machine()}", ""]
 
@@ -243,12 +272,13 @@ def main(argv=None):
     else:  # R50-FPN at 256x320, as measured with the reference example
         train_model, size = {"TRAIN.NUM_GPUS": 1, "PREPROC.MAX_SIZE": 320}, (256, 320)
     print("training steps ...", flush=True)
+    part_peak.reset()
     steps = train_step_times(train_model, repeats, size)
     base = steps["baseline"]
     lines += ["", f"Training step ({'small GN ResNet-FPN' if args.quick else 'R50-FPN'}, {size[0]}x{size[1]}, "
               f"median of {repeats}):", "", "| preset | s/step | ratio to baseline |", "|---|---|---|"]
     lines += [f"| {k} | {v:.3f} | {v / base:.2f} |" for k, v in steps.items()]
-    lines.append(f"\nPeak memory so far: {peak_mb():.0f} MB")
+    lines.append(f"\nProcess peak RSS during this part: {part_peak.reset():.0f} MB")
 
     print("inference ...", flush=True)
     r50 = {"TRAIN.NUM_GPUS": 1}
@@ -259,7 +289,10 @@ def main(argv=None):
               f"(ratio {infer['maskplus-all']['network'] / b['network']:.2f}; goal <= 1.10)",
               f"- post-processing (paste + RLE) accurate: {b['post_accurate']:.3f} s, fast: {b['post_fast']:.3f} s; "
               f"end-to-end / network = {(b['network'] + b['post_accurate']) / b['network']:.2f} (goal <= 1.1)",
-              f"- peak memory so far: {peak_mb():.0f} MB", ""]
+              f"- process peak RSS during this part: {part_peak.reset():.0f} MB", ""]
+    flop_ratio = infer["maskplus-all"]["flops"] / b["flops"]
+    lines.append(f"- maskplus-all / baseline: {flop_ratio:.2f}x the FLOPs, "
+                 f"{infer['maskplus-all']['network'] / b['network']:.2f}x the time")
     for name, entry in infer.items():
         achieved = entry["flops"] / entry["network"] / 1e9
         lines.append(f"- {name}: {entry['flops'] / 1e9:.1f} GFLOPs per image (convolutions and matrix products), "
@@ -267,15 +300,17 @@ def main(argv=None):
 
     print("data loader ...", flush=True)
     ips = loader_throughput(5 if args.quick else 20)
+    loader_peak = part_peak.reset()
     step_rate = 1.0 / steps["maskplus-all"]
     lines += ["", f"Data loader (one process, demo preset, 256 px): {ips:.1f} images/s vs "
               f"{step_rate:.2f} training steps/s of maskplus-all above ({ips / step_rate:.1f}x; goal >= 2x with the "
-              f"default workers)"]
+              f"default workers); process peak RSS during this part: {loader_peak:.0f} MB"]
 
     print("evaluation ...", flush=True)
     ev = evaluation_times(1, 60, 5) if args.quick else evaluation_times(3, 500, 20)
     lines += ["", f"Evaluation of {ev['results']} results (bbox + segm): pycocotools {ev['pycocotools']:.2f} s, "
-              f"faster-coco-eval {ev['faster']:.2f} s ({ev['pycocotools'] / ev['faster']:.1f}x; goal >= 3x)",
+              f"faster-coco-eval {ev['faster']:.2f} s ({ev['pycocotools'] / ev['faster']:.1f}x; goal >= 3x); "
+              f"process peak RSS during this part: {part_peak.reset():.0f} MB",
               "", f"Peak memory of the whole run: {peak_mb():.0f} MB", ""]
     text = "\n".join(lines)
     print("\n" + text)
