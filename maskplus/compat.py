@@ -13,6 +13,11 @@ Why each shim exists:
 * TF1 names on the ``tf`` module: parts of Tensorpack 0.11 (the Horovod trainer, distributed
   and profiling helpers) call e.g. ``tf.global_variables()`` on the TF2 module, where those
   names no longer exist. They are aliased to their ``tf.compat.v1`` versions, never replaced.
+* ``TF_ENABLE_ONEDNN_OPTS=1``: TensorFlow's stock CPU kernels only support NHWC pooling and
+  convolution; the NCHW layout that Tensorpack's models use (and GPUs prefer) runs on CPU only
+  through oneDNN. TensorFlow turns oneDNN on by default only on CPUs with AVX-512 VNNI/BF16/AMX
+  (so on a Xeon but not on an AVX2-only AMD EPYC, where every model fails with "Default
+  MaxPoolingOp only supports NHWC on device type CPU"), so we turn it on explicitly.
 * TensorFlow's C++ log level defaults to quiet unless the user set it.
 * ``logging.raiseExceptions = False``: when training stops on an error, Tensorpack 0.11 logs
   "Training failed at global_step=" with a malformed format string, which makes Python's logging
@@ -24,7 +29,8 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 logging.raiseExceptions = False
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+if os.environ["TF_ENABLE_ONEDNN_OPTS"] == "0":
     # NCHW convolutions/pooling only run on CPU through oneDNN.
     raise RuntimeError(
         "TF_ENABLE_ONEDNN_OPTS=0 disables the oneDNN kernels that NCHW convolutions need on CPU; "
