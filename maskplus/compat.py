@@ -18,6 +18,13 @@ Why each shim exists:
   through oneDNN. TensorFlow turns oneDNN on by default only on CPUs with AVX-512 VNNI/BF16/AMX
   (so on a Xeon but not on an AVX2-only AMD EPYC, where every model fails with "Default
   MaxPoolingOp only supports NHWC on device type CPU"), so we turn it on explicitly.
+* NCHW ``Conv2D`` computed in NHWC on CPUs without AVX-512: there oneDNN has no fast forward
+  kernel for NCHW data with TensorFlow's HWIO filters and falls back to its reference loop
+  ("ref:any"), about 1000x slower (62 s for one 256-channel 3x3 convolution at 64x80 on an
+  AMD EPYC). Its backward kernels are fast. So on CPU-only hosts lacking AVX-512, the ``Conv2D``
+  op that ``tf.nn.convolution`` and Keras emit is wrapped in transposes to NHWC and back. The
+  variables, their shapes and the results are unchanged; only the graph's op layout differs.
+  ``MASKPLUS_CPU_CONV_LAYOUT=NHWC`` or ``=NCHW`` overrides the automatic choice.
 * TensorFlow's C++ log level defaults to quiet unless the user set it.
 * ``logging.raiseExceptions = False``: when training stops on an error, Tensorpack 0.11 logs
   "Training failed at global_step=" with a malformed format string, which makes Python's logging
@@ -53,5 +60,56 @@ _TF1_NAMES_USED_BY_TENSORPACK = (
 for _name in _TF1_NAMES_USED_BY_TENSORPACK:
     if not hasattr(tf, _name) and hasattr(tfv1, _name):
         setattr(tf, _name, getattr(tfv1, _name))
+
+
+
+def _cpu_has_avx512():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " avx512f" in line for line in f)
+    except OSError:  # not Linux: no x86 oneDNN fast path to rely on either
+        return False
+
+
+def nchw_conv2d_via_nhwc(conv2d):
+    """``conv2d`` (the raw Conv2D op wrapper) with NCHW calls computed as NHWC between transposes."""
+    def to_nhwc(values):
+        return [values[0], values[2], values[3], values[1]]
+
+    def wrapped(input, filter, strides, padding, use_cudnn_on_gpu=True, explicit_paddings=(),
+                data_format="NHWC", dilations=(1, 1, 1, 1), name=None):
+        if data_format != "NCHW":
+            return conv2d(input, filter, strides, padding, use_cudnn_on_gpu=use_cudnn_on_gpu,
+                          explicit_paddings=list(explicit_paddings), data_format=data_format,
+                          dilations=list(dilations), name=name)
+        pads = list(explicit_paddings)
+        if pads:  # one (before, after) pair per dimension, in the data's order
+            pads = sum(to_nhwc([pads[i:i + 2] for i in range(0, 8, 2)]), [])
+        out = conv2d(tf.transpose(input, [0, 2, 3, 1]), filter, to_nhwc(list(strides)), padding,
+                     use_cudnn_on_gpu=use_cudnn_on_gpu, explicit_paddings=pads, data_format="NHWC",
+                     dilations=to_nhwc(list(dilations)), name=name)
+        return tf.transpose(out, [0, 3, 1, 2])
+
+    wrapped.nchw_via_nhwc = True
+    wrapped.original = conv2d
+    return wrapped
+
+
+def cpu_conv_layout():
+    """The layout NCHW convolutions run in: NCHW where fast kernels exist (GPU, AVX-512 CPU), else NHWC."""
+    forced = os.environ.get("MASKPLUS_CPU_CONV_LAYOUT", "").upper()
+    if forced in ("NHWC", "NCHW"):
+        return forced
+    if forced:
+        raise RuntimeError(f"MASKPLUS_CPU_CONV_LAYOUT must be NHWC or NCHW, got '{forced}'.")
+    if tf.config.list_physical_devices("GPU") or _cpu_has_avx512():
+        return "NCHW"
+    return "NHWC"
+
+
+from tensorflow.python.ops import gen_nn_ops  # noqa: E402  (nn_ops looks its ops up at call time)
+
+if cpu_conv_layout() == "NHWC" and not hasattr(gen_nn_ops.conv2d, "nchw_via_nhwc"):
+    gen_nn_ops.conv2d = nchw_conv2d_via_nhwc(gen_nn_ops.conv2d)
 
 __all__ = ["tf", "tfv1", "np"]

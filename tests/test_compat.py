@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 NCHW_OPS = """
@@ -20,8 +22,11 @@ with tf.compat.v1.Session() as s:
 """
 
 
+SHIM_VARIABLES = ("TF_ENABLE_ONEDNN_OPTS", "TF_USE_LEGACY_KERAS", "MASKPLUS_CPU_CONV_LAYOUT")
+
+
 def run_clean(code, **env_overrides):
-    env = {k: v for k, v in os.environ.items() if k not in ("TF_ENABLE_ONEDNN_OPTS", "TF_USE_LEGACY_KERAS")}
+    env = {k: v for k, v in os.environ.items() if k not in SHIM_VARIABLES}
     env.update(env_overrides)
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
@@ -46,3 +51,34 @@ def test_keras_2_is_selected_for_tensorpack_layers():
                      "print(os.environ['TF_USE_LEGACY_KERAS'], tf.keras.layers.Conv2D.__module__.split('.')[0])")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["1", "tf_keras"]
+
+
+def test_nchw_conv_computed_via_nhwc_equals_the_native_nchw_op():
+    from tensorflow.python.ops import gen_nn_ops
+    from maskplus.compat import nchw_conv2d_via_nhwc, tf, tfv1
+    native = getattr(gen_nn_ops.conv2d, "original", gen_nn_ops.conv2d)
+    via_nhwc = nchw_conv2d_via_nhwc(native)
+    rng = np.random.RandomState(0)
+    x = rng.randn(2, 3, 9, 11).astype("float32")
+    w = rng.randn(3, 3, 3, 5).astype("float32")
+    cases = [dict(strides=[1, 1, 1, 1], padding="SAME"),
+             dict(strides=[1, 1, 2, 2], padding="VALID"),
+             dict(strides=[1, 1, 2, 1], padding="EXPLICIT", explicit_paddings=[0, 0, 0, 0, 1, 2, 0, 1]),
+             dict(strides=[1, 1, 1, 1], padding="SAME", dilations=[1, 1, 2, 2])]
+    with tf.Graph().as_default(), tfv1.Session() as sess:
+        for case in cases:
+            ours, reference = sess.run([via_nhwc(x, w, data_format="NCHW", **case),
+                                        native(x, w, data_format="NCHW", **case)])
+            assert ours.shape == reference.shape, case
+            np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-4, err_msg=str(case))
+        nhwc = via_nhwc(x.transpose(0, 2, 3, 1), w, [1, 2, 2, 1], "SAME")  # NHWC calls pass through
+        assert sess.run(nhwc).shape == (2, 5, 6, 5)
+
+
+def test_cpu_conv_layout_can_be_forced_and_rejects_nonsense():
+    probe = ("import maskplus.compat as c; from tensorflow.python.ops import gen_nn_ops; "
+             "print(c.cpu_conv_layout(), hasattr(gen_nn_ops.conv2d, 'nchw_via_nhwc'))")
+    assert run_clean(probe, MASKPLUS_CPU_CONV_LAYOUT="NHWC").stdout.split() == ["NHWC", "True"]
+    assert run_clean(probe, MASKPLUS_CPU_CONV_LAYOUT="nchw").stdout.split() == ["NCHW", "False"]
+    bad = run_clean("import maskplus.compat", MASKPLUS_CPU_CONV_LAYOUT="NWHC")
+    assert bad.returncode != 0 and "MASKPLUS_CPU_CONV_LAYOUT must be NHWC or NCHW, got 'NWHC'" in bad.stderr
