@@ -34,6 +34,9 @@ def task_loss(entry):
     return entry["total_cost"] - entry["wd_cost"]
 
 
+LEARNT = ("rpn_losses/label_loss", "fastrcnn_losses/label_loss", "maskrcnn_loss/maskrcnn_loss")
+
+
 def test_one_tower_learns_the_tiny_dataset(dataset, tmp_path):
     # no accumulation and a per-image rate of 0.01: the loss must clearly fall in 96 steps
     train(dataset, tmp_path, "TRAIN.NUM_GPUS=1", "TRAIN.GRADIENT_ACCUMULATION=False", "TRAIN.BASE_LR=0.08",
@@ -41,7 +44,15 @@ def test_one_tower_learns_the_tiny_dataset(dataset, tmp_path):
     s = stats(tmp_path)
     assert len(s) == 6 and s[-1]["global_step"] == 96
     assert all(all(v == v for v in e.values() if isinstance(v, float)) for e in s)  # no NaN
-    assert task_loss(s[-1]) < 0.6 * task_loss(s[0]), [task_loss(e) for e in s]
+    first, last = s[0], s[-1]
+    trace = {k: (round(first[k], 3), round(last[k], 3)) for k in LEARNT}
+    # each head learns, with margins measured on two CPUs (Xeon, EPYC): the RPN's objectness loss falls
+    # ~9x, the box classifier's ~2x, the mask loss leaves chance level (ln 2 = 0.693 per pixel);
+    # the box-regression loss may rise as more proposals become foreground, so the sum falls less
+    assert last[LEARNT[0]] < 0.3 * first[LEARNT[0]], trace
+    assert last[LEARNT[1]] < 0.7 * first[LEARNT[1]], trace
+    assert last[LEARNT[2]] < min(0.65, first[LEARNT[2]]), trace
+    assert task_loss(last) < 0.75 * task_loss(first), [task_loss(e) for e in s]
     assert os.path.isfile(os.path.join(tmp_path, "model-96.index"))
 
 
