@@ -283,16 +283,15 @@ def main(argv=None):
     print("inference ...", flush=True)
     r50 = {"TRAIN.NUM_GPUS": 1}
     infer = inference_times(r50, max(2, repeats // 3), ["baseline", "maskplus-all"])
-    b = infer["baseline"]
+    b, mp = infer["baseline"], infer["maskplus-all"]
+    time_ratio = mp["network"] / b["network"]
     lines += ["", "Inference, R50-FPN, 800x1333 image, 100 detections (median):", "",
-              f"- network: {b['network']:.2f} s; maskplus-all network: {infer['maskplus-all']['network']:.2f} s "
-              f"(ratio {infer['maskplus-all']['network'] / b['network']:.2f}; goal <= 1.10)",
+              f"- network: {b['network']:.2f} s; maskplus-all network: {mp['network']:.2f} s "
+              f"(ratio {time_ratio:.2f}; goal <= 1.10)",
               f"- post-processing (paste + RLE) accurate: {b['post_accurate']:.3f} s, fast: {b['post_fast']:.3f} s; "
               f"end-to-end / network = {(b['network'] + b['post_accurate']) / b['network']:.2f} (goal <= 1.1)",
-              f"- process peak RSS during this part: {part_peak.reset():.0f} MB", ""]
-    flop_ratio = infer["maskplus-all"]["flops"] / b["flops"]
-    lines.append(f"- maskplus-all / baseline: {flop_ratio:.2f}x the FLOPs, "
-                 f"{infer['maskplus-all']['network'] / b['network']:.2f}x the time")
+              f"- process peak RSS during this part: {part_peak.reset():.0f} MB",
+              f"- maskplus-all / baseline: {mp['flops'] / b['flops']:.2f}x the FLOPs, {time_ratio:.2f}x the time"]
     for name, entry in infer.items():
         achieved = entry["flops"] / entry["network"] / 1e9
         lines.append(f"- {name}: {entry['flops'] / 1e9:.1f} GFLOPs per image (convolutions and matrix products), "
