@@ -87,7 +87,7 @@ def main(argv=None):
     parser.add_argument("--train-images", type=int, default=1500)
     parser.add_argument("--val-images", type=int, default=100)
     parser.add_argument("--resume", action="store_true", help="continue the latest run instead of starting one")
-    parser.add_argument("--steps", type=int, default=0, help="training steps (default: the preset's 2550)")
+    parser.add_argument("--steps", type=int, default=0, help="training steps (default: the preset's 600)")
     parser.add_argument("--pictures", type=int, default=6)
     args = parser.parse_args(argv)
 
@@ -98,9 +98,10 @@ def main(argv=None):
     os.makedirs(logdir, exist_ok=True)
     config = [f"DATA.BASEDIR={data}"]
     if args.steps:
-        n = args.steps / 8  # batch-8 steps; the demo's drops at 88% and 97% of the run
-        config += [f"TRAIN.LR_SCHEDULE=[{0.88 * n},{0.97 * n},{n}]",
-                   f"TRAIN.STEPS_PER_EPOCH={min(150, args.steps)}"]  # training runs whole epochs
+        n = args.steps / 8  # batch-8 steps; as in the preset: LR drops at 88% and 97% of the run,
+        config += [f"TRAIN.LR_SCHEDULE=[{0.88 * n},{0.97 * n},{n}]",  # biased training for the first third
+                   f"MASKPLUS.MASK_LOSS_ALPHA=[[0,1.5],[{n / 3},1.0]]",
+                   f"TRAIN.STEPS_PER_EPOCH={min(100, args.steps)}"]  # training runs whole epochs
     print(f"Run directory: {logdir}")
 
     train_start = time.time()
