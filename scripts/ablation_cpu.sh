@@ -6,7 +6,7 @@
 #
 #   scripts/ablation_cpu.sh [--seeds K] [--steps N] [--dry-run] [--out RESULTS.md]
 #
-# CPU scale (maskplus/presets.py, cpu_scale_overrides): the demo's small GroupNorm ResNet-FPN at
+# CPU scale (maskplus/presets.py, cpu_scale_overrides): a small GroupNorm ResNet-FPN (CPU_MODEL) at
 # 256 px instead of R50-FPN at 800 px, each row's techniques at that model's width (128 instead
 # of 256 channels), N steps of one image (default 600) at a constant learning rate after warm-up.
 # Environment: DATA (default datasets/shapes, generated if absent), LOGROOT (default
@@ -91,7 +91,7 @@ mkdir -p "$(dirname "$CHART")"
   echo "Produced by \`scripts/ablation_cpu.sh --seeds $SEEDS --steps $STEPS\` on $(date -u +%Y-%m-%d)"
   echo "($(nproc) CPU cores; this invocation took $MINUTES min, reused runs not counted)."
   echo
-  echo "Every preset of Tables 1-6 at CPU scale: the demo's small GroupNorm ResNet-FPN trained from"
+  echo "Every preset of Tables 1-6 at CPU scale: a small GroupNorm ResNet-FPN (2fc box head) trained from"
   echo "scratch for $STEPS steps of one 256-px image, techniques at 128 channels, evaluated on the 100"
   echo "generated validation images; mean ± std over $SEEDS seeds. The \"paper\" columns are the"
   echo "paper's COCO numbers, shown for the layout only: these runs say that the pipeline works end to"
