@@ -64,23 +64,29 @@ CPU_MODEL = [
 ]
 CPU_WIDTH = 128
 
+def demo_schedule(steps):
+    """The CPU demo's step counts for a run of ``steps`` one-image steps: constant LR after warm-up,
+    then x0.1 at 88% and x0.01 at 97% of the run; biased training (alpha 1.5) for its first third;
+    epochs (the checkpoint and evaluation grain) of at most 100 steps. Schedules count batch-8 steps."""
+    n = steps / 8
+    return [f"TRAIN.LR_SCHEDULE=[{round(0.88 * n, 4)},{round(0.97 * n, 4)},{round(n, 4)}]",
+            f"MASKPLUS.MASK_LOSS_ALPHA=[[0,1.5],[{round(n / 3, 4)},1.0]]",
+            f"TRAIN.STEPS_PER_EPOCH={min(100, steps)}"]
+
+
 #: The CPU demo (make demo): every MaskPlus technique on, widths scaled to the CPU model.
 PRESETS["demo-cpu"] = CPU_MODEL + [
     # a GroupNorm conv box head and half the sampled RoIs foreground: the box classifier was what
     # learnt slowest (README, "Demo: what limits it"); at 600 steps segm AP 8.9 -> 14.7
     "FPN.FRCNN_HEAD_FUNC=fastrcnn_4conv1fc_gn_head", "FPN.FRCNN_CONV_HEAD_DIM=64", "FRCNN.FG_RATIO=0.5",
-    # 600 steps of one image (about 15 minutes on a 2-core AMD EPYC): constant LR after warm-up,
-    # then x0.1 and x0.01 for the last 12%; scripts/demo.py --steps N rescales the LR schedule and the
-    # biased-training switch (the first third) to N steps
     "TRAIN.BASE_LR=0.06", "TRAIN.WARMUP_INIT_LR=0.006", "TRAIN.WARMUP=200",
-    "TRAIN.LR_SCHEDULE=[66,72.75,75]",
-    "TRAIN.STEPS_PER_EPOCH=100", "TRAIN.CHECKPOINT_PERIOD=2", "TRAIN.EVAL_PERIOD=2", "TRAIN.MAX_CHECKPOINTS=2",
+    "TRAIN.CHECKPOINT_PERIOD=2", "TRAIN.EVAL_PERIOD=2", "TRAIN.MAX_CHECKPOINTS=2",
     "DATA.SEED=0",
     "MASKPLUS.CONTEXT_FUSION=True", "MASKPLUS.CONTEXT_FUSION_DIMS=[128,128]",
     "MASKPLUS.DECONV_PYRAMID=True", "MASKPLUS.DECONV_PYRAMID_DIM=64",
     "MASKPLUS.BOUNDARY_REFINEMENT=improved", "MASKPLUS.QUASI_MULTITASK=['0.5x']",
-    "MASKPLUS.BIASED_TRAINING=True", "MASKPLUS.MASK_LOSS_ALPHA=[[0,1.5],[25,1.0]]",  # the first third
-]
+    "MASKPLUS.BIASED_TRAINING=True",
+] + demo_schedule(600)  # about 15 minutes on a 2-core AMD EPYC; scripts/demo.py --steps N changes it
 
 
 def technique_overrides(name, width=256):

@@ -18,6 +18,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
+sys.path.insert(0, ROOT)
+
+from maskplus.presets import demo_schedule  # noqa: E402
 
 
 def run(cmd, **kwargs):
@@ -98,10 +101,7 @@ def main(argv=None):
     os.makedirs(logdir, exist_ok=True)
     config = [f"DATA.BASEDIR={data}"]
     if args.steps:
-        n = args.steps / 8  # batch-8 steps; as in the preset: LR drops at 88% and 97% of the run,
-        config += [f"TRAIN.LR_SCHEDULE=[{0.88 * n},{0.97 * n},{n}]",  # biased training for the first third
-                   f"MASKPLUS.MASK_LOSS_ALPHA=[[0,1.5],[{n / 3},1.0]]",
-                   f"TRAIN.STEPS_PER_EPOCH={min(100, args.steps)}"]  # training runs whole epochs
+        config += demo_schedule(args.steps)
     print(f"Run directory: {logdir}")
 
     train_start = time.time()
@@ -120,7 +120,6 @@ def main(argv=None):
          "--predict", *[os.path.join(val_dir, i) for i in images], "--config", *config])
     curves = plot_curves(logdir, os.path.join(logdir, "curves.png"))
 
-    sys.path.insert(0, ROOT)
     from maskplus.evaluation.coco_eval import format_metrics_table
     with open(metrics_path) as f:
         metrics = json.load(f)["metrics"]
