@@ -190,6 +190,7 @@ _C.TRAIN.WARMUP_INIT_LR = 1e-2 * 0.33  # for a total batch of 8
 _C.TRAIN.STEPS_PER_EPOCH = 500
 _C.TRAIN.STARTING_EPOCH = 1           # overwritten when resuming from a checkpoint
 _C.TRAIN.LR_SCHEDULE = "1x"           # "1x" = [120k, 160k, 180k] steps at total batch 8; or a list
+_C.TRAIN.LR_DECAY = "step"            # after warm-up: "step" (x0.1 at each boundary), "linear" or "cosine" (to 0 at the last)
 _C.TRAIN.EVAL_PERIOD = 50             # epochs between evaluations (0: never)
 _C.TRAIN.CHECKPOINT_PERIOD = 20       # epochs between checkpoints
 _C.TRAIN.MAX_CHECKPOINTS = 5
@@ -397,9 +398,12 @@ def finalize_configs(is_training, num_gpus=None):
         c.TRAIN.NUM_GPUS = int(n)
         if isinstance(c.TRAIN.LR_SCHEDULE, str):
             c.TRAIN.LR_SCHEDULE = _schedule_from_name(c.TRAIN.LR_SCHEDULE)
-        c.TRAIN.LR_SCHEDULE = [int(s) for s in c.TRAIN.LR_SCHEDULE]
+        # fractional batch-8 steps are kept: at one image per step 72.75 is a whole 582 steps
+        c.TRAIN.LR_SCHEDULE = [int(s) if float(s).is_integer() else float(s) for s in c.TRAIN.LR_SCHEDULE]
         if c.TRAIN.LR_SCHEDULE != sorted(c.TRAIN.LR_SCHEDULE) or not c.TRAIN.LR_SCHEDULE:
             raise ConfigError(f"TRAIN.LR_SCHEDULE must be increasing steps, got {c.TRAIN.LR_SCHEDULE}.")
+        if c.TRAIN.LR_DECAY not in ("step", "linear", "cosine"):
+            raise ConfigError(f"TRAIN.LR_DECAY must be 'step', 'linear' or 'cosine', got '{c.TRAIN.LR_DECAY}'.")
         if c.TRAIN.NUM_GPUS > 8:
             raise ConfigError("More than 8 towers: the schedule semantics assume a total batch of at most 8.")
     c.freeze()

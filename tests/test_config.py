@@ -48,6 +48,7 @@ def test_ill_typed_override_is_rejected_with_the_key_named(arg, expected):
     ({"MASKPLUS.CONTEXT_FUSION": True, "MASKPLUS.CONTEXT_FUSION_DIMS": [256, 128]}, "must end with FPN.NUM_CHANNEL"),
     ({"MASKPLUS.QUASI_MULTITASK": ["4x"]}, "accepts '0.5x' and '2x'"),
     ({"TRAIN.LR_SCHEDULE": "fast"}, "must be like '1x'"),
+    ({"TRAIN.LR_DECAY": "exponential"}, "TRAIN.LR_DECAY must be 'step', 'linear' or 'cosine'"),
 ])
 def test_inconsistent_combinations_fail_at_finalisation(overrides, message):
     with config_snapshot(), pytest.raises(ConfigError, match=message.replace(".", r"\.")):
@@ -95,3 +96,30 @@ def test_every_table_row_is_a_preset_and_unknown_presets_are_named():
     assert all(row in PRESETS for rows in TABLES.values() for row in rows)
     with pytest.raises(ConfigError, match="Unknown preset 'nope'.*maskplus-all"):
         preset_overrides("nope")
+
+
+def _learning_rates(decay, steps, schedule=(50, 75, 100)):
+    from maskplus.engine.schedules import learning_rate_at
+    with config_snapshot():
+        configure({"TRAIN.LR_SCHEDULE": list(schedule), "TRAIN.LR_DECAY": decay, "TRAIN.NUM_GPUS": 8,
+                   "TRAIN.BASE_LR": 0.1, "TRAIN.WARMUP": 20, "TRAIN.WARMUP_INIT_LR": 0.01})
+        return [round(learning_rate_at(s, cfg), 6) for s in steps]
+
+
+def test_learning_rate_warms_up_then_drops_tenfold_at_each_boundary():
+    assert _learning_rates("step", [0, 10, 20, 49, 50, 74, 75, 99]) == [0.01, 0.055, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+
+
+@pytest.mark.parametrize("decay, expected", [("linear", [0.1, 0.075, 0.05, 0.025, 0.0, 0.0]),
+                                             ("cosine", [0.1, 0.085355, 0.05, 0.014645, 0.0, 0.0])])
+def test_smooth_decays_fall_from_the_base_rate_after_warm_up_to_zero_at_the_last_boundary(decay, expected):
+    # warm-up as for "step"; the middle boundaries play no part
+    assert _learning_rates(decay, [0, 10])[1] == 0.055
+    assert _learning_rates(decay, [20, 40, 60, 80, 100, 120]) == expected
+
+
+def test_fractional_schedule_steps_are_kept():
+    # the demo's 600 one-image steps are 75 batch-8 steps with a drop at 72.75 (582 steps), not 72
+    with config_snapshot():
+        configure({"TRAIN.LR_SCHEDULE": [66, 72.75, 75]})
+        assert cfg.TRAIN.LR_SCHEDULE == [66, 72.75, 75]

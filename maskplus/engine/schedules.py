@@ -4,6 +4,8 @@ All schedules in the config count steps at a total batch of 8 images; a run with
 takes ``8 / n`` times as many steps, so the boundaries are multiplied by that factor. The
 warm-up length is in real steps (as in the Tensorpack example) and is not rescaled.
 """
+import math
+
 from tensorpack.callbacks import Callback
 
 from maskplus.compat import tf, tfv1
@@ -19,13 +21,21 @@ def total_steps(cfg):
 
 
 def learning_rate_at(step, cfg):
-    """Linear warm-up from WARMUP_INIT_LR to BASE_LR over WARMUP steps, then x0.1 at each boundary."""
+    """Linear warm-up from WARMUP_INIT_LR to BASE_LR over WARMUP steps, then, by LR_DECAY, x0.1 at
+    each boundary ("step") or a linear / half-cosine fall from BASE_LR to 0 at the last boundary
+    (for short, budgeted runs a smooth decay to zero tends to beat late steps)."""
     t = cfg.TRAIN
     if step < t.WARMUP:
         return t.WARMUP_INIT_LR + (t.BASE_LR - t.WARMUP_INIT_LR) * step / float(t.WARMUP)
     factor = step_factor(t.NUM_GPUS)
-    drops = sum(1 for boundary in t.LR_SCHEDULE[:-1] if step >= int(boundary * factor))
-    return t.BASE_LR * (0.1 ** drops)
+    if t.LR_DECAY == "step":
+        drops = sum(1 for boundary in t.LR_SCHEDULE[:-1] if step >= int(boundary * factor))
+        return t.BASE_LR * (0.1 ** drops)
+    end = int(t.LR_SCHEDULE[-1] * factor)
+    progress = min(1.0, (step - t.WARMUP) / float(max(1, end - t.WARMUP)))
+    if t.LR_DECAY == "linear":
+        return t.BASE_LR * (1.0 - progress)
+    return t.BASE_LR * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def piecewise_at(step, schedule, factor=1.0):
