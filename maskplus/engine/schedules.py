@@ -23,7 +23,7 @@ def total_steps(cfg):
 def learning_rate_at(step, cfg):
     """Linear warm-up from WARMUP_INIT_LR to BASE_LR over WARMUP steps, then, by LR_DECAY, x0.1 at
     each boundary ("step") or a linear / half-cosine fall from BASE_LR to 0 at the last boundary
-    (for short, budgeted runs a smooth decay to zero tends to beat late steps)."""
+    (as Detectron2's cosine schedule; on the CPU demo the late drops did better, see README)."""
     t = cfg.TRAIN
     if step < t.WARMUP:
         return t.WARMUP_INIT_LR + (t.BASE_LR - t.WARMUP_INIT_LR) * step / float(t.WARMUP)
