@@ -64,6 +64,7 @@ CPU_MODEL = [
 ]
 CPU_WIDTH = 128
 
+
 def demo_schedule(steps):
     """The CPU demo's step counts for a run of ``steps`` one-image steps: constant LR after warm-up,
     then x0.1 at 88% and x0.01 at 97% of the run; biased training (alpha 1.5) for its first third;

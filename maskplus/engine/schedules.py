@@ -27,11 +27,11 @@ def learning_rate_at(step, cfg):
     t = cfg.TRAIN
     if step < t.WARMUP:
         return t.WARMUP_INIT_LR + (t.BASE_LR - t.WARMUP_INIT_LR) * step / float(t.WARMUP)
-    factor = step_factor(t.NUM_GPUS)
     if t.LR_DECAY == "step":
+        factor = step_factor(t.NUM_GPUS)
         drops = sum(1 for boundary in t.LR_SCHEDULE[:-1] if step >= int(boundary * factor))
         return t.BASE_LR * (0.1 ** drops)
-    end = int(t.LR_SCHEDULE[-1] * factor)
+    end = total_steps(cfg)
     progress = min(1.0, (step - t.WARMUP) / float(max(1, end - t.WARMUP)))
     if t.LR_DECAY == "linear":
         return t.BASE_LR * (1.0 - progress)
