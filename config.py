@@ -165,7 +165,7 @@ _C.DATA.VAL = ("coco_val2017",)       # each is evaluated
 _C.DATA.CUSTOM = {}                   # {"name": ["/path/instances.json", "/path/images"]}
 _C.DATA.NUM_CATEGORY = 0              # 0: taken from the training json at finalisation
 _C.DATA.CLASS_NAMES = []              # from the dataset at finalisation ("BG" first); "coco" = the 80 COCO names
-_C.DATA.FILTER_EMPTY_ANNOTATIONS = True
+_C.DATA.FILTER_EMPTY_ANNOTATIONS = True  # False: images without a non-crowd box train as all-negative
 _C.DATA.NUM_WORKERS = 4               # data-loading processes; 0 runs in the training process
 _C.DATA.ABSOLUTE_COORD = True         # polygon coordinates in pixels (COCO) or in [0, 1]
 _C.DATA.SEED = -1                     # >= 0 makes shuffling and augmentation reproducible
@@ -179,6 +179,11 @@ _C.BACKBONE.FREEZE_AFFINE = False     # freeze gamma/beta of normalisation layer
 _C.BACKBONE.FREEZE_AT = 2             # 0: train all; 1: freeze conv0; 2: freeze conv0 and group0
 _C.BACKBONE.TF_PAD_MODE = False       # True for TF-slim style ImageNet weights; False for AlignPadding
 _C.BACKBONE.STRIDE_1X1 = False        # stride in the 1x1 conv (Caffe ResNet) instead of the 3x3
+# Initial scale of the backbone's norms when training from scratch. "example": as Tensorpack's
+# get_norm: the last norm of a residual branch at gamma 0, every other one with no initializer given,
+# i.e. TF's default glorot-uniform (+-sqrt(3/C)); with NORM=None nothing is zero-initialised.
+# "unit": every other norm at gamma 1 and, with NORM=None, each branch's last conv kernel at 0.
+_C.BACKBONE.NORM_INIT = "example"
 
 # ----------------------------------------------------------------- trainer
 _C.TRAINER = "replicated"             # replicated or horovod
@@ -186,16 +191,23 @@ _C.TRAIN.NUM_GPUS = None              # towers; set by finalisation (GPUs seen, 
 _C.TRAIN.WEIGHT_DECAY = 1e-4
 _C.TRAIN.BASE_LR = 1e-2               # for a total batch of 8 images
 _C.TRAIN.WARMUP = 1000                # real steps of linear warm-up (not rescaled by the tower count)
-_C.TRAIN.WARMUP_INIT_LR = 1e-2 * 0.33  # for a total batch of 8
+# For a total batch of 8 (scaled by min(8 / towers, 1)). The paper's era (Tensorpack mid-2019) used
+# 0.33 * BASE_LR; the example at 1547a54e (2020) uses 1e-5. We follow the paper's era.
+_C.TRAIN.WARMUP_INIT_LR = 1e-2 * 0.33
 _C.TRAIN.STEPS_PER_EPOCH = 500
 _C.TRAIN.STARTING_EPOCH = 1           # overwritten when resuming from a checkpoint
-_C.TRAIN.LR_SCHEDULE = "1x"           # "1x" = [120k, 160k, 180k] steps at total batch 8; or a list
+_C.TRAIN.LR_SCHEDULE = "1x"           # "1x" = [120k, 160k, 180k], "kx" (k=2..9) = [180k*k - 120k, 180k*k - 40k, 180k*k]
+                                      # steps at a total batch of 8; or a list of steps
+# "epoch" (the example's): an LR drop at batch-8 step b takes effect at the start of epoch
+# floor(b * 8 / towers / STEPS_PER_EPOCH) and training ends after floor(last * 8 / towers /
+# STEPS_PER_EPOCH) epochs. "step": drops at the exact step, training runs ceil(...) epochs.
+_C.TRAIN.LR_SCHEDULE_ROUNDING = "epoch"
 _C.TRAIN.LR_DECAY = "step"            # after warm-up: "step" (x0.1 at each boundary), "linear" or "cosine" (to 0 at the last)
 _C.TRAIN.EVAL_PERIOD = 50             # epochs between evaluations (0: never)
 _C.TRAIN.CHECKPOINT_PERIOD = 20       # epochs between checkpoints
-_C.TRAIN.MAX_CHECKPOINTS = 5
+_C.TRAIN.MAX_CHECKPOINTS = 10        # as the example's ModelSaver (which also keeps one per hour)
 _C.TRAIN.GRADIENT_ACCUMULATION = True  # accumulate to a total batch of 8 with fewer towers
-_C.TRAIN.INTRA_OP_THREADS = 0         # TF intra-op threads; 0 = all cores
+_C.TRAIN.INTRA_OP_THREADS = 0         # TF intra-op threads; 0 = all cores (Tensorpack's session: 1)
 _C.TRAIN.BOUNDARY_AP = True           # compute Boundary AP in evaluations
 
 # ----------------------------------------------------------------- preprocessing
@@ -252,6 +264,9 @@ _C.TEST.RESULTS_PER_IM = 100
 # The mask branch runs on the detections padded to a multiple of this (bounded memory and
 # kernel re-use on CPU, where oneDNN keeps per-shape state; 1 = no padding).
 _C.TEST.MASK_BATCH_MULTIPLE = 16
+# Boxes are mapped back to the original image with one scale, sqrt(scale_y * scale_x), as the
+# example does; True divides x and y by their own scale (exact for non-square resizes).
+_C.TEST.BOX_SCALE_PER_AXIS = False
 
 # ----------------------------------------------------------------- MaskPlus (paper sections 3.1-3.5)
 # Every technique is off by default: the graph is then exactly Tensorpack's Mask R-CNN.
@@ -276,17 +291,36 @@ _FRCNN_HEADS = ("fastrcnn_2fc_head", "fastrcnn_4conv1fc_head", "fastrcnn_4conv1f
 _MRCNN_HEADS = ("maskrcnn_up4conv_head", "maskrcnn_up4conv_gn_head")
 
 
+#: The example's named schedules in thousands of steps at a total batch of 8: Detectron's 1x, and for
+#: k >= 2 the last 120k / 40k steps before the end of k * 180k.
+NAMED_SCHEDULES = {"1x": [120, 160, 180], **{f"{k}x": [180 * k - 120, 180 * k - 40, 180 * k] for k in range(2, 10)}}
+
+
 def _schedule_from_name(name):
-    """"1x" -> [120000, 160000, 180000]: Detectron's schedule in steps at a total batch of 8."""
-    if not (isinstance(name, str) and name.endswith("x")):
-        raise ConfigError(f"TRAIN.LR_SCHEDULE '{name}' must be like '1x', '2x', '0.5x' or a list of steps.")
-    try:
-        mult = float(name[:-1])
-    except ValueError:
-        raise ConfigError(f"TRAIN.LR_SCHEDULE '{name}' must be like '1x', '2x', '0.5x' or a list of steps.")
-    if mult <= 0:
-        raise ConfigError(f"TRAIN.LR_SCHEDULE '{name}' must be positive.")
-    return [int(mult * s) for s in (120000, 160000, 180000)]
+    """"1x" -> [120000, 160000, 180000], "3x" -> [420000, 500000, 540000] (steps at a total batch of 8)."""
+    if name not in NAMED_SCHEDULES:
+        raise ConfigError(f"TRAIN.LR_SCHEDULE '{name}' is not one of {', '.join(NAMED_SCHEDULES)}; "
+                          f"give a list of steps instead, e.g. \"[60000,80000,90000]\".")
+    return [1000 * k for k in NAMED_SCHEDULES[name]]
+
+
+def _check_tower_count(n):
+    """The example's rule: the total batch of 8 is split evenly over towers (1, 2, 4 or 8 with
+    gradient accumulation) or is a multiple of 8 (16, 24, ...: steps shrink by 8 / n)."""
+    if n < 1 or (n % 8 and 8 % n):
+        raise ConfigError(f"TRAIN.NUM_GPUS={n}: training needs 1, 2, 4 or a multiple of 8 towers "
+                          f"(the schedule is defined for a total batch of 8 images).")
+
+
+def _set_autotune_env(is_training, train_short_edge):
+    """The example's cuDNN settings (no effect on CPU): benchmark a convolution after one sighting
+    of a shape, but never re-tune per shape at inference or under multi-scale training, where every
+    image brings new shapes."""
+    multi_scale = train_short_edge[1] - train_short_edge[0] > 100
+    if is_training:
+        os.environ["TF_AUTOTUNE_THRESHOLD"] = "1"
+    if not is_training or multi_scale:
+        os.environ["TF_CUDNN_USE_AUTOTUNE"] = "0"
 
 
 def _check_consistency(c):
@@ -311,6 +345,8 @@ def _check_consistency(c):
         errors.append(f"FPN.ANCHOR_STRIDES must be (4, 8, 16, 32, 64) for P2-P6, got {tuple(c.FPN.ANCHOR_STRIDES)}.")
     if len(c.BACKBONE.RESNET_NUM_BLOCKS) != 4 or min(c.BACKBONE.RESNET_NUM_BLOCKS) < 1:
         errors.append(f"BACKBONE.RESNET_NUM_BLOCKS needs 4 positive block counts, got {c.BACKBONE.RESNET_NUM_BLOCKS}.")
+    if c.BACKBONE.NORM_INIT not in ("example", "unit"):
+        errors.append(f"BACKBONE.NORM_INIT must be 'example' or 'unit', got '{c.BACKBONE.NORM_INIT}'.")
     if c.BACKBONE.FREEZE_AT not in (0, 1, 2):
         errors.append(f"BACKBONE.FREEZE_AT must be 0, 1 or 2, got {c.BACKBONE.FREEZE_AT}.")
     if "gn" in c.FPN.FRCNN_HEAD_FUNC and c.FPN.NORM != "GN":
@@ -389,12 +425,16 @@ def finalize_configs(is_training, num_gpus=None):
     mult = float(c.FPN.RESOLUTION_REQUIREMENT)
     c.PREPROC.MAX_SIZE = float(math.ceil(c.PREPROC.MAX_SIZE / mult) * mult)
 
+    _set_autotune_env(is_training, c.PREPROC.TRAIN_SHORT_EDGE_SIZE)
     if is_training:
         if c.TRAINER == "horovod":
             import horovod.tensorflow as hvd  # only present where installed
             n = hvd.size()
+            if c.TRAIN.NUM_GPUS and c.TRAIN.NUM_GPUS != n:
+                raise ConfigError(f"TRAIN.NUM_GPUS={c.TRAIN.NUM_GPUS} but Horovod runs {n} ranks; leave it unset.")
         else:
             n = num_gpus or c.TRAIN.NUM_GPUS or _visible_gpus() or 1
+        _check_tower_count(int(n))
         c.TRAIN.NUM_GPUS = int(n)
         if isinstance(c.TRAIN.LR_SCHEDULE, str):
             c.TRAIN.LR_SCHEDULE = _schedule_from_name(c.TRAIN.LR_SCHEDULE)
@@ -404,8 +444,8 @@ def finalize_configs(is_training, num_gpus=None):
             raise ConfigError(f"TRAIN.LR_SCHEDULE must be increasing steps, got {c.TRAIN.LR_SCHEDULE}.")
         if c.TRAIN.LR_DECAY not in ("step", "linear", "cosine"):
             raise ConfigError(f"TRAIN.LR_DECAY must be 'step', 'linear' or 'cosine', got '{c.TRAIN.LR_DECAY}'.")
-        if c.TRAIN.NUM_GPUS > 8:
-            raise ConfigError("More than 8 towers: the schedule semantics assume a total batch of at most 8.")
+        if c.TRAIN.LR_SCHEDULE_ROUNDING not in ("epoch", "step"):
+            raise ConfigError(f"TRAIN.LR_SCHEDULE_ROUNDING must be 'epoch' or 'step', got '{c.TRAIN.LR_SCHEDULE_ROUNDING}'.")
     c.freeze()
     return c
 

@@ -8,7 +8,8 @@ Examples:
     python predict.py --export-npz model.npz --load train_log/run   (a training checkpoint -> model file)
     python predict.py --export-serving saved_model/ --export-pb model.pb --load model.npz --config ...
 
-Class names come from the dataset (DATA.BASEDIR / DATA.VAL / DATA.TRAIN) or DATA.CLASS_NAMES.
+Class names come from the dataset (DATA.BASEDIR / DATA.VAL / DATA.TRAIN) or DATA.CLASS_NAMES; coco_*
+dataset names with no files on disk (the defaults) stand for the 80 COCO classes.
 """
 import argparse
 import os
@@ -84,10 +85,13 @@ def main(argv=None):
     if not (args.predict or args.evaluate or args.benchmark or exports):
         parser.error("nothing to do: give --predict, --evaluate, --benchmark or an --export-* option")
 
-    from maskplus.data.coco import DatasetError
+    from maskplus.data.coco import DatasetError, get_dataset
     from maskplus.engine.checkpoint import CheckpointError
     try:
         finalize_configs(is_training=False)
+        if args.evaluate:
+            for name in cfg.DATA.VAL:  # a missing split is named before any model is built
+                get_dataset(name)
         rescore_only = bool(args.evaluate) and os.path.isfile(args.evaluate)
         needs_model = args.predict or args.benchmark or exports or (args.evaluate and not rescore_only)
         if needs_model and not args.load:

@@ -20,11 +20,20 @@ from config import ConfigError, config as cfg, finalize_configs  # noqa: E402
 from maskplus.cli import add_config_arguments, apply_config_arguments, fail  # noqa: E402
 
 
+def print_config():
+    from maskplus.engine.schedules import describe_schedule
+    for key, value in cfg.items_flat():
+        print(f"{key} = {value!r}")
+    print("\n".join(["", "Schedule:"] + ["  " + line for line in describe_schedule(cfg)]))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
     parser.add_argument("--load", help="initialise from a TF checkpoint or .npz (whole model)")
     parser.add_argument("--logdir", default="train_log/maskplus", help="log and checkpoint directory")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the finalised config and the schedule in steps, then exit (no graph, no images)")
     args = parser.parse_args(argv)
     apply_config_arguments(args)
 
@@ -36,6 +45,9 @@ def main(argv=None):
     from maskplus.engine.checkpoint import CheckpointError
     try:
         finalize_configs(is_training=True)
+        if args.print_config:
+            print_config()
+            return
         from maskplus.engine.trainer import train
         train(args.logdir, args.load, preset=args.preset)
     except (ConfigError, DatasetError, CheckpointError, NonFiniteLossError) as e:

@@ -8,7 +8,7 @@ from maskplus.compat import tf, tfv1
 #: A small model that still has every stage: one bottleneck per ResNet group, narrow FPN/heads.
 TINY = {
     "BACKBONE.RESNET_NUM_BLOCKS": [1, 1, 1, 1],
-    "BACKBONE.NORM": "GN", "BACKBONE.FREEZE_AT": 0,
+    "BACKBONE.NORM": "GN", "BACKBONE.FREEZE_AT": 0, "BACKBONE.NORM_INIT": "unit",
     "FPN.NORM": "GN", "FPN.NUM_CHANNEL": 64,
     "FPN.FRCNN_HEAD_FUNC": "fastrcnn_2fc_head", "FPN.FRCNN_FC_HEAD_DIM": 64,
     "FPN.MRCNN_HEAD_FUNC": "maskrcnn_up4conv_gn_head", "MRCNN.HEAD_DIM": 64,

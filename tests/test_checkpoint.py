@@ -1,11 +1,10 @@
-"""Loading weights: reports, clear errors, backbone-only loads, exports."""
+"""Loading weights: reports, clear errors, fine-tuning loads that skip mismatches, exports."""
 import numpy as np
 import pytest
 
 from helpers import build_graph, config_snapshot, configure, variable_shapes
 from maskplus.compat import tfv1
-from maskplus.engine.checkpoint import (BACKBONE_SCOPES, CheckpointError, CheckpointInit, export_npz,
-                                        read_checkpoint)
+from maskplus.engine.checkpoint import CheckpointError, CheckpointInit, export_npz, read_checkpoint
 
 
 def _random_npz(path, shapes, seed=0, drop=(), extra=None):
@@ -16,10 +15,10 @@ def _random_npz(path, shapes, seed=0, drop=(), extra=None):
     return arrays
 
 
-def _load(path, only_prefixes=None):
+def _load(path, ignore_mismatch=False, init=None):
     graph, _, _ = build_graph(False)
     with graph.as_default():
-        init = CheckpointInit(path, only_prefixes=only_prefixes)
+        init = init or CheckpointInit(path, ignore_mismatch=ignore_mismatch)
         init._setup_graph()
         with tfv1.Session() as sess:
             sess.run(tfv1.global_variables_initializer())
@@ -57,21 +56,59 @@ def test_shape_mismatch_names_the_variable_and_both_shapes(tmp_path, tiny_shapes
         _load(path)
 
 
-def test_a_checkpoint_for_other_classes_says_so_and_offers_the_backbone_only_load(tmp_path, tiny_shapes):
+_CLASS_DEPENDENT_80 = {"maskrcnn/conv/W": [1, 1, 64, 80], "maskrcnn/conv/b": [80],
+                       "fastrcnn/outputs/class/W": [64, 81], "fastrcnn/outputs/class/b": [81],
+                       "fastrcnn/outputs/box/W": [64, 324], "fastrcnn/outputs/box/b": [324]}
+
+
+def test_a_checkpoint_for_other_classes_fails_a_strict_load_and_names_the_fine_tuning_load(tmp_path, tiny_shapes):
     path = str(tmp_path / "coco.npz")
-    shapes = dict(tiny_shapes)
-    shapes.update({"maskrcnn/conv/W": [1, 1, 64, 80], "maskrcnn/conv/b": [80],
-                   "fastrcnn/outputs/class/W": [64, 81], "fastrcnn/outputs/class/b": [81],
-                   "fastrcnn/outputs/box/W": [64, 324], "fastrcnn/outputs/box/b": [324]})
-    arrays = _random_npz(path, shapes)
+    _random_npz(path, dict(tiny_shapes, **_CLASS_DEPENDENT_80))
     with config_snapshot():
         configure({}, training=False)
         with pytest.raises(CheckpointError, match=r"different number of classes \(the file predicts 80 categories, "
-                                                   r"this model 3\).*BACKBONE.WEIGHTS="):
+                                                   r"this model 3\).*--load"):
             _load(path)
-        report, values = _load(path, only_prefixes=BACKBONE_SCOPES)
-    assert report.restored and all(n.startswith(BACKBONE_SCOPES) for n in report.restored)
+
+
+def test_fine_tuning_load_skips_and_reports_the_class_dependent_variables(tmp_path, tiny_shapes):
+    # as the example's SmartInit(..., ignore_mismatch=True): a COCO model fine-tuned on 3 classes
+    path = str(tmp_path / "coco.npz")
+    arrays = _random_npz(path, dict(tiny_shapes, **_CLASS_DEPENDENT_80))
+    with config_snapshot():
+        configure({}, training=False)
+        report, values = _load(path, ignore_mismatch=True)
+    skipped = {name: (list(got), list(want)) for name, got, want in report.skipped}
+    assert skipped == {"maskrcnn/conv/W": ([1, 1, 64, 80], [1, 1, 64, 3]), "maskrcnn/conv/b": ([80], [3]),
+                       "fastrcnn/outputs/class/W": ([64, 81], [64, 4]), "fastrcnn/outputs/class/b": ([81], [4]),
+                       "fastrcnn/outputs/box/W": ([64, 324], [64, 16]), "fastrcnn/outputs/box/b": ([324], [16])}
+    assert len(report.restored) == len(tiny_shapes) - 6 and not report.missing and not report.unused
+    assert "6 variables have another shape in the file" in str(report)
+    assert "fastrcnn/outputs/class/W: file [64, 81] vs graph [64, 4]" in str(report)
     np.testing.assert_array_equal(values["group3/block0/conv3/W"], arrays["group3/block0/conv3/W:0"])
+    np.testing.assert_array_equal(values["fastrcnn/fc7/W"], arrays["fastrcnn/fc7/W:0"])
+    # the skipped ones keep their fresh initialisation (bias zeros, not the file's random values)
+    np.testing.assert_array_equal(values["fastrcnn/outputs/class/b"], np.zeros(4, np.float32))
+
+
+def test_trainer_loads_follow_the_example(tmp_path, tiny_shapes, cfg_override):
+    """--load skips mismatches; BACKBONE.WEIGHTS restores every name the graph has (FPN, RPN and
+    heads too, not only the backbone) and fails on a mismatch; resuming a log directory is strict."""
+    from maskplus.engine.trainer import initial_weights
+    full = str(tmp_path / "full.npz")
+    arrays = _random_npz(full, tiny_shapes)
+    with config_snapshot():
+        configure({"BACKBONE.WEIGHTS": full}, training=False)
+        init, step = initial_weights(None, str(tmp_path / "empty_logdir"))
+        assert step == 0 and not init.ignore_mismatch
+        report, values = _load(full, init=init)
+    assert len(report.restored) == len(tiny_shapes)
+    for name in ("fpn/posthoc_3x3_p2/W", "rpn/conv0/W", "fastrcnn/fc6/W", "maskrcnn/fcn0/W", "group0/block0/conv1/W"):
+        np.testing.assert_array_equal(values[name], arrays[name + ":0"])
+    with config_snapshot():
+        configure({}, training=False)
+        init, _ = initial_weights(full, None)
+        assert init.ignore_mismatch and init.path == full
 
 
 @pytest.mark.parametrize("content, message", [

@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 from tensorpack.utils import logger
+from maskplus.data.coco_classes import COCO_CLASS_NAMES
 from maskplus.data.validate import annotation_problem
 
 __all__ = ["DatasetError", "COCOFormatDataset", "available_datasets", "get_dataset",
@@ -260,9 +261,25 @@ def _names(names):
     return names
 
 
+def _coco_json_missing(name):
+    """A ``coco_<split>`` name that is not custom and has no annotation file under DATA.BASEDIR."""
+    cfg = _cfg()
+    if not name.startswith(_PREFIX) or name in (cfg.DATA.CUSTOM or {}):
+        return False
+    split = name[len(_PREFIX):]
+    return not os.path.isfile(os.path.join(os.path.expanduser(cfg.DATA.BASEDIR), "annotations",
+                                           f"instances_{split}.json"))
+
+
 def class_names_for(names):
-    """Category names (ordered by category id, no "BG") shared by all the named datasets."""
+    """Category names (ordered by category id, no "BG") shared by all the named datasets.
+
+    As in the Tensorpack example, ``coco_*`` names whose files are not on disk stand for COCO's
+    80 classes, so a model-zoo model predicts without any dataset or class-name setting."""
     names = _names(names)
+    if all(_coco_json_missing(n) for n in names):
+        logger.info(f"No annotation file for {', '.join(names)} under DATA.BASEDIR: using COCO's 80 class names.")
+        return list(COCO_CLASS_NAMES)
     first = get_dataset(names[0])
     ref = list(zip(first.category_ids, first.class_names))
     for other_name in names[1:]:

@@ -92,6 +92,7 @@ class TrainingMapper:
         self.short_range = [int(x) for x in cfg.PREPROC.TRAIN_SHORT_EDGE_SIZE]
         self.max_size = float(cfg.PREPROC.MAX_SIZE)
         self.mode_mask = bool(cfg.MODE_MASK)
+        self.keep_empty = not cfg.DATA.FILTER_EMPTY_ANNOTATIONS
         self.anchor_cfg = _AnchorCfg(cfg)
         self.input_names = train_input_names(cfg)
         self.num_unreadable = 0
@@ -107,7 +108,8 @@ class TrainingMapper:
             return None
         h0, w0 = img.shape[:2]
         short = rng.randint(self.short_range[0], self.short_range[1] + 1)
-        img, sy, sx = T.resize_image(img, short, self.max_size)
+        # as the example: float32 before resizing, so the interpolated values are not rounded to uint8
+        img, sy, sx = T.resize_image(img.astype(np.float32), short, self.max_size)
         h, w = img.shape[:2]
         # the record's size may disagree with the file; scale from the file's real size
         if (h0, w0) != (record["height"], record["width"]):
@@ -128,7 +130,7 @@ class TrainingMapper:
         is_crowd = np.asarray(record["is_crowd"]) == 1
         valid = (~is_crowd) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         keep = np.flatnonzero(valid)
-        if len(keep) == 0:
+        if len(keep) == 0 and not self.keep_empty:
             return None
         gt_boxes = boxes[keep]
         crowd_boxes = boxes[is_crowd]
@@ -141,7 +143,8 @@ class TrainingMapper:
         ret["gt_boxes"] = gt_boxes.astype(np.float32)
         ret["gt_labels"] = np.asarray(record["class"])[keep].astype(np.int64)
         if self.mode_mask:
-            masks = np.stack([polygons_to_mask(polys[i], h, w) for i in keep], axis=0)
+            masks = [polygons_to_mask(polys[i], h, w) for i in keep]
+            masks = np.stack(masks, axis=0) if masks else np.zeros((0, h, w), np.uint8)
             ret["gt_masks_packed"] = np.packbits(masks, axis=-1)
         ret["image_id"] = np.int64(record["image_id"])
         assert set(ret) == set(self.input_names), (sorted(ret), self.input_names)
@@ -173,7 +176,8 @@ def get_train_dataflow():
     [fh, fw, A], ``anchor_boxes_lvl{2..6}`` float32 [fh, fw, A, 4] (field sizes of the image padded
     to a multiple of ``FPN.ANCHOR_STRIDES[3]``), ``gt_boxes`` float32 [N, 4], ``gt_labels`` int64 [N]
     and, with ``MODE_MASK``, ``gt_masks_packed`` uint8 [N, H, ceil(W/8)] (``np.packbits`` on axis -1).
-    Unreadable images and images left without a box are skipped.
+    Unreadable images are skipped, and so are images left without a box unless
+    ``DATA.FILTER_EMPTY_ANNOTATIONS=False`` (then they train as all-negative, as in the example).
     """
     cfg = _cfg()
     records = load_training_records(cfg.DATA.TRAIN)

@@ -7,7 +7,7 @@ Nothing here reads the global config, so inference code can import it freely.
 import cv2
 import numpy as np
 
-__all__ = ["resized_shape", "resize_image", "scale_boxes", "flip_boxes", "clip_boxes",
+__all__ = ["resized_shape", "resize_image", "scale_boxes", "flip_boxes", "clip_boxes", "unresize_boxes",
            "scale_points", "flip_points", "scale_polygons", "flip_polygons", "pad_to_multiple"]
 
 
@@ -68,6 +68,22 @@ def clip_boxes(boxes, height, width):
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4).copy()
     boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
     boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
+    return boxes
+
+
+def unresize_boxes(boxes, scale_y, scale_x, height, width, per_axis=False):
+    """Boxes predicted on a resized image, mapped back to the original ``height x width`` one.
+
+    The example's rule: divide by one scale, ``sqrt(scale_y * scale_x)``, then clip x1, y1 at 0
+    and x2, y2 at the far edges. ``per_axis`` divides x and y by their own scales and clips every
+    coordinate to the image instead (exact where the resize changed the aspect ratio by rounding).
+    """
+    if per_axis:
+        return clip_boxes(scale_boxes(boxes, 1.0 / scale_y, 1.0 / scale_x), height, width)
+    boxes = (np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / np.sqrt(scale_y * scale_x)).astype(np.float32)
+    boxes[:, :2] = np.maximum(boxes[:, :2], 0)
+    boxes[:, 2] = np.minimum(boxes[:, 2], width)
+    boxes[:, 3] = np.minimum(boxes[:, 3], height)
     return boxes
 
 

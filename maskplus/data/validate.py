@@ -39,6 +39,16 @@ def annotation_problem(ann, width, height, category_ids, mode_mask, absolute=Tru
         return "bbox with zero or negative area"
     if min(x + w, width) <= max(x, 0) or min(y + h, height) <= max(y, 0):
         return "bbox outside the image"
+    # the example drops annotations whose 'area' field is at most 1 pixel (absent: the box's area;
+    # with fractional coordinates the field's unit is unknown, so it is not used)
+    if absolute:
+        area = ann.get("area", w * h)
+        try:
+            area = float(area)
+        except (TypeError, ValueError):
+            return "area is not a number"
+        if not area > 1:
+            return "area of at most 1 pixel"
     if not mode_mask or int(ann.get("iscrowd", 0)) == 1:
         return None
     seg = ann.get("segmentation")

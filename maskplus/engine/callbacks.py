@@ -27,12 +27,14 @@ def is_chief():
 
 
 class EvalCallback(Callback):
-    """Evaluate on every ``DATA.VAL`` dataset; AP goes to stats.json and TensorBoard."""
+    """Evaluate on every ``DATA.VAL`` dataset after each of ``epochs``; AP goes to stats.json and
+    TensorBoard."""
 
     _chief_only = False
 
-    def __init__(self, output_dir):
+    def __init__(self, output_dir, epochs):
         self.output_dir = output_dir
+        self.epochs = set(epochs)
 
     def _setup_graph(self):
         self._chief = is_chief()
@@ -40,7 +42,7 @@ class EvalCallback(Callback):
             self.predictor = self.trainer.get_predictor(INFERENCE_INPUTS, inference_outputs())
 
     def _trigger_epoch(self):
-        if not self._chief:
+        if not self._chief or self.epoch_num not in self.epochs:
             return
         from maskplus.engine.evaluate import run_inference, score_results
         for name in cfg.DATA.VAL:

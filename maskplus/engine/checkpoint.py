@@ -1,8 +1,9 @@
 """Loading and exporting weights: Tensorpack ``.npz`` files (model zoo or ours) and TF checkpoints.
 
 Every load prints a report: how many variables were restored, which graph variables the file
-lacks (they keep their fresh initialisation), which file entries were unused, and a clear error
-for any variable whose shape differs. Exports write model-zoo style ``.npz`` files: the model's
+lacks (they keep their fresh initialisation), which file entries were unused, and, for a variable
+whose shape differs, either a clear error or (``ignore_mismatch``, as the example's ``--load``
+for fine-tuning) a skip listed with both shapes. Exports write model-zoo style ``.npz`` files: the model's
 variables only (BN moving averages included), keys with the ``:0`` suffix, written atomically.
 """
 import os
@@ -21,7 +22,6 @@ _TRAINING_STATE = re.compile(r"(^|/)(global_step|learning_rate|mask_loss_alpha)$
 _TOWER = re.compile(r"^tower\d+/")
 # Variables whose shape depends on the number of classes.
 _CLASS_DEPENDENT = ("fastrcnn/outputs/class/", "fastrcnn/outputs/box/", "maskrcnn/conv/")
-BACKBONE_SCOPES = ("conv0/", "group0/", "group1/", "group2/", "group3/")
 
 
 class CheckpointError(ValueError):
@@ -83,13 +83,19 @@ def checkpoint_global_step(path):
 
 
 class LoadReport:
-    """What a load did; ``str()`` is the human-readable report."""
+    """What a load did; ``str()`` is the human-readable report. ``skipped`` holds
+    ``(name, file shape, graph shape)`` of the variables left fresh for a shape mismatch."""
 
-    def __init__(self, path, restored, missing, unused):
+    def __init__(self, path, restored, missing, unused, skipped=()):
         self.path, self.restored, self.missing, self.unused = path, restored, missing, unused
+        self.skipped = list(skipped)
 
     def __str__(self):
         lines = [f"Loaded {len(self.restored)} variables from '{self.path}'."]
+        if self.skipped:
+            lines.append(f"{len(self.skipped)} variables have another shape in the file and keep their fresh "
+                         f"initialisation:\n    " + "\n    ".join(
+                             f"{name}: file {list(got)} vs graph {list(want)}" for name, got, want in self.skipped))
         if self.missing:
             lines.append(f"{len(self.missing)} graph variables are not in the file and keep their fresh "
                          f"initialisation:\n    " + "\n    ".join(self.missing))
@@ -104,28 +110,30 @@ def _graph_variables():
     return {v.op.name: v for v in tfv1.global_variables() if not _TOWER.match(v.op.name)}
 
 
-def match_checkpoint(values, variables, path, only_prefixes=None):
-    """Pair file entries with graph variables; raise on any shape mismatch.
+def match_checkpoint(values, variables, path, ignore_mismatch=False):
+    """Pair file entries with graph variables by name.
 
+    A value with the variable's number of elements but another shape is reshaped (as Tensorpack
+    does); any other shape mismatch raises, or with ``ignore_mismatch`` is skipped and reported.
     Returns (pairs [(variable, value)], LoadReport).
     """
-    if only_prefixes:
-        values = {k: v for k, v in values.items() if k.startswith(only_prefixes)}
-        variables = {k: v for k, v in variables.items() if k.startswith(only_prefixes)}
     pairs, mismatched = [], []
     for name, var in sorted(variables.items()):
         if name in values:
             want = tuple(var.shape.as_list())
-            got = tuple(np.shape(values[name]))
-            if want != got:
-                mismatched.append((name, got, want))
+            value = values[name]
+            got = tuple(np.shape(value))
+            if want == got:
+                pairs.append((var, value))
+            elif np.prod(want) == np.prod(got):
+                pairs.append((var, np.reshape(value, want)))
             else:
-                pairs.append((var, values[name]))
-    if mismatched:
+                mismatched.append((name, got, want))
+    if mismatched and not ignore_mismatch:
         raise CheckpointError(_mismatch_message(path, mismatched))
     missing = sorted(n for n in variables if n not in values and not _TRAINING_STATE.search(n))
     unused = sorted(n for n in values if n not in variables)
-    return pairs, LoadReport(path, [v.op.name for v, _ in pairs], missing, unused)
+    return pairs, LoadReport(path, [v.op.name for v, _ in pairs], missing, unused, mismatched)
 
 
 def _mismatch_message(path, mismatched):
@@ -138,26 +146,27 @@ def _mismatch_message(path, mismatched):
         else:
             file_k, graph_k = counts.get("maskrcnn/conv/W", (None, None))
         detail = f" (the file predicts {file_k} categories, this model {graph_k})" if file_k else ""
-        lines.append(f"The checkpoint was trained for a different number of classes{detail}. To start "
-                     f"from its backbone only, pass it as --config BACKBONE.WEIGHTS={path} instead of --load.")
+        lines.append(f"The checkpoint was trained for a different number of classes{detail}. To fine-tune "
+                     f"from it, pass it as --load {path}: --load leaves variables of another shape at "
+                     f"their fresh initialisation and lists them.")
     return "\n".join(lines)
 
 
 class CheckpointInit(SessionInit):
     """Tensorpack session initialiser that restores by exact name and logs a :class:`LoadReport`.
 
-    ``only_prefixes`` restricts the load to variables under those scopes (backbone-only loads).
+    ``ignore_mismatch`` skips (and reports) variables whose shape differs instead of failing.
     """
 
-    def __init__(self, path, only_prefixes=None):
+    def __init__(self, path, ignore_mismatch=False):
         self.path = path
-        self.only_prefixes = tuple(only_prefixes) if only_prefixes else None
+        self.ignore_mismatch = ignore_mismatch
         self.values = read_checkpoint(path)
         self.report = None
         self._pairs = []
 
     def _setup_graph(self):
-        self._pairs, self.report = match_checkpoint(self.values, _graph_variables(), self.path, self.only_prefixes)
+        self._pairs, self.report = match_checkpoint(self.values, _graph_variables(), self.path, self.ignore_mismatch)
         logger.info(str(self.report))
 
     def _run_init(self, sess):

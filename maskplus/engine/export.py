@@ -35,6 +35,16 @@ def _resize_like_predict(image_bgr):
     return resized, scales
 
 
+def _unresize_boxes(boxes, scales, hw):
+    """In-graph twin of ``transforms.unresize_boxes`` (same rule, same config key)."""
+    sy, sx = scales[0], scales[1]
+    if cfg.TEST.BOX_SCALE_PER_AXIS:
+        boxes = boxes / tf.stack([sx, sy, sx, sy])
+        return tf.minimum(tf.maximum(boxes, 0.0), tf.stack([hw[1], hw[0], hw[1], hw[0]]))
+    boxes = boxes / tf.sqrt(sy * sx)
+    return tf.concat([tf.maximum(boxes[:, :2], 0.0), tf.minimum(boxes[:, 2:], tf.stack([hw[1], hw[0]]))], axis=1)
+
+
 def build_serving_graph():
     """Build the serving graph in the default graph; returns (input, {name: output})."""
     image = tfv1.placeholder(tf.uint8, (None, None, 3), name=INPUT)
@@ -44,10 +54,7 @@ def build_serving_graph():
         model.build_graph(resized, *[None] * (len(model.inputs()) - 1))
     graph = tfv1.get_default_graph()
     boxes = graph.get_tensor_by_name("output/boxes:0")
-    sy, sx = scales[0], scales[1]
-    hw = tf.cast(tf.shape(image)[:2], tf.float32)
-    boxes = boxes / tf.stack([sx, sy, sx, sy])
-    boxes = tf.minimum(tf.maximum(boxes, 0.0), tf.stack([hw[1], hw[0], hw[1], hw[0]]))
+    boxes = _unresize_boxes(boxes, scales, tf.cast(tf.shape(image)[:2], tf.float32))
     outputs = {
         "boxes": tf.identity(boxes, name="boxes"),
         "scores": tf.identity(graph.get_tensor_by_name("output/scores:0"), name="scores"),

@@ -1,7 +1,8 @@
 """Inference: build a predictor, run it on one image, map results back to the original image.
 
 Preprocessing is Tensorpack's: BGR input, short edge resized to ``PREPROC.TEST_SHORT_EDGE_SIZE``
-capped by ``PREPROC.MAX_SIZE`` (the graph normalises and pads to a multiple of 32 itself).
+capped by ``PREPROC.MAX_SIZE`` (the graph normalises and pads to a multiple of 32 itself);
+boxes go back to the original image by the example's single scale (``TEST.BOX_SCALE_PER_AXIS``).
 """
 import time
 from collections import namedtuple
@@ -13,7 +14,7 @@ from tensorpack.tfutils.sesscreate import NewSessionCreator
 from tensorpack.utils import logger
 
 from config import config as cfg
-from maskplus.data.transforms import clip_boxes, resize_image, scale_boxes
+from maskplus.data.transforms import resize_image, unresize_boxes
 from maskplus.engine.checkpoint import CheckpointInit
 from maskplus.engine.session import session_config
 from maskplus.evaluation.paste import paste_masks, paste_masks_to_rle
@@ -43,7 +44,7 @@ def run_network(predictor, img_bgr):
     outputs = predictor(resized.astype(np.float32))
     boxes, scores, labels = outputs[:3]
     masks = outputs[3] if cfg.MODE_MASK else None
-    boxes = clip_boxes(scale_boxes(boxes, 1.0 / sy, 1.0 / sx), h, w)
+    boxes = unresize_boxes(boxes, sy, sx, h, w, per_axis=cfg.TEST.BOX_SCALE_PER_AXIS)
     return NetworkOutput(boxes, scores, labels, masks, (h, w))
 
 

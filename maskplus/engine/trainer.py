@@ -20,7 +20,7 @@ from maskplus.data.pipeline import get_train_dataflow
 from maskplus.engine import schedules
 from maskplus.engine.callbacks import (EvalCallback, HorovodSyncCheck, NonFiniteLossGuard, ResourceLogger,
                                       SaveOnSignal, is_chief)
-from maskplus.engine.checkpoint import BACKBONE_SCOPES, CheckpointInit, checkpoint_global_step
+from maskplus.engine.checkpoint import CheckpointInit, checkpoint_global_step
 from maskplus.engine.session import session_config
 from maskplus.modeling.generalized_rcnn import ResNetFPNModel
 
@@ -40,14 +40,14 @@ def make_trainer():
 
 def make_callbacks(logdir):
     factor = schedules.step_factor(cfg.TRAIN.NUM_GPUS)
-    saver = ModelSaver(max_to_keep=cfg.TRAIN.MAX_CHECKPOINTS, checkpoint_dir=logdir)
+    saver = ModelSaver(max_to_keep=cfg.TRAIN.MAX_CHECKPOINTS, keep_checkpoint_every_n_hours=1, checkpoint_dir=logdir)
     callbacks = [
         # the guard comes first so that a non-finite step stops training before anything is saved
         NonFiniteLossGuard(),
         PeriodicCallback(saver, every_k_epochs=cfg.TRAIN.CHECKPOINT_PERIOD),
         SaveOnSignal(saver),
         schedules.StepScheduleSetter("learning_rate", lambda step: schedules.learning_rate_at(step, cfg)),
-        EstimatedTimeLeft(),
+        EstimatedTimeLeft(median=True),
         ThroughputTracker(samples_per_step=cfg.TRAIN.NUM_GPUS),
         ResourceLogger(),
     ]
@@ -58,23 +58,24 @@ def make_callbacks(logdir):
     if cfg.TRAINER == "horovod":
         callbacks.append(HorovodSyncCheck())
     if cfg.TRAIN.EVAL_PERIOD > 0 and cfg.DATA.VAL:
-        callbacks.append(PeriodicCallback(EvalCallback(logdir), every_k_epochs=cfg.TRAIN.EVAL_PERIOD))
+        callbacks.append(EvalCallback(logdir, schedules.evaluation_epochs(cfg)))
     return callbacks
 
 
 def initial_weights(load, logdir):
-    """Session init and starting epoch: resume from ``logdir`` if it has a checkpoint, else ``--load``,
-    else ``BACKBONE.WEIGHTS`` (backbone variables only).
+    """Session init and starting step: resume from ``logdir`` if it has a checkpoint (every
+    variable must fit), else ``--load`` (as the example: variables of another shape, e.g. the
+    class-specific outputs when fine-tuning on other classes, are skipped and reported), else
+    ``BACKBONE.WEIGHTS`` (as the example: every variable of the file whose name the graph has).
     """
     resume = tf.train.latest_checkpoint(logdir) if logdir and os.path.isdir(logdir) else None
     if resume:
         logger.info(f"Resuming from the latest checkpoint in the log directory: {resume}")
-        load = resume
+        return CheckpointInit(resume), checkpoint_global_step(resume)
     if load:
-        step = checkpoint_global_step(load)
-        return CheckpointInit(load), step
+        return CheckpointInit(load, ignore_mismatch=True), checkpoint_global_step(load)
     if cfg.BACKBONE.WEIGHTS:
-        return CheckpointInit(cfg.BACKBONE.WEIGHTS, only_prefixes=BACKBONE_SCOPES), 0
+        return CheckpointInit(cfg.BACKBONE.WEIGHTS), 0
     logger.warn("Training from scratch: no --load and no BACKBONE.WEIGHTS.")
     return None, 0
 
@@ -99,7 +100,7 @@ def build_train_config(logdir, load=None):
         validate_training_data()
     session_init, start_step = initial_weights(load, logdir)
     steps_per_epoch = cfg.TRAIN.STEPS_PER_EPOCH
-    max_epoch = max(1, -(-schedules.total_steps(cfg) // steps_per_epoch))  # ceil
+    max_epoch = schedules.max_epoch(cfg)
     starting_epoch = start_step // steps_per_epoch + 1
     if starting_epoch > max_epoch:
         logger.warn(f"The checkpoint is at step {start_step}, beyond the schedule's end: nothing to train.")

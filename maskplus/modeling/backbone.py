@@ -38,13 +38,17 @@ def _freeze_affine_getter(getter, name, *args, **kwargs):
     return getter(name, *args, **kwargs)
 
 
+def _norm(zero_init=False):
+    return norm_layer(cfg.BACKBONE.NORM, zero_init, unit_gamma=cfg.BACKBONE.NORM_INIT == "unit")
+
+
 @contextmanager
 def backbone_scope(freeze):
     """Defaults for backbone layers; ``freeze`` makes the variables non-trainable."""
     norm = cfg.BACKBONE.NORM
 
     def norm_relu(x):
-        return tf.nn.relu(norm_layer(norm)(x))
+        return tf.nn.relu(_norm()(x))
 
     with argscope([Conv2D, MaxPooling, BatchNorm], data_format="channels_first"), \
             argscope(Conv2D, use_bias=False, activation=norm_relu,
@@ -77,14 +81,13 @@ def bottleneck(x, ch, stride):
             x = Conv2D("conv2", x, ch, 3, strides=2, padding="VALID")
         else:
             x = Conv2D("conv2", x, ch, 3, strides=1)
-    if cfg.BACKBONE.NORM == "None":
+    if cfg.BACKBONE.NORM == "None" and cfg.BACKBONE.NORM_INIT == "unit":
         # without a norm, start the residual branch at zero through its last kernel
         x = Conv2D("conv3", x, ch * 4, 1, activation=tf.identity, kernel_initializer=tf.zeros_initializer())
     else:
-        x = Conv2D("conv3", x, ch * 4, 1, activation=norm_layer(cfg.BACKBONE.NORM, zero_init=True))
+        x = Conv2D("conv3", x, ch * 4, 1, activation=_norm(zero_init=True))
     if shortcut.shape[1] != ch * 4:
-        shortcut = Conv2D("convshortcut", shortcut, ch * 4, 1, strides=stride,
-                          activation=norm_layer(cfg.BACKBONE.NORM))
+        shortcut = Conv2D("convshortcut", shortcut, ch * 4, 1, strides=stride, activation=_norm())
     return tf.nn.relu(x + shortcut, name="output")
 
 

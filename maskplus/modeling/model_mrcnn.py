@@ -119,7 +119,22 @@ def build_mask_branch(features, boxes, image_shape2d, num_category, targets=None
         dummy = tf.tile(tf.constant([[0.0, 0.0, 1.0, 1.0]]), [padded_count - num_boxes, 1])
         logits, _ = _build_mask_branch(features, tf.concat([boxes, dummy], axis=0), image_shape2d, num_category, None)
         return logits[:num_boxes], []
-    return _build_mask_branch(features, boxes, image_shape2d, num_category, targets)
+    # An image without foreground (DATA.FILTER_EMPTY_ANNOTATIONS=False) has no mask target. The
+    # branch then runs on one dummy RoI (for the empty-batch problem above) and its losses are 0,
+    # where the example's mean over no RoI is NaN. With foreground the padding is empty.
+    num_fg = tf.size(targets.fg_labels)
+    pad = tf.maximum(0, 1 - num_fg)
+    gt_pad = tf.maximum(0, pad - tf.shape(targets.gt_masks)[0])
+    padded = MaskTargets(
+        tf.concat([targets.fg_labels, tf.ones([pad], targets.fg_labels.dtype)], axis=0),
+        tf.concat([targets.gt_masks, tf.zeros(tf.concat([[gt_pad], tf.shape(targets.gt_masks)[1:]], 0),
+                                              targets.gt_masks.dtype)], axis=0),
+        tf.concat([targets.fg_inds_wrt_gt, tf.zeros([pad], targets.fg_inds_wrt_gt.dtype)], axis=0))
+    boxes = tf.concat([boxes, tf.tile(tf.constant([[0.0, 0.0, 1.0, 1.0]]), [pad, 1])], axis=0)
+    logits, losses = _build_mask_branch(features, boxes, image_shape2d, num_category, padded)
+    has_fg = num_fg > 0
+    return logits[:num_fg], [tf.where(has_fg, loss, 0.0, name=loss.op.name.split("/")[-1] + "_or_zero")
+                             for loss in losses]
 
 
 def _build_mask_branch(features, boxes, image_shape2d, num_category, targets):

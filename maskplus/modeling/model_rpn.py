@@ -56,7 +56,8 @@ def rpn_losses(anchor_labels, anchor_box_targets, label_logits, box_logits):
 
 @under_name_scope()
 def generate_rpn_proposals(boxes, scores, image_shape2d, pre_nms_topk, post_nms_topk=None):
-    """Top-k by score, clip, drop boxes below ``RPN.MIN_SIZE``, NMS, keep ``post_nms_topk``.
+    """Top-k by score, clip, drop boxes not wider and taller than ``RPN.MIN_SIZE`` (when it is
+    > 0), NMS, keep ``post_nms_topk``.
 
     Args:
         boxes: n x 4 decoded boxes; scores: n objectness logits.
@@ -67,10 +68,13 @@ def generate_rpn_proposals(boxes, scores, image_shape2d, pre_nms_topk, post_nms_
     k = tf.minimum(pre_nms_topk, tf.size(scores))
     top_scores, top_idx = tf.nn.top_k(scores, k=k, sorted=False)
     top_boxes = clip_boxes(tf.gather(boxes, top_idx), image_shape2d)
-    wh = top_boxes[:, 2:] - top_boxes[:, :2]
-    keep = tf.reduce_all(wh > cfg.RPN.MIN_SIZE, axis=1)
-    top_boxes = tf.boolean_mask(top_boxes, keep)
-    top_scores = tf.boolean_mask(top_scores, keep)
+    if cfg.RPN.MIN_SIZE > 0:
+        # as the example: with MIN_SIZE 0 no filter at all, so boxes clipped to zero width at an
+        # image edge stay, go through NMS and may become background RoIs
+        wh = top_boxes[:, 2:] - top_boxes[:, :2]
+        keep = tf.reduce_all(wh > cfg.RPN.MIN_SIZE, axis=1)
+        top_boxes = tf.boolean_mask(top_boxes, keep)
+        top_scores = tf.boolean_mask(top_scores, keep)
     yxyx = tf.gather(top_boxes, [1, 0, 3, 2], axis=1)  # NMS wants y1x1y2x2
     selected = tf.image.non_max_suppression(yxyx, top_scores, max_output_size=post_nms_topk,
                                             iou_threshold=cfg.RPN.PROPOSAL_NMS_THRESH)

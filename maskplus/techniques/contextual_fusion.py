@@ -7,8 +7,11 @@ from the original mask branch. The newly created RoIAlign layer and the old one 
 configuration and size of feature outputs."
 
 Our interpretations, where the paper is vague:
-* "The last layer of FPN backbone" is P2, the last output of the top-down path (and the finest
-  level). ``MASKPLUS.CONTEXT_FUSION_LEVEL`` picks another level (2-5).
+* "The last layer of FPN backbone" has two readings. (a) P2 -- our default: the last output of
+  the top-down path, and the finest level. (b) P5: the top level, and the one where the mask
+  branch's own level rule (``4 + log2(sqrt(area) / 224)``, clamped to 2-5) puts a full-image box
+  of any COCO-sized image. ``MASKPLUS.CONTEXT_FUSION_LEVEL`` picks the level (2-5); the presets
+  ``context-fusion-*-p5`` run Table 1 with reading (b).
 * The full-image RoI is ``[0, 0, w, h]`` of the real image, not of the padding added to reach a
   multiple of 32, pooled at 14 x 14 like the mask branch's RoIAlign.
 * "Several convolutional layers" are 3x3 convolutions, each followed by ReLU, with the widths of
