@@ -1,5 +1,6 @@
 """The checkpoint-compatibility contract: with every MaskPlus option off, the graph holds exactly
-the variables of a Tensorpack model-zoo Mask R-CNN R50-FPN .npz, and such a file loads fully."""
+the variables of a Tensorpack model-zoo file of the same configuration (R50-FPN, GN, R101, Faster
+R-CNN without masks, R50-C4, Cascade), and such a file loads fully."""
 import json
 import os
 
@@ -22,12 +23,25 @@ GN_OVERRIDES = {"BACKBONE.NORM": "GN", "FPN.NORM": "GN", "FPN.FRCNN_HEAD_FUNC": 
                 "FPN.MRCNN_HEAD_FUNC": "maskrcnn_up4conv_gn_head"}
 
 
-@pytest.mark.parametrize("reference, overrides", [
+#: Each list in tests/data (dumped from Tensorpack's example) and the overrides that describe it.
+ZOO_CONFIGS = [
     ("tensorpack_r50fpn_mask_variables.json", {}),
     ("tensorpack_r50fpn_gn_mask_variables.json", GN_OVERRIDES),
-])
+    ("tensorpack_r101fpn_mask_variables.json", {"BACKBONE.RESNET_NUM_BLOCKS": [3, 4, 23, 3]}),
+    ("tensorpack_r50fpn_nomask_variables.json", {"MODE_MASK": False}),
+    ("tensorpack_r50c4_mask_variables.json", {"MODE_FPN": False}),
+    ("tensorpack_r50fpn_cascade_mask_variables.json", {"FPN.CASCADE": True}),
+]
+
+
+def test_every_reference_list_is_tested():
+    listed = sorted(f for f in os.listdir(DATA) if f.startswith("tensorpack_") and f.endswith("_variables.json"))
+    assert listed == sorted(name for name, _ in ZOO_CONFIGS)
+
+
+@pytest.mark.parametrize("reference, overrides", ZOO_CONFIGS)
 @pytest.mark.parametrize("training", [True, False])
-def test_default_r50fpn_graph_has_exactly_the_model_zoo_variables(reference, overrides, training):
+def test_graph_has_exactly_the_model_zoo_variables(reference, overrides, training):
     with config_snapshot():
         configure(overrides, class_names=COCO_80, training=training, tiny=False)
         graph, _, _ = build_graph(training)
@@ -38,15 +52,22 @@ def test_default_r50fpn_graph_has_exactly_the_model_zoo_variables(reference, ove
     assert {k: v for k, v in ours.items() if v != expected[k]} == {}
 
 
-def test_model_zoo_npz_with_random_values_loads_with_nothing_missing_or_unused(tmp_path):
+@pytest.mark.parametrize("reference, overrides, count, probe", [
+    ("tensorpack_r50fpn_mask_variables.json", {}, 307, "group3/block2/conv3/W"),
+    ("tensorpack_r50c4_mask_variables.json", {"MODE_FPN": False}, 279, "maskrcnn/deconv/W"),
+    ("tensorpack_r50fpn_cascade_mask_variables.json", {"FPN.CASCADE": True}, 323,
+     "cascade_rcnn_stage3/outputs/box/W"),
+])
+def test_model_zoo_npz_with_random_values_loads_with_nothing_missing_or_unused(tmp_path, reference, overrides,
+                                                                               count, probe):
     from maskplus.engine.checkpoint import CheckpointInit
-    expected = _reference("tensorpack_r50fpn_mask_variables.json")
+    expected = _reference(reference)
     rng = np.random.RandomState(0)
     arrays = {k + ":0": rng.standard_normal(v).astype(np.float32) for k, v in expected.items()}
-    path = str(tmp_path / "random_r50fpn.npz")
+    path = str(tmp_path / "random_model.npz")
     np.savez(path, **arrays)
     with config_snapshot():
-        configure({}, class_names=COCO_80, training=False, tiny=False)
+        configure(overrides, class_names=COCO_80, training=False, tiny=False)
         graph, _, _ = build_graph(False)
         with graph.as_default():
             init = CheckpointInit(path)
@@ -54,9 +75,9 @@ def test_model_zoo_npz_with_random_values_loads_with_nothing_missing_or_unused(t
             with tfv1.Session() as sess:
                 sess.run(tfv1.global_variables_initializer())
                 init._run_init(sess)
-                conv = sess.run(graph.get_tensor_by_name("group3/block2/conv3/W:0"))
+                conv = sess.run(graph.get_tensor_by_name(probe + ":0"))
                 ema = sess.run(graph.get_tensor_by_name("conv0/bn/mean/EMA:0"))
     assert init.report.missing == [] and init.report.unused == []
-    assert len(init.report.restored) == len(expected) == 307
-    np.testing.assert_array_equal(conv, arrays["group3/block2/conv3/W:0"])
+    assert len(init.report.restored) == len(expected) == count
+    np.testing.assert_array_equal(conv, arrays[probe + ":0"])
     np.testing.assert_array_equal(ema, arrays["conv0/bn/mean/EMA:0"])
