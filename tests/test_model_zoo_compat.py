@@ -7,8 +7,10 @@ import os
 import numpy as np
 import pytest
 
+from config import config as cfg
 from helpers import build_graph, config_snapshot, configure, variable_shapes
 from maskplus.compat import tfv1
+from maskplus.presets import ZOO_PRESETS, preset_overrides
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 COCO_80 = [f"class{i}" for i in range(80)]
@@ -19,19 +21,21 @@ def _reference(name):
         return {k[:-2]: v for k, v in json.load(f).items()}
 
 
-GN_OVERRIDES = {"BACKBONE.NORM": "GN", "FPN.NORM": "GN", "FPN.FRCNN_HEAD_FUNC": "fastrcnn_4conv1fc_gn_head",
-                "FPN.MRCNN_HEAD_FUNC": "maskrcnn_up4conv_gn_head"}
-
-
-#: Each list in tests/data (dumped from Tensorpack's example) and the overrides that describe it.
+#: Each list in tests/data (dumped from Tensorpack's example) and the overrides that describe it:
+#: the preset of the model-zoo file it is the list of (README), or plain overrides.
 ZOO_CONFIGS = [
-    ("tensorpack_r50fpn_mask_variables.json", {}),
-    ("tensorpack_r50fpn_gn_mask_variables.json", GN_OVERRIDES),
-    ("tensorpack_r101fpn_mask_variables.json", {"BACKBONE.RESNET_NUM_BLOCKS": [3, 4, 23, 3]}),
-    ("tensorpack_r50fpn_nomask_variables.json", {"MODE_MASK": False}),
-    ("tensorpack_r50c4_mask_variables.json", {"MODE_FPN": False}),
-    ("tensorpack_r50fpn_cascade_mask_variables.json", {"FPN.CASCADE": True}),
+    ("tensorpack_r50fpn_mask_variables.json", preset_overrides("zoo-r50fpn-2x")),
+    ("tensorpack_r50fpn_gn_mask_variables.json", preset_overrides("zoo-r50fpn-gn-2x")),
+    ("tensorpack_r101fpn_mask_variables.json", preset_overrides("zoo-r101fpn-1x")),
+    ("tensorpack_r50fpn_nomask_variables.json", ["MODE_MASK=False"]),
+    ("tensorpack_r50c4_mask_variables.json", preset_overrides("zoo-r50c4-1x")),
+    ("tensorpack_r50fpn_cascade_mask_variables.json", preset_overrides("zoo-r50fpn-cascade-1x")),
 ]
+
+
+def _configure(args, training):
+    cfg.update_args(args)
+    configure({}, class_names=COCO_80, training=training, tiny=False)
 
 
 def test_every_reference_list_is_tested():
@@ -39,11 +43,19 @@ def test_every_reference_list_is_tested():
     assert listed == sorted(name for name, _ in ZOO_CONFIGS)
 
 
+@pytest.mark.parametrize("name", sorted(ZOO_PRESETS))
+def test_every_model_zoo_preset_finalises(name):
+    with config_snapshot():
+        _configure(preset_overrides(name), training=True)
+        assert cfg.MODE_FPN == ("c4" not in name) and cfg.FPN.CASCADE == ("cascade" in name)
+        assert (cfg.BACKBONE.RESNET_NUM_BLOCKS[2] == 23) == ("r101" in name)
+
+
 @pytest.mark.parametrize("reference, overrides", ZOO_CONFIGS)
 @pytest.mark.parametrize("training", [True, False])
 def test_graph_has_exactly_the_model_zoo_variables(reference, overrides, training):
     with config_snapshot():
-        configure(overrides, class_names=COCO_80, training=training, tiny=False)
+        _configure(overrides, training)
         graph, _, _ = build_graph(training)
         ours = variable_shapes(graph)
     expected = _reference(reference)
@@ -53,21 +65,21 @@ def test_graph_has_exactly_the_model_zoo_variables(reference, overrides, trainin
 
 
 @pytest.mark.parametrize("reference, overrides, count, probe", [
-    ("tensorpack_r50fpn_mask_variables.json", {}, 307, "group3/block2/conv3/W"),
-    ("tensorpack_r50c4_mask_variables.json", {"MODE_FPN": False}, 279, "maskrcnn/deconv/W"),
-    ("tensorpack_r50fpn_cascade_mask_variables.json", {"FPN.CASCADE": True}, 323,
+    ("tensorpack_r50fpn_mask_variables.json", [], 307, "group3/block2/conv3/W"),
+    ("tensorpack_r50c4_mask_variables.json", ["MODE_FPN=False"], 279, "maskrcnn/deconv/W"),
+    ("tensorpack_r50fpn_cascade_mask_variables.json", ["FPN.CASCADE=True"], 323,
      "cascade_rcnn_stage3/outputs/box/W"),
 ])
 def test_model_zoo_npz_with_random_values_loads_with_nothing_missing_or_unused(tmp_path, reference, overrides,
                                                                                count, probe):
     from maskplus.engine.checkpoint import CheckpointInit
     expected = _reference(reference)
-    rng = np.random.RandomState(0)
-    arrays = {k + ":0": rng.standard_normal(v).astype(np.float32) for k, v in expected.items()}
+    rng = np.random.default_rng(0)
+    arrays = {k + ":0": rng.standard_normal(v, dtype=np.float32) for k, v in expected.items()}
     path = str(tmp_path / "random_model.npz")
     np.savez(path, **arrays)
     with config_snapshot():
-        configure(overrides, class_names=COCO_80, training=False, tiny=False)
+        _configure(overrides, training=False)
         graph, _, _ = build_graph(False)
         with graph.as_default():
             init = CheckpointInit(path)
