@@ -6,7 +6,7 @@ with TensorFlow's bilinear resize instead of OpenCV's: the two can differ by rou
 model and returns, in original-image coordinates:
 
 * ``boxes`` float32 R x 4 (x1, y1, x2, y2), ``scores`` R, ``labels`` int R (1..K),
-* ``masks`` float32 R x 28 x 28: each box's mask probabilities (paste them with
+* ``masks`` float32 R x 28 x 28 (14 x 14 for C4 models): each box's mask probabilities (paste them with
   ``maskplus.evaluation.paste`` or any bilinear resize into the box).
 """
 import os
