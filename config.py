@@ -154,7 +154,7 @@ _C = config
 
 # ----------------------------------------------------------------- mode flags
 _C.MODE_MASK = True         # Faster R-CNN when False
-_C.MODE_FPN = True          # only the FPN architecture is implemented (the paper's setting)
+_C.MODE_FPN = True          # False: ResNet-C4 (res5 as the RoI head; see "C4 and Cascade R-CNN" below)
 
 # ----------------------------------------------------------------- dataset
 # DATA.BASEDIR holds annotations/instances_<split>.json and <split>/ image folders; every split found
@@ -229,7 +229,7 @@ _C.RPN.MIN_SIZE = 0.
 _C.RPN.PROPOSAL_NMS_THRESH = 0.7
 _C.RPN.CROWD_OVERLAP_THRESH = 9.99    # anchors overlapping crowd boxes more than this are ignored
 _C.RPN.HEAD_DIM = 1024                # unused with FPN (FPN.NUM_CHANNEL)
-_C.RPN.TRAIN_PRE_NMS_TOPK = 12000     # Joint mode
+_C.RPN.TRAIN_PRE_NMS_TOPK = 12000     # C4, and FPN in Joint mode
 _C.RPN.TRAIN_POST_NMS_TOPK = 2000
 _C.RPN.TEST_PRE_NMS_TOPK = 6000
 _C.RPN.TEST_POST_NMS_TOPK = 1000
@@ -251,6 +251,16 @@ _C.FPN.FRCNN_HEAD_FUNC = "fastrcnn_2fc_head"
 _C.FPN.FRCNN_CONV_HEAD_DIM = 256
 _C.FPN.FRCNN_FC_HEAD_DIM = 1024
 _C.FPN.MRCNN_HEAD_FUNC = "maskrcnn_up4conv_head"
+
+# ----------------------------------------------------------------- C4 and Cascade R-CNN
+# MODE_FPN=False builds the ResNet-C4 model: RPN on C4 (RPN.ANCHOR_STRIDE, RPN.HEAD_DIM, every
+# RPN.ANCHOR_SIZES x RPN.ANCHOR_RATIOS anchor at each position, RPN.TRAIN/TEST_PRE/POST_NMS_TOPK),
+# res5 (group3) on 14x14 RoIAlign crops as the box and mask head. The FPN.* head keys are unused.
+# Cascade R-CNN (FPN only): three box stages, stage k trained on the boxes of stage k-1 matched to
+# the ground truth at CASCADE.IOUS[k] (the first IoU is FRCNN.FG_THRESH, the proposal sampling's).
+_C.FPN.CASCADE = False
+_C.CASCADE.IOUS = [0.5, 0.6, 0.7]
+_C.CASCADE.BBOX_REG_WEIGHTS = [[10., 10., 5., 5.], [20., 20., 10., 10.], [30., 30., 15., 15.]]
 
 # ----------------------------------------------------------------- Mask R-CNN
 _C.MRCNN.HEAD_DIM = 256
@@ -323,11 +333,35 @@ def _set_autotune_env(is_training, train_short_edge):
         os.environ["TF_CUDNN_USE_AUTOTUNE"] = "0"
 
 
+def _c4_or_cascade_errors(c):
+    """What MODE_FPN=False and FPN.CASCADE=True require (the Tensorpack example's rules)."""
+    errors = []
+    if not c.MODE_FPN:
+        if c.FPN.CASCADE:
+            errors.append("FPN.CASCADE=True needs MODE_FPN=True: Cascade R-CNN is built on FPN only.")
+        if c.MASKPLUS.CONTEXT_FUSION:
+            errors.append("MASKPLUS.CONTEXT_FUSION=True needs MODE_FPN=True: it pools the full image from "
+                          "the FPN level MASKPLUS.CONTEXT_FUSION_LEVEL, which a C4 model does not have.")
+        if c.RPN.ANCHOR_STRIDE != 16:
+            errors.append(f"RPN.ANCHOR_STRIDE must be 16 (the stride of C4) with MODE_FPN=False, "
+                          f"got {c.RPN.ANCHOR_STRIDE}.")
+    if c.FPN.CASCADE:
+        ious, weights = list(c.CASCADE.IOUS), list(c.CASCADE.BBOX_REG_WEIGHTS)
+        if len(ious) != 3:
+            errors.append(f"CASCADE.IOUS must hold 3 IoU thresholds (a 3-stage cascade), got {ious}.")
+        elif ious[0] != c.FRCNN.FG_THRESH:
+            errors.append(f"CASCADE.IOUS[0]={ious[0]} must equal FRCNN.FG_THRESH={c.FRCNN.FG_THRESH}: "
+                          f"the first stage trains on the proposals sampled at that threshold.")
+        if len(weights) != len(ious) or any(len(w) != 4 for w in weights):
+            errors.append(f"CASCADE.BBOX_REG_WEIGHTS must hold one [wx, wy, ww, wh] per CASCADE.IOUS "
+                          f"entry ({len(ious)}), got {weights}.")
+    return errors
+
+
 def _check_consistency(c):
     """Combinations that would fail deep inside the graph; named here instead."""
     errors = []
-    if not c.MODE_FPN:
-        errors.append("MODE_FPN=False (C4 models) is not implemented; MaskPlus is defined on FPN.")
+    errors.extend(_c4_or_cascade_errors(c))
     if c.BACKBONE.NORM not in _NORMS:
         errors.append(f"BACKBONE.NORM must be one of {_NORMS}, got '{c.BACKBONE.NORM}'.")
     if c.FPN.NORM not in ("None", "GN"):
@@ -338,10 +372,10 @@ def _check_consistency(c):
         errors.append(f"FPN.MRCNN_HEAD_FUNC must be one of {_MRCNN_HEADS}, got '{c.FPN.MRCNN_HEAD_FUNC}'.")
     if c.FPN.PROPOSAL_MODE not in ("Level", "Joint"):
         errors.append(f"FPN.PROPOSAL_MODE must be 'Level' or 'Joint', got '{c.FPN.PROPOSAL_MODE}'.")
-    if len(c.RPN.ANCHOR_SIZES) != len(c.FPN.ANCHOR_STRIDES):
+    if c.MODE_FPN and len(c.RPN.ANCHOR_SIZES) != len(c.FPN.ANCHOR_STRIDES):
         errors.append(f"RPN.ANCHOR_SIZES {tuple(c.RPN.ANCHOR_SIZES)} needs one size per FPN level of "
                       f"FPN.ANCHOR_STRIDES {tuple(c.FPN.ANCHOR_STRIDES)}.")
-    if tuple(c.FPN.ANCHOR_STRIDES) != (4, 8, 16, 32, 64):
+    if c.MODE_FPN and tuple(c.FPN.ANCHOR_STRIDES) != (4, 8, 16, 32, 64):
         errors.append(f"FPN.ANCHOR_STRIDES must be (4, 8, 16, 32, 64) for P2-P6, got {tuple(c.FPN.ANCHOR_STRIDES)}.")
     if len(c.BACKBONE.RESNET_NUM_BLOCKS) != 4 or min(c.BACKBONE.RESNET_NUM_BLOCKS) < 1:
         errors.append(f"BACKBONE.RESNET_NUM_BLOCKS needs 4 positive block counts, got {c.BACKBONE.RESNET_NUM_BLOCKS}.")
@@ -365,7 +399,7 @@ def _check_consistency(c):
     bad_qm = [s for s in mp.QUASI_MULTITASK if s not in ("0.5x", "2x")]
     if bad_qm:
         errors.append(f"MASKPLUS.QUASI_MULTITASK accepts '0.5x' and '2x', got {bad_qm}.")
-    if mp.CONTEXT_FUSION:
+    if mp.CONTEXT_FUSION and c.MODE_FPN:
         if not mp.CONTEXT_FUSION_DIMS or mp.CONTEXT_FUSION_DIMS[-1] != c.FPN.NUM_CHANNEL:
             errors.append(f"MASKPLUS.CONTEXT_FUSION_DIMS {mp.CONTEXT_FUSION_DIMS} must end with "
                           f"FPN.NUM_CHANNEL={c.FPN.NUM_CHANNEL}: its output is added to the RoI features.")
@@ -419,11 +453,13 @@ def finalize_configs(is_training, num_gpus=None):
     c.DATA.NUM_CATEGORY = len(c.DATA.CLASS_NAMES) - 1
     c.DATA.NUM_CLASS = c.DATA.NUM_CATEGORY + 1
 
-    c.RPN.NUM_ANCHOR = len(c.RPN.ANCHOR_RATIOS)  # one size per FPN level
+    # FPN: one size per level; C4: every size at every position, size-major (the example's order)
+    c.RPN.NUM_ANCHOR = len(c.RPN.ANCHOR_RATIOS) * (1 if c.MODE_FPN else len(c.RPN.ANCHOR_SIZES))
     c.FPN.RESOLUTION_REQUIREMENT = c.FPN.ANCHOR_STRIDES[3]  # images padded to a multiple of 32
     # like the Tensorpack example: the cap itself is a multiple of the padding requirement
     mult = float(c.FPN.RESOLUTION_REQUIREMENT)
-    c.PREPROC.MAX_SIZE = float(math.ceil(c.PREPROC.MAX_SIZE / mult) * mult)
+    if c.MODE_FPN:  # C4 images are not padded
+        c.PREPROC.MAX_SIZE = float(math.ceil(c.PREPROC.MAX_SIZE / mult) * mult)
 
     _set_autotune_env(is_training, c.PREPROC.TRAIN_SHORT_EDGE_SIZE)
     if is_training:

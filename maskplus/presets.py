@@ -106,6 +106,32 @@ PRESETS["demo-cpu"] = CPU_MODEL + [
 ] + demo_schedule(600)  # about 15 minutes on a 2-core AMD EPYC; scripts/demo.py --steps N changes it
 
 
+_GN = ["BACKBONE.NORM=GN", "FPN.NORM=GN", "FPN.FRCNN_HEAD_FUNC=fastrcnn_4conv1fc_gn_head",
+       "FPN.MRCNN_HEAD_FUNC=maskrcnn_up4conv_gn_head"]
+_R101 = ["BACKBONE.RESNET_NUM_BLOCKS=[3,4,23,3]"]
+_AUG = ["PREPROC.TRAIN_SHORT_EDGE_SIZE=[640,800]"]
+
+#: The Tensorpack model zoo's COCO Mask R-CNN files (http://models.tensorpack.com/FasterRCNN/) and
+#: the configuration each was trained with: ``--preset NAME --load COCO-MaskRCNN-<FILE>.npz`` loads,
+#: evaluates or fine-tunes it. Every other setting is the example's default, as here.
+ZOO_PRESETS = {
+    "zoo-r50c4-1x": ("COCO-MaskRCNN-R50C41x.npz", ["MODE_FPN=False"]),
+    "zoo-r50fpn-2x": ("COCO-MaskRCNN-R50FPN2x.npz", ["TRAIN.LR_SCHEDULE=2x"]),
+    "zoo-r50fpn-gn-2x": ("COCO-MaskRCNN-R50FPN2xGN.npz", _GN + ["TRAIN.LR_SCHEDULE=2x"]),
+    "zoo-r50fpn-cascade-1x": ("COCO-MaskRCNN-R50FPN1xCas.npz", ["FPN.CASCADE=True"]),
+    "zoo-r50fpn-gn-cascade-aug-4x": ("COCO-MaskRCNN-R50FPN4xGNCasAug.npz",
+                                     ["FPN.CASCADE=True"] + _GN + _AUG + ["TRAIN.LR_SCHEDULE=4x"]),
+    "zoo-r101c4-1x": ("COCO-MaskRCNN-R101C41x.npz", ["MODE_FPN=False"] + _R101),
+    "zoo-r101fpn-1x": ("COCO-MaskRCNN-R101FPN1x.npz", _R101),
+    "zoo-r101fpn-cascade-aug-3x": ("COCO-MaskRCNN-R101FPN3xCasAug.npz",
+                                   ["FPN.CASCADE=True"] + _R101 + ["TEST.RESULT_SCORE_THRESH=1e-4"] + _AUG
+                                   + ["TRAIN.LR_SCHEDULE=3x"]),
+    "zoo-r101fpn-gn-cascade-aug-scratch-9x": ("COCO-MaskRCNN-R101FPN9xGNCasAugScratch.npz",
+                                              ["FPN.CASCADE=True"] + _R101 + _GN + _AUG
+                                              + ["TRAIN.LR_SCHEDULE=9x", "BACKBONE.FREEZE_AT=0"]),
+}
+
+
 def technique_overrides(name, width=256):
     """A paper preset's ``MASKPLUS.*`` overrides only, with its widths scaled from the paper's
     256 channels to ``width`` (the FPN and mask-head width of a smaller model)."""
@@ -130,8 +156,11 @@ def cpu_scale_overrides(name):
 
 def preset_overrides(name):
     """The ``KEY=VALUE`` list of a preset; a clear error for an unknown name."""
+    if name in ZOO_PRESETS:
+        return list(ZOO_PRESETS[name][1])
     if name not in PRESETS:
-        raise ConfigError(f"Unknown preset '{name}'. Available presets: {', '.join(sorted(PRESETS))}.")
+        raise ConfigError(f"Unknown preset '{name}'. Available presets: "
+                          f"{', '.join(sorted(PRESETS) + sorted(ZOO_PRESETS))}.")
     return list(PRESETS[name])
 
 
@@ -143,6 +172,8 @@ def describe_presets():
         where = f"Table {', '.join(tables)}" if tables else (
             "Table 1 (P5)" if name.endswith("-p5") else "all techniques")
         lines.append(f"{name:34s} {where:18s} {' '.join(rows) or '(every MaskPlus option off)'}")
+    for name, (zoo_file, overrides) in ZOO_PRESETS.items():
+        lines.append(f"{name:34s} {zoo_file:18s} {' '.join(overrides)}")
     return "\n".join(lines)
 
 

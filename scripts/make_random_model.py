@@ -29,8 +29,8 @@ def main(argv=None):
     from tensorpack.tfutils.tower import TowerContext
     from maskplus.compat import tf, tfv1
     from maskplus.engine.checkpoint import export_npz
-    from maskplus.modeling.generalized_rcnn import ResNetFPNModel
-    model = ResNetFPNModel()
+    from maskplus.modeling.generalized_rcnn import model_for_config
+    model = model_for_config()
     with tf.Graph().as_default():
         tfv1.set_random_seed(args.seed)
         image = tfv1.placeholder(tf.float32, (None, None, 3), "image")

@@ -17,7 +17,7 @@ jointly over all levels, then split back per level.
 """
 import numpy as np
 
-__all__ = ["cell_anchors", "grid_anchors", "padded_shape", "fpn_field_sizes", "fpn_anchors",
+__all__ = ["cell_anchors", "c4_cell_anchors", "c4_anchors", "c4_anchor_targets", "grid_anchors", "padded_shape", "fpn_field_sizes", "fpn_anchors",
            "pairwise_iou", "pairwise_ioa", "label_anchors", "anchor_targets",
            "multilevel_anchor_targets"]
 
@@ -30,14 +30,28 @@ def cell_anchors(size, ratios):
     return (np.stack([-ws, -hs, ws, hs], axis=1) * 0.5).astype(np.float32)
 
 
-def grid_anchors(stride, size, ratios, field_h, field_w):
-    """float32 ``[field_h, field_w, A, 4]`` anchors; cell (i, j) is shifted by (j*stride, i*stride)."""
-    cell = cell_anchors(size, ratios)
+def c4_cell_anchors(sizes, ratios):
+    """(S*R) x 4 anchors of one C4 cell: every size with every ratio, size-major (Tensorpack's order)."""
+    return np.concatenate([cell_anchors(z, ratios) for z in sizes], axis=0)
+
+
+def _shifted(cell, stride, field_h, field_w):
     xs = np.arange(field_w, dtype=np.float32) * stride
     ys = np.arange(field_h, dtype=np.float32) * stride
     sx, sy = np.meshgrid(xs, ys)
     shifts = np.stack([sx, sy, sx, sy], axis=-1)  # fh x fw x 4
     return (shifts[:, :, None, :] + cell[None, None]).astype(np.float32)
+
+
+def grid_anchors(stride, size, ratios, field_h, field_w):
+    """float32 ``[field_h, field_w, A, 4]`` anchors; cell (i, j) is shifted by (j*stride, i*stride)."""
+    return _shifted(cell_anchors(size, ratios), stride, field_h, field_w)
+
+
+def c4_anchors(image_h, image_w, stride, sizes, ratios):
+    """float32 ``[h // stride, w // stride, S*R, 4]``: the anchors of the C4 map of an (unpadded)
+    h x w image, which the C4 backbone reduces to exactly floor(h/16) x floor(w/16)."""
+    return _shifted(c4_cell_anchors(sizes, ratios), stride, image_h // stride, image_w // stride)
 
 
 def padded_shape(h, w, multiple=32):
@@ -204,3 +218,23 @@ def multilevel_anchor_targets(image_h, image_w, gt_boxes, crowd_boxes, rng, cfg=
                     boxes[start:start + count].reshape(shape + (4,))))
         start += count
     return out
+
+
+def c4_anchor_targets(image_h, image_w, gt_boxes, crowd_boxes, rng, cfg=None):
+    """RPN targets on the single C4 map of one (unpadded) ``image_h x image_w`` image.
+
+    Returns ``(labels int32 [fh, fw, A], boxes float32 [fh, fw, A, 4])``, fh = image_h // stride,
+    A = len(RPN.ANCHOR_SIZES) * len(RPN.ANCHOR_RATIOS). (Tensorpack labels a field of
+    ceil(MAX_SIZE/stride) cells and slices it to the map in the graph; here only the anchors of the
+    map are candidates, so sampling never picks an anchor the loss then drops.)
+    """
+    if cfg is None:
+        from config import config as cfg
+    anchors = c4_anchors(image_h, image_w, cfg.RPN.ANCHOR_STRIDE, cfg.RPN.ANCHOR_SIZES, cfg.RPN.ANCHOR_RATIOS)
+    labels, boxes = anchor_targets(
+        anchors, image_h, image_w, gt_boxes, crowd_boxes, rng,
+        positive_thresh=cfg.RPN.POSITIVE_ANCHOR_THRESH, negative_thresh=cfg.RPN.NEGATIVE_ANCHOR_THRESH,
+        batch_per_im=cfg.RPN.BATCH_PER_IM, fg_ratio=cfg.RPN.FG_RATIO,
+        crowd_overlap_thresh=cfg.RPN.CROWD_OVERLAP_THRESH)
+    shape = anchors.shape[:3]
+    return labels.reshape(shape), boxes.reshape(shape + (4,))

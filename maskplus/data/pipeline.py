@@ -18,7 +18,7 @@ from tensorpack.dataflow import DataFlow, MapData, MultiProcessMapData
 from tensorpack.utils import logger
 
 from maskplus.data import transforms as T
-from maskplus.data.anchors import multilevel_anchor_targets
+from maskplus.data.anchors import c4_anchor_targets, multilevel_anchor_targets
 from maskplus.data.coco import DatasetError, get_dataset, load_training_records
 
 __all__ = ["TrainingMapper", "SeededRecords", "get_train_dataflow", "get_eval_dataflow",
@@ -34,8 +34,11 @@ def train_input_names(cfg=None):
     """The keys of a training datapoint, in the model's input order."""
     cfg = cfg or _cfg()
     names = ["image"]
-    for lvl in range(2, 2 + len(cfg.FPN.ANCHOR_STRIDES)):
-        names += [f"anchor_labels_lvl{lvl}", f"anchor_boxes_lvl{lvl}"]
+    if cfg.MODE_FPN:
+        for lvl in range(2, 2 + len(cfg.FPN.ANCHOR_STRIDES)):
+            names += [f"anchor_labels_lvl{lvl}", f"anchor_boxes_lvl{lvl}"]
+    else:
+        names += ["anchor_labels", "anchor_boxes"]  # the single C4 level
     names += ["gt_boxes", "gt_labels"]
     if cfg.MODE_MASK:
         names.append("gt_masks_packed")
@@ -136,10 +139,14 @@ class TrainingMapper:
         crowd_boxes = boxes[is_crowd]
 
         ret = {"image": np.ascontiguousarray(img, dtype=np.float32)}
-        targets = multilevel_anchor_targets(h, w, gt_boxes, crowd_boxes, rng, self.anchor_cfg)
-        for lvl, (labels, anchor_boxes) in enumerate(targets, start=2):
-            ret[f"anchor_labels_lvl{lvl}"] = labels
-            ret[f"anchor_boxes_lvl{lvl}"] = anchor_boxes
+        if self.anchor_cfg.MODE_FPN:
+            targets = multilevel_anchor_targets(h, w, gt_boxes, crowd_boxes, rng, self.anchor_cfg)
+            for lvl, (labels, anchor_boxes) in enumerate(targets, start=2):
+                ret[f"anchor_labels_lvl{lvl}"] = labels
+                ret[f"anchor_boxes_lvl{lvl}"] = anchor_boxes
+        else:
+            ret["anchor_labels"], ret["anchor_boxes"] = c4_anchor_targets(
+                h, w, gt_boxes, crowd_boxes, rng, self.anchor_cfg)
         ret["gt_boxes"] = gt_boxes.astype(np.float32)
         ret["gt_labels"] = np.asarray(record["class"])[keep].astype(np.int64)
         if self.mode_mask:
@@ -159,9 +166,11 @@ class _AnchorCfg:
     """A picklable snapshot of the config keys anchor targets need (same attribute paths)."""
 
     def __init__(self, cfg):
+        self.MODE_FPN = bool(cfg.MODE_FPN)
         self.FPN = _Node()
         self.FPN.ANCHOR_STRIDES = tuple(cfg.FPN.ANCHOR_STRIDES)
         self.RPN = _Node()
+        self.RPN.ANCHOR_STRIDE = int(cfg.RPN.ANCHOR_STRIDE)
         for k in ("ANCHOR_SIZES", "ANCHOR_RATIOS"):
             setattr(self.RPN, k, tuple(getattr(cfg.RPN, k)))
         for k in ("POSITIVE_ANCHOR_THRESH", "NEGATIVE_ANCHOR_THRESH", "FG_RATIO", "CROWD_OVERLAP_THRESH"):
@@ -174,7 +183,8 @@ def get_train_dataflow():
 
     Keys: ``image`` float32 [H, W, 3] BGR (unpadded), ``anchor_labels_lvl{2..6}`` int32
     [fh, fw, A], ``anchor_boxes_lvl{2..6}`` float32 [fh, fw, A, 4] (field sizes of the image padded
-    to a multiple of ``FPN.ANCHOR_STRIDES[3]``), ``gt_boxes`` float32 [N, 4], ``gt_labels`` int64 [N]
+    to a multiple of ``FPN.ANCHOR_STRIDES[3]``; C4 models instead: ``anchor_labels``,
+    ``anchor_boxes`` on the H//16 x W//16 map), ``gt_boxes`` float32 [N, 4], ``gt_labels`` int64 [N]
     and, with ``MODE_MASK``, ``gt_masks_packed`` uint8 [N, H, ceil(W/8)] (``np.packbits`` on axis -1).
     Unreadable images are skipped, and so are images left without a box unless
     ``DATA.FILTER_EMPTY_ANNOTATIONS=False`` (then they train as all-negative, as in the example).

@@ -6,7 +6,7 @@ with TensorFlow's bilinear resize instead of OpenCV's: the two can differ by rou
 model and returns, in original-image coordinates:
 
 * ``boxes`` float32 R x 4 (x1, y1, x2, y2), ``scores`` R, ``labels`` int R (1..K),
-* ``masks`` float32 R x 28 x 28: each box's mask probabilities (paste them with
+* ``masks`` float32 R x 28 x 28 (14 x 14 for C4 models): each box's mask probabilities (paste them with
   ``maskplus.evaluation.paste`` or any bilinear resize into the box).
 """
 import os
@@ -18,7 +18,7 @@ from tensorpack.utils import logger
 from config import config as cfg
 from maskplus.compat import tf, tfv1
 from maskplus.engine.checkpoint import CheckpointInit
-from maskplus.modeling.generalized_rcnn import ResNetFPNModel
+from maskplus.modeling.generalized_rcnn import model_for_config
 
 INPUT = "input_image"
 OUTPUTS = ("boxes", "scores", "labels", "masks")
@@ -49,7 +49,7 @@ def build_serving_graph():
     """Build the serving graph in the default graph; returns (input, {name: output})."""
     image = tfv1.placeholder(tf.uint8, (None, None, 3), name=INPUT)
     resized, scales = _resize_like_predict(image)
-    model = ResNetFPNModel()
+    model = model_for_config()
     with TowerContext("", is_training=False):
         model.build_graph(resized, *[None] * (len(model.inputs()) - 1))
     graph = tfv1.get_default_graph()

@@ -18,7 +18,7 @@ from maskplus.data.transforms import resize_image, unresize_boxes
 from maskplus.engine.checkpoint import CheckpointInit
 from maskplus.engine.session import session_config
 from maskplus.evaluation.paste import paste_masks, paste_masks_to_rle
-from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, ResNetFPNModel, inference_outputs
+from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, inference_outputs, model_for_config
 
 #: One detection in original-image coordinates; ``mask`` is a full-image uint8 mask or None.
 DetectionResult = namedtuple("DetectionResult", ["box", "score", "class_id", "mask"])
@@ -29,7 +29,7 @@ NetworkOutput = namedtuple("NetworkOutput", ["boxes", "scores", "labels", "masks
 def build_predictor(load):
     """An ``OfflinePredictor`` of the inference graph with weights from ``load`` (.npz or TF checkpoint)."""
     pred_config = PredictConfig(
-        model=ResNetFPNModel(), session_init=CheckpointInit(load),
+        model=model_for_config(), session_init=CheckpointInit(load),
         session_creator=NewSessionCreator(config=session_config()),
         input_names=INFERENCE_INPUTS, output_names=inference_outputs())
     return OfflinePredictor(pred_config)

@@ -22,7 +22,7 @@ from maskplus.engine.callbacks import (EvalCallback, HorovodSyncCheck, NonFinite
                                       SaveOnSignal, is_chief)
 from maskplus.engine.checkpoint import CheckpointInit, checkpoint_global_step
 from maskplus.engine.session import session_config
-from maskplus.modeling.generalized_rcnn import ResNetFPNModel
+from maskplus.modeling.generalized_rcnn import model_for_config
 
 
 def make_trainer():
@@ -107,7 +107,7 @@ def build_train_config(logdir, load=None):
     if cfg.DATA.SEED >= 0:
         tfv1.set_random_seed(cfg.DATA.SEED)
     return TrainConfig(
-        model=ResNetFPNModel(),
+        model=model_for_config(),
         data=QueueInput(get_train_dataflow()),
         callbacks=make_callbacks(logdir),
         session_init=session_init,

@@ -1,4 +1,4 @@
-"""ResNet (bottleneck, v1) backbone producing C2-C5 for the FPN, in NCHW.
+"""ResNet (bottleneck, v1) backbones in NCHW: C2-C5 for the FPN, or C4 plus res5 as the RoI head.
 
 Variable names and padding follow the Tensorpack model zoo so ``ImageNet-R50-AlignPadding.npz``
 and the COCO checkpoints load unchanged: ``conv0``, ``group{0..3}/block{i}/conv{1,2,3}``,
@@ -8,6 +8,7 @@ from contextlib import ExitStack, contextmanager
 
 from tensorpack.models import BatchNorm, Conv2D, MaxPooling
 from tensorpack.tfutils import argscope
+from tensorpack.tfutils.scope_utils import auto_reuse_variable_scope
 from tensorpack.tfutils.varreplace import custom_getter_scope, freeze_variables
 
 from config import config as cfg
@@ -87,6 +88,10 @@ def bottleneck(x, ch, stride):
     else:
         x = Conv2D("conv3", x, ch * 4, 1, activation=_norm(zero_init=True))
     if shortcut.shape[1] != ch * 4:
+        if stride == 2 and not cfg.MODE_FPN:
+            # C4 maps are not pre-padded: drop the last row/column so the 1x1 stride-2 conv gives
+            # floor(x/2) like the 3x3 branch (SAME would give ceil(x/2) for odd x)
+            shortcut = shortcut[:, :, :-1, :-1]
         shortcut = Conv2D("convshortcut", shortcut, ch * 4, 1, strides=stride, activation=_norm())
     return tf.nn.relu(x + shortcut, name="output")
 
@@ -124,3 +129,34 @@ def resnet_fpn_backbone(image, num_blocks):
         c4 = resnet_group("group2", c3, 256, num_blocks[2], 2)
         c5 = resnet_group("group3", c4, 512, num_blocks[3], 2)
     return c2, c3, c4, c5
+
+
+def resnet_c4_backbone(image, num_blocks):
+    """NCHW image -> C4 at stride 16 (``conv0``, ``group0``-``group2``), for ``MODE_FPN=False``.
+
+    Unlike the FPN backbone the image is not padded to a multiple of 32: an h x w image gives a
+    floor(h/16) x floor(w/16) map.
+    """
+    assert len(num_blocks) == 3, num_blocks
+    freeze_at = cfg.BACKBONE.FREEZE_AT
+    with backbone_scope(freeze=freeze_at > 0):
+        pad = _pad_pair(2, 3)
+        x = tf.pad(image, [[0, 0], [0, 0], pad, pad])
+        x = Conv2D("conv0", x, 64, 7, strides=2, padding="VALID")
+        x = tf.pad(x, [[0, 0], [0, 0], _pad_pair(0, 1), _pad_pair(0, 1)])
+        x = MaxPooling("pool0", x, 3, strides=2, padding="VALID")
+    with backbone_scope(freeze=freeze_at > 1):
+        c2 = resnet_group("group0", x, 64, num_blocks[0], 1)
+    with backbone_scope(freeze=False):
+        c3 = resnet_group("group1", c2, 128, num_blocks[1], 2)
+        return resnet_group("group2", c3, 256, num_blocks[2], 2)
+
+
+@auto_reuse_variable_scope
+def resnet_conv5(roi_features, num_blocks):
+    """res5 (``group3``, first block at stride 2) on RoI crops: N x 1024 x 14 x 14 -> N x 2048 x 7 x 7.
+
+    The C4 box head and mask head both run it; the variables are shared between the calls.
+    """
+    with backbone_scope(freeze=False):
+        return resnet_group("group3", roi_features, 512, num_blocks, 2)

@@ -1,4 +1,5 @@
-"""The Mask R-CNN (ResNet-FPN) ``ModelDesc``: inputs, graph, losses, optimiser."""
+"""The Mask R-CNN ``ModelDesc``s (ResNet-FPN, optionally Cascade; ResNet-C4): inputs, graph, losses,
+optimiser. :func:`model_for_config` picks the one ``MODE_FPN`` asks for."""
 from tensorpack import ModelDesc
 from tensorpack.models import l2_regularizer, regularize_cost
 from tensorpack.tfutils import optimizer as tp_optimizer
@@ -7,10 +8,12 @@ from tensorpack.tfutils.tower import get_current_tower_context
 
 from config import config as cfg
 from maskplus.compat import tf, tfv1
-from maskplus.modeling.backbone import image_preprocess, resnet_fpn_backbone
+from maskplus.modeling.backbone import image_preprocess, resnet_c4_backbone, resnet_fpn_backbone
 from maskplus.data.anchors import cell_anchors
 from maskplus.modeling.model_box import (area, clip_boxes, decode_bbox_target, encode_bbox_target,
                                          grid_anchors)
+from maskplus.modeling.model_c4 import c4_box_head, c4_roi_features, c4_rpn
+from maskplus.modeling.model_cascade import CascadeRCNNHead
 from maskplus.modeling.model_fpn import (fpn_model, generate_fpn_proposals, multilevel_roi_align,
                                          multilevel_rpn_losses)
 from maskplus.modeling.model_frcnn import (BOX_HEADS, BoxProposals, FastRCNNHead, fastrcnn_outputs,
@@ -24,6 +27,11 @@ INFERENCE_INPUTS = ["image"]
 def inference_outputs():
     out = ["output/boxes", "output/scores", "output/labels"]
     return out + ["output/masks"] if cfg.MODE_MASK else out
+
+
+def model_for_config():
+    """The model ``cfg`` describes: :class:`ResNetFPNModel` or, with ``MODE_FPN=False``, :class:`ResNetC4Model`."""
+    return ResNetFPNModel() if cfg.MODE_FPN else ResNetC4Model()
 
 
 class ResNetFPNModel(ModelDesc):
@@ -62,15 +70,15 @@ class ResNetFPNModel(ModelDesc):
         image = tf.transpose(image_preprocess(tf.expand_dims(inputs["image"], 0)), [0, 3, 1, 2])
         image_shape2d = tf.shape(image)[2:]
 
-        c2345 = resnet_fpn_backbone(image, cfg.BACKBONE.RESNET_NUM_BLOCKS)
-        features = fpn_model("fpn", c2345)
+        features = self.backbone(image)
         proposals, rpn_loss = self.rpn(features, image_shape2d, inputs, training)
 
         if training:
             gt_boxes, gt_labels = inputs["gt_boxes"], inputs["gt_labels"]
             add_moving_summary(tf.reduce_mean(area(gt_boxes), name="mean_gt_box_area"))
             proposals = sample_fast_rcnn_targets(proposals.boxes, gt_boxes, gt_labels)
-        head = self.box_head(features, proposals, inputs.get("gt_boxes"))
+        head = self.box_head(features, proposals, inputs.get("gt_boxes"), inputs.get("gt_labels"),
+                             image_shape2d, training)
 
         if not training:
             self.inference_outputs(features, head, image_shape2d)
@@ -80,13 +88,24 @@ class ResNetFPNModel(ModelDesc):
         if cfg.MODE_MASK:
             gt_masks = tf.cast(unpackbits_masks(inputs["gt_masks_packed"]), tf.uint8, name="gt_masks")
             targets = MaskTargets(proposals.fg_labels, gt_masks, proposals.fg_inds_wrt_gt)
-            _, mask_losses = build_mask_branch(features, proposals.fg_boxes, image_shape2d,
-                                               cfg.DATA.NUM_CATEGORY, targets)
-            losses += mask_losses
+            losses += self.mask_losses(features, proposals, image_shape2d, targets)
         wd_cost = regularize_cost(".*/W", l2_regularizer(cfg.TRAIN.WEIGHT_DECAY), name="wd_cost")
         total_cost = tf.add_n(losses + [wd_cost], "total_cost")
         add_moving_summary(total_cost, wd_cost)
         return total_cost
+
+    def backbone(self, image):
+        return fpn_model("fpn", resnet_fpn_backbone(image, cfg.BACKBONE.RESNET_NUM_BLOCKS))
+
+    def mask_losses(self, features, proposals, image_shape2d, targets):
+        """Training: the mask branch on the sampled foreground RoIs (stage 1's in a cascade)."""
+        _, losses = build_mask_branch(features, proposals.fg_boxes, image_shape2d, cfg.DATA.NUM_CATEGORY, targets)
+        return losses
+
+    def mask_logits(self, features, boxes, image_shape2d):
+        """Inference: mask logits of the final detections."""
+        logits, _ = build_mask_branch(features, boxes, image_shape2d, cfg.DATA.NUM_CATEGORY)
+        return logits
 
     def rpn(self, features, image_shape2d, inputs, training):
         """Objectness and boxes on every level, proposals, and (training) the RPN losses."""
@@ -111,7 +130,10 @@ class ResNetFPNModel(ModelDesc):
         losses = multilevel_rpn_losses(labels, box_targets, logits, box_logits) if training else []
         return BoxProposals(boxes), losses
 
-    def box_head(self, features, proposals, gt_boxes):
+    def box_head(self, features, proposals, gt_boxes, gt_labels, image_shape2d, training):
+        if cfg.FPN.CASCADE:
+            return CascadeRCNNHead(proposals, lambda boxes: multilevel_roi_align(features[:4], boxes, 7),
+                                   gt_boxes, gt_labels, image_shape2d, cfg.DATA.NUM_CATEGORY, training)
         roi_features = multilevel_roi_align(features[:4], proposals.boxes, 7)
         hidden = BOX_HEADS[cfg.FPN.FRCNN_HEAD_FUNC]("fastrcnn", roi_features)
         label_logits, box_logits = fastrcnn_outputs("fastrcnn/outputs", hidden, cfg.DATA.NUM_CATEGORY)
@@ -123,5 +145,49 @@ class ResNetFPNModel(ModelDesc):
         scores = head.output_scores(name="fastrcnn_all_scores")
         final_boxes, _, final_labels = fastrcnn_predictions(boxes, scores, name_scope="output")
         if cfg.MODE_MASK:
-            mask_logits, _ = build_mask_branch(features, final_boxes, image_shape2d, cfg.DATA.NUM_CATEGORY)
+            mask_logits = self.mask_logits(features, final_boxes, image_shape2d)
             tf.sigmoid(select_class(mask_logits, final_labels), name="output/masks")
+
+
+class ResNetC4Model(ResNetFPNModel):
+    """Mask R-CNN with a ResNet-C4 backbone and res5 as the RoI head (``MODE_FPN=False``).
+
+    The graph skeleton, losses and optimiser are the FPN model's; backbone, RPN, box head and the
+    mask branch's input differ (see :mod:`maskplus.modeling.model_c4`). ``features`` is [C4].
+    """
+
+    def inputs(self):
+        num_anchors = cfg.RPN.NUM_ANCHOR
+        specs = [tf.TensorSpec((None, None, 3), tf.float32, "image"),
+                 tf.TensorSpec((None, None, num_anchors), tf.int32, "anchor_labels"),
+                 tf.TensorSpec((None, None, num_anchors, 4), tf.float32, "anchor_boxes"),
+                 tf.TensorSpec((None, 4), tf.float32, "gt_boxes"),
+                 tf.TensorSpec((None,), tf.int64, "gt_labels")]
+        if cfg.MODE_MASK:
+            specs.append(tf.TensorSpec((None, None, None), tf.uint8, "gt_masks_packed"))
+        specs.append(tf.TensorSpec((), tf.int64, "image_id"))
+        return specs
+
+    def backbone(self, image):
+        return [resnet_c4_backbone(image, cfg.BACKBONE.RESNET_NUM_BLOCKS[:3])]
+
+    def rpn(self, features, image_shape2d, inputs, training):
+        boxes, losses = c4_rpn(features[0], image_shape2d, inputs.get("anchor_labels"),
+                               inputs.get("anchor_boxes"), training)
+        return BoxProposals(boxes), losses
+
+    def box_head(self, features, proposals, gt_boxes, gt_labels, image_shape2d, training):
+        head, self._res5 = c4_box_head(features[0], proposals, gt_boxes)
+        return head
+
+    def mask_losses(self, features, proposals, image_shape2d, targets):
+        # the mask head reads the box head's res5 features of the foreground RoIs (no second res5)
+        fg_res5 = tf.gather(self._res5, proposals.fg_inds)
+        _, losses = build_mask_branch(features, proposals.fg_boxes, image_shape2d, cfg.DATA.NUM_CATEGORY,
+                                      targets, roi_features=fg_res5)
+        return losses
+
+    def mask_logits(self, features, boxes, image_shape2d):
+        logits, _ = build_mask_branch(features, boxes, image_shape2d, cfg.DATA.NUM_CATEGORY,
+                                      roi_func=lambda b: c4_roi_features(features[0], b))
+        return logits

@@ -65,14 +65,15 @@ def _proposal_recall(iou):
 
 
 @layer_register(log_shape=True)
-def fastrcnn_outputs(feature, num_categories):
-    """Class logits N x (K+1) and class-specific box deltas N x (K+1) x 4."""
+def fastrcnn_outputs(feature, num_categories, class_agnostic_regression=False):
+    """Class logits N x (K+1) and box deltas N x (K+1) x 4, or N x 1 x 4 if class-agnostic."""
     num_classes = num_categories + 1
     logits = FullyConnected("class", feature, num_classes,
                             kernel_initializer=tf.random_normal_initializer(stddev=0.01))
-    deltas = FullyConnected("box", feature, num_classes * 4,
+    num_box_classes = 1 if class_agnostic_regression else num_classes
+    deltas = FullyConnected("box", feature, num_box_classes * 4,
                             kernel_initializer=tf.random_normal_initializer(stddev=0.001))
-    return logits, tf.reshape(deltas, [-1, num_classes, 4], name="output_box")
+    return logits, tf.reshape(deltas, [-1, num_box_classes, 4], name="output_box")
 
 
 @layer_register(log_shape=True)
@@ -117,7 +118,10 @@ def fastrcnn_losses(labels, label_logits, fg_box_targets, fg_box_logits):
     fg_inds = tf.where(labels > 0)[:, 0]
     fg_labels = tf.gather(labels, fg_inds)
     num_fg = tf.size(fg_inds, out_type=tf.int64)
-    fg_box_logits = tf.gather_nd(fg_box_logits, tf.stack([tf.range(num_fg), fg_labels], axis=1))
+    if fg_box_logits.shape[1] == 1:  # class-agnostic regression (Cascade R-CNN)
+        fg_box_logits = tf.reshape(fg_box_logits, [-1, 4])
+    else:
+        fg_box_logits = tf.gather_nd(fg_box_logits, tf.stack([tf.range(num_fg), fg_labels], axis=1))
     box_loss = tf.truediv(tf.reduce_sum(tf.abs(fg_box_targets - fg_box_logits)),
                           tf.cast(tf.shape(labels)[0], tf.float32), name="box_loss")
 
@@ -155,6 +159,12 @@ class FastRCNNHead:
         num_classes = tf.shape(self.box_logits)[1]
         anchors = tf.tile(tf.expand_dims(self.proposals.boxes, 1), tf.stack([1, num_classes, 1]))
         return decode_bbox_target(self.box_logits / self.weights, anchors, cfg.PREPROC.MAX_SIZE)
+
+    def decoded_output_boxes_class_agnostic(self):
+        """N x 4 boxes of a class-agnostic head (box logits N x 1 x 4)."""
+        assert self.box_logits.shape[1] == 1, self.box_logits.shape
+        deltas = tf.reshape(self.box_logits, [-1, 4]) / self.weights
+        return decode_bbox_target(deltas, self.proposals.boxes, cfg.PREPROC.MAX_SIZE)
 
     def output_scores(self, name=None):
         return tf.nn.softmax(self.label_logits, name=name)

@@ -49,6 +49,11 @@ def maskrcnn_up4conv_gn_head(*args, **kwargs):
     return maskrcnn_upXconv_head(*args, num_convs=4, norm="GN", **kwargs)
 
 
+def maskrcnn_c4_head(*args, **kwargs):
+    """The C4 mask head: no conv, the deconvolution straight on res5's N x 2048 x 7 x 7 (14x14 masks)."""
+    return maskrcnn_upXconv_head(*args, num_convs=0, **kwargs)
+
+
 MASK_HEADS = {f.__name__: f for f in (maskrcnn_up4conv_head, maskrcnn_up4conv_gn_head)}
 
 
@@ -95,17 +100,27 @@ class MaskTargets:
         self.fg_inds_wrt_gt = fg_inds_wrt_gt
 
 
-def build_mask_branch(features, boxes, image_shape2d, num_category, targets=None):
+def fpn_mask_roi_features(features):
+    """boxes -> their 14 x 14 RoIAlign features on P2-P5 (the FPN mask head's input)."""
+    return lambda boxes: multilevel_roi_align(features[:4], boxes, 14, name_scope="multilevel_roi_align_mask")
+
+
+def build_mask_branch(features, boxes, image_shape2d, num_category, targets=None, roi_func=None,
+                      roi_features=None):
     """The mask branch with the MaskPlus techniques that ``cfg.MASKPLUS`` switches on.
 
     Args:
-        features: [P2, ..., P6] NCHW FPN features.
+        features: [P2, ..., P6] NCHW FPN features ([C4] for a C4 model).
         boxes: R x 4 boxes to segment (foreground RoIs in training, detections at inference).
         image_shape2d: [h, w] of the real (unpadded) image, for the full-image RoI of 3.1.
         targets: :class:`MaskTargets` in training, ``None`` at inference.
+        roi_func: boxes -> the mask head's input features; default :func:`fpn_mask_roi_features`.
+        roi_features: training only: those features already computed for ``boxes`` (C4 reuses the
+            box head's res5 output, as Tensorpack does).
     Returns:
-        mask logits R x K x 28 x 28, and a list of losses (empty at inference).
+        mask logits R x K x 28 x 28 (14 x 14 on C4), and a list of losses (empty at inference).
     """
+    roi_func = roi_func or fpn_mask_roi_features(features)
     if targets is None:
         # At inference, run the branch on a number of boxes rounded up to a multiple of
         # TEST.MASK_BATCH_MULTIPLE. oneDNN caches a convolution primitive (with its scratch
@@ -117,7 +132,8 @@ def build_mask_branch(features, boxes, image_shape2d, num_category, targets=None
         multiple = max(1, cfg.TEST.MASK_BATCH_MULTIPLE)
         padded_count = tf.maximum(1, (num_boxes + multiple - 1) // multiple) * multiple
         dummy = tf.tile(tf.constant([[0.0, 0.0, 1.0, 1.0]]), [padded_count - num_boxes, 1])
-        logits, _ = _build_mask_branch(features, tf.concat([boxes, dummy], axis=0), image_shape2d, num_category, None)
+        padded = tf.concat([boxes, dummy], axis=0)
+        logits, _ = _build_mask_branch(features, padded, image_shape2d, num_category, None, roi_func(padded))
         return logits[:num_boxes], []
     # An image without foreground (DATA.FILTER_EMPTY_ANNOTATIONS=False) has no mask target. The
     # branch then runs on one dummy RoI (for the empty-batch problem above) and its losses are 0,
@@ -131,21 +147,25 @@ def build_mask_branch(features, boxes, image_shape2d, num_category, targets=None
                                               targets.gt_masks.dtype)], axis=0),
         tf.concat([targets.fg_inds_wrt_gt, tf.zeros([pad], targets.fg_inds_wrt_gt.dtype)], axis=0))
     boxes = tf.concat([boxes, tf.tile(tf.constant([[0.0, 0.0, 1.0, 1.0]]), [pad, 1])], axis=0)
-    logits, losses = _build_mask_branch(features, boxes, image_shape2d, num_category, padded)
+    if roi_features is None:
+        roi_features = roi_func(boxes)
+    else:  # C4: the box head's features of the real RoIs, and a zero row for the dummy one
+        roi_features = tf.concat([roi_features, tf.zeros(tf.concat([[pad], tf.shape(roi_features)[1:]], 0),
+                                                         roi_features.dtype)], axis=0)
+    logits, losses = _build_mask_branch(features, boxes, image_shape2d, num_category, padded, roi_features)
     has_fg = num_fg > 0
     return logits[:num_fg], [tf.where(has_fg, loss, 0.0, name=loss.op.name.split("/")[-1] + "_or_zero")
                              for loss in losses]
 
 
-def _build_mask_branch(features, boxes, image_shape2d, num_category, targets):
+def _build_mask_branch(features, boxes, image_shape2d, num_category, targets, roi_features):
     from maskplus.techniques import (biased_training, boundary_refinement, contextual_fusion,
                                      deconv_pyramid, quasi_multitask)
     mp = cfg.MASKPLUS
-    roi_features = multilevel_roi_align(features[:4], boxes, 14, name_scope="multilevel_roi_align_mask")
     head_input = roi_features
     if mp.CONTEXT_FUSION:
         head_input = contextual_fusion.fuse_context(head_input, features, image_shape2d)
-    head = MASK_HEADS[cfg.FPN.MRCNN_HEAD_FUNC]
+    head = MASK_HEADS[cfg.FPN.MRCNN_HEAD_FUNC] if cfg.MODE_FPN else maskrcnn_c4_head
     before_upsample = deconv_pyramid.deconv_pyramid_module if mp.DECONV_PYRAMID else None
     mask_logits = head("maskrcnn", head_input, num_category, before_upsample=before_upsample)
     if mp.BOUNDARY_REFINEMENT != "none":
@@ -154,9 +174,10 @@ def _build_mask_branch(features, boxes, image_shape2d, num_category, targets):
         return mask_logits, []
 
     fg_boxes = boxes
-    target_28 = tf.identity(mask_targets(targets.gt_masks, fg_boxes, targets.fg_inds_wrt_gt, 28),
-                            name="sampled_fg_mask_targets")
-    mask_loss = maskrcnn_loss(mask_logits, targets.fg_labels, target_28)
+    size = mask_logits.shape.as_list()[-1]  # 28 (FPN) or 14 (C4)
+    target = tf.identity(mask_targets(targets.gt_masks, fg_boxes, targets.fg_inds_wrt_gt, size),
+                         name="sampled_fg_mask_targets")
+    mask_loss = maskrcnn_loss(mask_logits, targets.fg_labels, target)
     if mp.BIASED_TRAINING:
         mask_loss = biased_training.weight_mask_loss(mask_loss)
     losses = [mask_loss]

@@ -11,6 +11,8 @@ Our interpretations, where the paper is vague:
   a trunk of two 3x3 convolutions (``MRCNN.HEAD_DIM`` filters, ReLU) shared by the scales.
 * ``0.5x``: a 1x1 class-wise predictor on the trunk, 14 x 14 logits.
   ``2x``: two 2x2 stride-2 deconvolutions (ReLU) to 56 x 56, then a 1x1 class-wise predictor.
+  On a C4 model (14 x 14 masks) the branch starts from the mask head's 7 x 7 res5 input, so the
+  two scales are 7 x 7 and 28 x 28, again half and twice the mask.
 * Each scale's loss is Mask R-CNN's per-pixel sigmoid cross-entropy on the RoI's own class,
   against the gt mask cropped to the RoI at that size, times
   ``MASKPLUS.QUASI_MULTITASK_WEIGHT`` (default 1), added to the total loss.
@@ -57,7 +59,7 @@ def quasi_multitask_losses(roi_features, targets, fg_boxes, num_category, scales
     """One weighted sigmoid cross-entropy loss per scale, against gt masks at that scale."""
     losses = []
     for scale, logits in quasi_multitask_logits(roi_features, num_category, scales).items():
-        size = SCALES[scale]
+        size = logits.shape.as_list()[-1]  # SCALES[scale] on FPN; half of that on C4 (7 x 7 input)
         with tf.name_scope(f"quasi_multitask_loss_{size}"):
             truth = mask_targets(targets.gt_masks, fg_boxes, targets.fg_inds_wrt_gt, size)
             truth = tf.identity(truth, name=f"mask_targets_{size}")
