@@ -33,16 +33,42 @@ def reference_accurate_paste(box, mask, height, width):
     return out
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_vectorised_accurate_paste_equals_the_reference(seed):
-    rng = np.random.RandomState(seed)
-    height, width = 37, 45
-    mask = rng.uniform(0, 1, (8, 8))
-    x1, y1 = rng.uniform(-10, 30), rng.uniform(-10, 25)  # partly outside the image sometimes
-    box = [x1, y1, x1 + rng.uniform(0.6, 30), y1 + rng.uniform(0.6, 30)]
+def _test_boxes():
+    """Boxes 10-60 px on a side, each meeting the 64 x 80 image: 6 random ones inside or across
+    an edge, then some exactly half outside (left, right, top, bottom) and a quarter (corner)."""
+    rng = np.random.RandomState(0)
+    boxes = []
+    for _ in range(6):
+        w, h = rng.uniform(10, 60, 2)
+        x1, y1 = rng.uniform(-w / 2, 80 - w / 2), rng.uniform(-h / 2, 64 - h / 2)
+        boxes.append([x1, y1, x1 + w, y1 + h])
+    w, h = 37.3, 22.6
+    boxes += [[-w / 2, 20.2, w / 2, 20.2 + h], [80 - w / 2, 10.7, 80 + w / 2, 10.7 + h],
+              [30.4, -h / 2, 30.4 + w, h / 2], [12.9, 64 - h / 2, 12.9 + w, 64 + h / 2],
+              [-30.0, -20.0, 30.0, 20.0], [55.5, 41.5, 104.5, 86.5]]
+    return boxes
+
+
+@pytest.mark.parametrize("k", range(12))
+def test_vectorised_accurate_paste_equals_the_reference(k):
+    height, width = 64, 80
+    box = _test_boxes()[k]
+    x1, y1, x2, y2 = box
+    assert 10 <= x2 - x1 <= 60 and 10 <= y2 - y1 <= 60
+    assert x1 < width and x2 > 0 and y1 < height and y2 > 0  # meets the image
+    mask = np.random.RandomState(k).uniform(0, 1, (28, 28))
     got = paste_mask_accurate(box, mask, height, width)
     want = reference_accurate_paste(box, mask, height, width)
-    assert np.sum(got != want) <= 2  # only exact-threshold round-off may differ
+    assert want.sum() > 20  # something landed in the image
+    assert np.sum(got != want) == 0
+
+
+def test_some_test_boxes_lie_half_outside_the_image():
+    halves = 0
+    for x1, y1, x2, y2 in _test_boxes():
+        inside = (min(x2, 80) - max(x1, 0)) * (min(y2, 64) - max(y1, 0))
+        halves += abs(inside / ((x2 - x1) * (y2 - y1)) - 0.5) < 1e-9
+    assert halves == 4
 
 
 def test_sub_pixel_box_shift_moves_the_accurate_mask_but_rounds_away_in_fast_mode():

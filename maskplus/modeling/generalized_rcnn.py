@@ -2,12 +2,12 @@
 optimiser. :func:`model_for_config` picks the one ``MODE_FPN`` asks for."""
 from tensorpack import ModelDesc
 from tensorpack.models import l2_regularizer, regularize_cost
-from tensorpack.tfutils import optimizer as tp_optimizer
 from tensorpack.tfutils.summary import add_moving_summary
 from tensorpack.tfutils.tower import get_current_tower_context
 
 from config import config as cfg
 from maskplus.compat import tf, tfv1
+from maskplus.modeling.accumulation import AccumulatingOptimizer
 from maskplus.modeling.backbone import image_preprocess, resnet_c4_backbone, resnet_fpn_backbone
 from maskplus.data.anchors import cell_anchors
 from maskplus.modeling.model_box import (area, clip_boxes, decode_bbox_target, encode_bbox_target,
@@ -61,7 +61,7 @@ class ResNetFPNModel(ModelDesc):
         opt = tfv1.train.MomentumOptimizer(lr / 8.0, 0.9)
         towers = cfg.TRAIN.NUM_GPUS or 1
         if towers < 8 and cfg.TRAIN.GRADIENT_ACCUMULATION:
-            opt = tp_optimizer.AccumGradOptimizer(opt, 8 // towers)
+            opt = AccumulatingOptimizer(opt, 8 // towers)
         return opt
 
     def build_graph(self, *args):
