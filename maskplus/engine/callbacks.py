@@ -11,6 +11,7 @@ from tensorpack.train.base import StopTraining
 from tensorpack.utils import logger
 
 from config import config as cfg
+from maskplus import console
 from maskplus.compat import tf, tfv1
 from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, inference_outputs
 
@@ -52,6 +53,39 @@ class EvalCallback(Callback):
                 if value is not None:
                     self.trainer.monitors.put_scalar(f"{name}/{key}", value)
             self.trainer.monitors.put_scalar(f"{name}/eval_seconds", time.time() - start)
+            console.say(f"  step {self.global_step}: {ap_summary(metrics)} on {name} "
+                        f"({time.time() - start:.0f} s to evaluate)")
+
+
+def ap_summary(metrics):
+    """'bbox AP 12.3, segm AP 14.0, boundary AP 8.1' from a metrics dict ({'segm/AP': 0.14, ...})."""
+    parts = [f"{kind} AP {100 * metrics[f'{kind}/AP']:.1f}" for kind in ("bbox", "segm", "boundary")
+             if metrics.get(f"{kind}/AP") is not None]
+    return ", ".join(parts) or "no AP"
+
+
+class RunProgress(Callback):
+    """One progress bar for the whole run on the console of a quiet run (instead of one per
+    epoch); ``total_steps()`` may change while training (a time budget's plan)."""
+
+    def __init__(self, total_steps):
+        self.total_steps = total_steps
+        self._bar = None
+
+    def _before_train(self):
+        from tqdm import tqdm
+        self._bar = tqdm(total=self.total_steps(), initial=self.global_step, file=console.stream(),
+                         desc="  training", unit="step", dynamic_ncols=True, mininterval=1.0)
+
+    def _trigger_step(self):
+        total = self.total_steps()
+        if total != self._bar.total:
+            self._bar.total = total
+        self._bar.update(self.global_step - self._bar.n)
+
+    def _after_train(self):
+        if self._bar is not None:
+            self._bar.close()
 
 
 class ResourceLogger(Callback):
