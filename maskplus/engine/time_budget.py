@@ -92,6 +92,11 @@ class TimeBudget(Callback):
         self.calibration_steps = skip + measure
         self._fitted = False
 
+    @property
+    def total_steps(self):
+        """The planned length, None until the calibration has fitted one."""
+        return self.plan.total if self._fitted else None
+
     def is_evaluation_step(self, step):
         return self._fitted and step in self.plan.eval_steps
 

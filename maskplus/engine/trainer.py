@@ -169,7 +169,7 @@ def build_train_config(logdir, load=None, deadline=None, preset=None):
         tfv1.set_random_seed(cfg.DATA.SEED)
     extra = None
     if console.stream() is not None:
-        extra = quiet_console_callbacks(lambda: budget.plan.total if budget else schedules.total_steps(cfg))
+        extra = quiet_console_callbacks(lambda: budget.total_steps if budget else schedules.total_steps(cfg))
     return TrainConfig(
         model=ResNetFPNModel(),
         data=QueueInput(get_train_dataflow()),
