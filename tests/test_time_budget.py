@@ -72,7 +72,9 @@ def test_a_run_on_a_tiny_budget_ends_near_it_with_its_schedule_and_last_evaluati
     elapsed = time.time() - start
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # the budget starts after the imports (a few seconds) and the process ends a little after it
-    assert 60 * budget - 10 < elapsed < 60 * budget + 30, elapsed
+    # (the last evaluation and checkpoint, the clean-up; more on a loaded machine)
+    fits = [line for line in proc.stdout.splitlines() if "Time budget at step" in line]
+    assert 60 * budget - 10 < elapsed < 60 * budget + 45, (elapsed, fits)
     with open(tmp_path / "run.json") as f:
         schedule = json.load(f)["config"]["TRAIN"]["LR_SCHEDULE"]
     total = round(schedule[-1] * 8)

@@ -42,26 +42,28 @@ def make_trainer():
 
 
 def make_callbacks(logdir, budget=None):
-    """Our callbacks; with a :class:`time_budget.TimeBudget` the checkpoints and evaluations are
-    made at its planned evaluation steps instead of every so many epochs."""
+    """Our callbacks; with a :class:`time_budget.TimeBudget` the evaluations are made at its
+    planned evaluation steps instead of every so many epochs, and checkpoints there too."""
     factor = schedules.step_factor(cfg.TRAIN.NUM_GPUS)
     saver = ModelSaver(max_to_keep=cfg.TRAIN.MAX_CHECKPOINTS, checkpoint_dir=logdir)
 
-    def periodic(callback, every_k_epochs):
+    def periodic(callback, every_k_epochs, also_periodic=False):
         if budget is None:
             return PeriodicCallback(callback, every_k_epochs=every_k_epochs)
-        return EnableCallbackIf(callback, lambda self: budget.is_evaluation_step(self.global_step))
+        return EnableCallbackIf(callback, lambda self: budget.is_evaluation_step(self.global_step) or (
+            also_periodic and self.epoch_num % every_k_epochs == 0))
 
     callbacks = [
         # the guard comes first so that a non-finite step stops training before anything is saved
         NonFiniteLossGuard(),
-        periodic(saver, cfg.TRAIN.CHECKPOINT_PERIOD),
+        periodic(saver, cfg.TRAIN.CHECKPOINT_PERIOD, also_periodic=True),
         SaveOnSignal(saver),
         schedules.StepScheduleSetter("learning_rate", lambda step: schedules.learning_rate_at(step, cfg)),
-        EstimatedTimeLeft(),
         ThroughputTracker(samples_per_step=cfg.TRAIN.NUM_GPUS),
         ResourceLogger(),
     ]
+    if budget is None:  # a budgeted run's epochs vary in length and number: it logs its own time left
+        callbacks.insert(4, EstimatedTimeLeft())
     if cfg.MASKPLUS.BIASED_TRAINING:
         # read at every step: a time budget replaces the schedule in the config once it has fitted it
         callbacks.append(schedules.StepScheduleSetter(
