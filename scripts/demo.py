@@ -210,7 +210,8 @@ def main(argv=None):
     runner.run([PY, "predict.py", "--preset", "demo-cpu", "--load", logdir, "--output-dir", pictures,
                 "--predict", *[os.path.join(val_dir, i) for i in images], "--config", *config])
     curves = plot_curves(logdir, os.path.join(logdir, "curves.png"))
-    print(f"Pictures: {len(images)} validation images with their predictions in {pictures}/")
+    print(f"Pictures: {len(images)} validation image{'s' if len(images) != 1 else ''} with the predictions drawn "
+          f"in {pictures}/")
 
     format_metrics_table = _load("maskplus/evaluation/coco_eval.py").format_metrics_table
     with open(metrics_path) as f:
