@@ -6,6 +6,7 @@ Examples:
         BACKBONE.WEIGHTS=ImageNet-R50-AlignPadding.npz --logdir train_log/maskplus-all
     horovodrun -np 8 python train.py --config TRAINER=horovod ... (see README)
 
+``--minutes M`` fits the schedule's length to a time budget (see maskplus/engine/time_budget.py).
 A log directory that already holds a checkpoint is resumed from it (step, learning rate and
 optimizer state); ``--load`` starts from a checkpoint or .npz instead.
 """
@@ -34,8 +35,16 @@ def main(argv=None):
     parser.add_argument("--logdir", default="train_log/maskplus", help="log and checkpoint directory")
     parser.add_argument("--print-config", action="store_true",
                         help="print the finalised config and the schedule in steps, then exit (no graph, no images)")
+    parser.add_argument("--minutes", type=float,
+                        help="train for this many minutes instead of the schedule's steps: the schedule's LR "
+                             "boundaries, alpha changes and evaluations keep their fractions of the run, "
+                             "whose length is fitted to the step rate measured after warm-up starts")
     args = parser.parse_args(argv)
+    if args.minutes is not None and args.minutes <= 0:
+        parser.error("--minutes must be positive")
     apply_config_arguments(args)
+    if args.minutes and cfg.TRAINER == "horovod":
+        fail("--minutes does not work with TRAINER=horovod (each rank would fit its own schedule).")
 
     if cfg.TRAINER == "horovod":
         import horovod.tensorflow as hvd
@@ -49,7 +58,7 @@ def main(argv=None):
             print_config()
             return
         from maskplus.engine.trainer import train
-        train(args.logdir, args.load, preset=args.preset)
+        train(args.logdir, args.load, preset=args.preset, minutes=args.minutes)
     except (ConfigError, DatasetError, CheckpointError, NonFiniteLossError) as e:
         fail(str(e))
 

@@ -2,14 +2,21 @@
 """The CPU demo behind `make demo`: generate the shapes dataset (once), train MaskPlus from
 scratch with every technique on (preset demo-cpu), evaluate it, and write pictures.
 
-    python scripts/demo.py [--out demo_output] [--data datasets/shapes] [--resume] [--steps N]
+    python scripts/demo.py [--minutes 14.5 | --steps N] [--out demo_output] [--data datasets/shapes]
+                           [--resume] [--verbose]
 
+The whole demo (dataset, training with its evaluations, pictures) fits in ``--minutes``: training
+gets what the other phases leave, and its length in steps is fitted to the step rate measured
+after warm-up starts (``train.py --minutes``). ``--steps N`` trains exactly N steps instead.
 Each run gets a fresh folder demo_output/run-<time>/ (``--resume`` continues the latest one)
-holding the training log, the evaluation (AP table with bbox, segm and Boundary AP), prediction
-PNGs for a few validation images and curves.png (loss and AP against training time).
+holding the checkpoints, the evaluation (AP table with bbox, segm and Boundary AP), prediction
+PNGs for a few validation images, curves.png (loss and AP against training time) and demo.log:
+everything the steps printed (config, model summary, statistics), of which the console shows
+only progress bars and a few lines per phase (``--verbose`` shows it all).
 """
 import argparse
 import glob
+import importlib.util
 import json
 import os
 import subprocess
@@ -20,38 +27,100 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
 sys.path.insert(0, ROOT)
 
-from maskplus.presets import demo_schedule  # noqa: E402
 
 
-def run(cmd, **kwargs):
-    print("+ " + " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd, cwd=ROOT, **kwargs)
-    if proc.returncode != 0:
-        sys.exit(f"demo: command failed with exit code {proc.returncode}")
-    return proc
+def _load(relative_path):
+    """A module of this repository by path: `import maskplus` would load TensorFlow (seconds, and
+    its messages on the console), which this script does not need."""
+    name = os.path.splitext(os.path.basename(relative_path))[0]
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, relative_path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def ensure_dataset(data, train, val):
-    if os.path.isfile(os.path.join(data, "annotations", "instances_val2017.json")):
+demo_schedule = _load("maskplus/presets.py").demo_schedule
+
+#: seconds of a demo spent outside the training's own budget: starting train.py (imports) and,
+#: after training, predict.py drawing the pictures and the curves (~15-40 s measured on 2 cores)
+OUTSIDE_TRAINING_SECONDS = 60
+CONSOLE_FD = "MASKPLUS_CONSOLE_FD"  # maskplus/console.py
+
+
+class Runner:
+    """Runs the demo's steps. Quiet: each step's output goes to ``log_path``; train.py and
+    predict.py get the console as the file descriptor in MASKPLUS_CONSOLE_FD for their progress
+    bar and few lines. Verbose: everything on the console, as before."""
+
+    def __init__(self, log_path, quiet):
+        self.log_path, self.quiet = log_path, quiet
+        self.console_fd = os.dup(sys.stdout.fileno()) if quiet else None
+
+    def run(self, cmd, show_stderr=False):
+        """Run ``cmd`` from the repository root; on failure, show the end of its log and exit."""
+        if not self.quiet:
+            print("+ " + " ".join(cmd), flush=True)
+            proc = subprocess.run(cmd, cwd=ROOT)
+            if proc.returncode != 0:
+                sys.exit(f"demo: command failed with exit code {proc.returncode}")
+            return
+        with open(self.log_path, "a") as log:
+            log.write("+ " + " ".join(cmd) + "\n")
+            log.flush()
+            start = log.tell()
+            env = dict(os.environ, **{CONSOLE_FD: str(self.console_fd)})
+            proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=None if show_stderr else log, env=env,
+                                  pass_fds=(self.console_fd,))
+        if proc.returncode != 0:
+            with open(self.log_path) as log:
+                log.seek(start)
+                tail = log.read().splitlines()[-25:]
+            sys.exit("\n".join(tail) + f"\ndemo: {os.path.basename(cmd[1])} failed with exit code "
+                     f"{proc.returncode}; its whole output is in {self.log_path}")
+
+
+def dataset_ready(data):
+    """Both splits' annotation files exist (written after their images, so a run cut short is redone)."""
+    return all(os.path.isfile(os.path.join(data, "annotations", f"instances_{s}2017.json")) for s in ("train", "val"))
+
+
+def ensure_dataset(runner, data, train, val):
+    start = time.time()
+    if dataset_ready(data):
         print(f"Dataset: reusing {data}")
         return
-    run([PY, "scripts/make_shapes_dataset.py", "--out", data, "--train", str(train), "--val", str(val), "--seed", "0"])
+    print(f"Dataset: generating {train} training and {val} validation images of shapes ...", flush=True)
+    runner.run([PY, "scripts/make_shapes_dataset.py", "--out", data, "--train", str(train), "--val", str(val),
+                "--seed", "0"], show_stderr=True)  # its progress bar
+    print(f"Dataset: written to {data} in {time.time() - start:.0f} s")
 
 
 def run_directory(out, resume):
+    """The latest run with ``resume``, else a fresh run-<time> (never one that exists)."""
     runs = sorted(glob.glob(os.path.join(out, "run-*")))
     if resume and runs:
         return runs[-1]
-    return os.path.join(out, time.strftime("run-%Y%m%d-%H%M%S"))
+    path = os.path.join(out, time.strftime("run-%Y%m%d-%H%M%S"))
+    fresh, n = path, 1
+    while os.path.exists(fresh):
+        n += 1
+        fresh = f"{path}-{n}"
+    return fresh
 
 
 def final_evaluation(logdir):
     """The metrics file the training run wrote when it evaluated its last checkpoint, if any."""
-    steps = [int(p.rsplit("-", 1)[-1][:-len(".index")]) for p in glob.glob(os.path.join(logdir, "model-*.index"))]
-    if not steps:
+    step = last_step(logdir)
+    if not step:
         return None
-    path = os.path.join(logdir, f"outputs{max(steps)}-coco_val2017-metrics.json")
+    path = os.path.join(logdir, f"outputs{step}-coco_val2017-metrics.json")
     return path if os.path.isfile(path) else None
+
+
+def last_step(logdir):
+    """The step of the latest checkpoint in ``logdir`` (0 if none)."""
+    steps = [int(p.rsplit("-", 1)[-1][:-len(".index")]) for p in glob.glob(os.path.join(logdir, "model-*.index"))]
+    return max(steps, default=0)
 
 
 def plot_curves(logdir, path):
@@ -90,43 +159,69 @@ def main(argv=None):
     parser.add_argument("--train-images", type=int, default=1500)
     parser.add_argument("--val-images", type=int, default=100)
     parser.add_argument("--resume", action="store_true", help="continue the latest run instead of starting one")
-    parser.add_argument("--steps", type=int, default=0, help="training steps (default: the preset's 600)")
+    parser.add_argument("--minutes", type=float, default=14.5,
+                        help="time for the whole demo; training gets what the other steps leave (default 14.5: "
+                             "`make demo` ends within 15 minutes after installation)")
+    parser.add_argument("--steps", type=int, default=0, help="train exactly this many steps instead (reproducible)")
     parser.add_argument("--pictures", type=int, default=6)
+    parser.add_argument("--verbose", action="store_true", help="show every step's whole output on the console")
     args = parser.parse_args(argv)
+    if args.steps <= 0 and args.minutes <= 0:
+        parser.error("--minutes must be positive")
 
     start = time.time()
     data = os.path.abspath(args.data)
-    ensure_dataset(data, args.train_images, args.val_images)
     logdir = os.path.abspath(run_directory(args.out, args.resume))
     os.makedirs(logdir, exist_ok=True)
+    log_path = os.path.join(logdir, "demo.log")
+    runner = Runner(log_path, quiet=not args.verbose)
+    what = f"{args.steps} training steps" if args.steps else f"a {args.minutes:g}-minute budget"
+    print(f"MaskPlus demo ({what}) in {logdir}")
+    ensure_dataset(runner, data, args.train_images, args.val_images)
     config = [f"DATA.BASEDIR={data}"]
     if args.steps:
         config += demo_schedule(args.steps)
-    print(f"Run directory: {logdir}")
+        budget = []
+        print(f"Training: {args.steps} steps")
+    else:
+        minutes = (args.minutes * 60 - (time.time() - start) - OUTSIDE_TRAINING_SECONDS) / 60
+        if minutes < 0.5:
+            sys.exit(f"demo: --minutes {args.minutes:g} leaves {minutes:.1f} min for training; give more time")
+        budget = ["--minutes", f"{minutes:.2f}"]
+        print(f"Training: {minutes:.1f} min (steps fitted to this machine's speed after warm-up), "
+              "evaluated at 1/3, 2/3 and the end")
 
     train_start = time.time()
-    run([PY, "train.py", "--preset", "demo-cpu", "--logdir", logdir, "--config", *config])
+    runner.run([PY, "train.py", "--preset", "demo-cpu", "--logdir", logdir, *budget, "--config", *config])
     train_minutes = (time.time() - train_start) / 60
+    steps = last_step(logdir)
+    print(f"Training: {steps} steps in {train_minutes:.1f} min")
 
     metrics_path = final_evaluation(logdir)
     if metrics_path is None:  # no evaluation of the last checkpoint during training: run one
+        print("Evaluating the last checkpoint ...", flush=True)
         results = os.path.join(logdir, "eval", "val2017.json")
-        run([PY, "predict.py", "--preset", "demo-cpu", "--load", logdir, "--evaluate", results, "--config", *config])
+        runner.run([PY, "predict.py", "--preset", "demo-cpu", "--load", logdir, "--evaluate", results,
+                    "--config", *config])
         metrics_path = results.replace(".json", "-metrics.json")
     val_dir = os.path.join(data, "val2017")
     images = sorted(os.listdir(val_dir))[:args.pictures]
     pictures = os.path.join(logdir, "predictions")
-    run([PY, "predict.py", "--preset", "demo-cpu", "--load", logdir, "--output-dir", pictures,
-         "--predict", *[os.path.join(val_dir, i) for i in images], "--config", *config])
+    runner.run([PY, "predict.py", "--preset", "demo-cpu", "--load", logdir, "--output-dir", pictures,
+                "--predict", *[os.path.join(val_dir, i) for i in images], "--config", *config])
     curves = plot_curves(logdir, os.path.join(logdir, "curves.png"))
+    print(f"Pictures: {len(images)} validation image{'s' if len(images) != 1 else ''} with the predictions drawn "
+          f"in {pictures}/")
 
-    from maskplus.evaluation.coco_eval import format_metrics_table
+    format_metrics_table = _load("maskplus/evaluation/coco_eval.py").format_metrics_table
     with open(metrics_path) as f:
         metrics = json.load(f)["metrics"]
     print("\nMaskPlus demo: COCO metrics on the generated validation set (%)")
     print(format_metrics_table(metrics))
-    print(f"\nTraining took {train_minutes:.1f} min; predictions: {pictures}/; "
-          f"curves: {curves}; everything in {logdir}")
+    print(f"\nTraining took {train_minutes:.1f} min ({steps} steps); predictions: {pictures}/; "
+          f"curves: {curves}; checkpoints and everything else in {logdir}")
+    if runner.quiet:
+        print(f"Log (config, model summary, statistics, every step's output): {log_path}")
     print(f"Total demo time: {(time.time() - start) / 60:.1f} min")
 
 

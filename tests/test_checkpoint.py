@@ -147,3 +147,26 @@ def test_export_then_load_round_trips_every_model_variable(tmp_path):
     assert all(k.endswith(":0") for k in np.load(path).files)  # model-zoo key style
     for name, value in stored.items():
         np.testing.assert_array_equal(value, expected[name])
+
+
+def test_a_long_report_shows_ten_names_per_category_and_logs_all_of_them(tmp_path):
+    from tensorpack.utils import logger
+    from maskplus.engine.checkpoint import LoadReport
+    missing = [f"head/v{i:02d}" for i in range(25)]
+    unused = [f"old/v{i}" for i in range(3)]
+    report = LoadReport("m.npz", ["a", "b"], missing, unused)
+    short = str(report).splitlines()
+    assert short[0] == "Loaded 2 variables from 'm.npz'."
+    assert short[1].startswith("25 graph variables are not in the file")
+    assert short[2:12] == [f"    head/v{i:02d}" for i in range(10)] and short[12] == "    ... and 15 more"
+    assert short[13].startswith("3 file entries are not used") and short[14:] == [f"    old/v{i}" for i in range(3)]
+    assert all(f"    {n}" in report.text().splitlines() for n in missing + unused)
+    logger.set_logger_dir(str(tmp_path), action="k")
+    try:
+        report.log()
+    finally:
+        logger.set_logger_dir(str(tmp_path / "unused"), action="k")
+    full = (tmp_path / "load_report.txt").read_text()
+    assert all(f"    {n}\n" in full for n in missing + unused)
+    logged = (tmp_path / "log.log").read_text()
+    assert f"... and 15 more (all in {tmp_path / 'load_report.txt'})" in logged and "head/v24" not in logged

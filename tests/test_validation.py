@@ -50,7 +50,10 @@ def test_image_files_missing_unreadable_or_of_the_wrong_size_are_skipped_by_id(t
     assert reasons == {"image file missing": [2], "unreadable or corrupt image": [3],
                        "image size differs from the json's width/height": [4]}
     assert report.errors == [] and report.bad_image_ids == {2, 3, 4}
-    assert str(tmp_path / "images") in report.summary() and "image ids 2" in report.summary()
+    assert str(tmp_path / "images") in report.summary()
+    # by id and by file name
+    assert "1 x image file missing" in report.summary() and "image ids 2 (2.jpg))" in report.summary()
+    assert "image ids 3 (3.jpg))" in report.summary() and "image ids 4 (4.jpg))" in report.summary()
 
 
 @pytest.mark.parametrize("ann, reason", [

@@ -77,13 +77,15 @@ def annotation_problem(ann, width, height, category_ids, mode_mask, absolute=Tru
 
 class ValidationReport:
     """Problems by kind: ``skipped_images``/``skipped_annotations`` map a reason to the ids
-    concerned; ``errors`` are messages that must stop training."""
+    concerned (``image_files``: a skipped image's file name by id); ``errors`` are messages that
+    must stop training."""
 
     def __init__(self, name):
         self.name = name
         self.errors = []
         self.skipped_images = collections.defaultdict(list)
         self.skipped_annotations = collections.defaultdict(list)
+        self.image_files = {}
         self.crowd = 0
         self.num_images = 0
 
@@ -98,7 +100,9 @@ class ValidationReport:
             if total:
                 lines.append(f"  skipped {total} {title}:")
                 for reason, ids in sorted(table.items()):
-                    shown = ", ".join(str(i) for i in ids[:MAX_EXAMPLES]) + (", ..." if len(ids) > MAX_EXAMPLES else "")
+                    names = [f"{i} ({self.image_files[i]})" if title == "images" and i in self.image_files
+                             else str(i) for i in ids[:MAX_EXAMPLES]]
+                    shown = ", ".join(names) + (", ..." if len(ids) > MAX_EXAMPLES else "")
                     kind = "image id" if title == "images" else "annotation id"
                     lines.append(f"    {len(ids)} x {reason} ({kind}s {shown})")
         if self.crowd:
@@ -142,6 +146,7 @@ def validate_dataset(dataset, mode_mask=True, absolute=True, check_images=True):
             problem = _image_problem(os.path.join(dataset.image_dir, img.get("file_name", "")), width, height)
             if problem:
                 report.skipped_images[f"{problem} under {dataset.image_dir}"].append(img_id)
+                report.image_files[img_id] = img.get("file_name", "")
                 continue
         for ann in dataset.coco.imgToAnns.get(img_id, []):
             problem = annotation_problem(ann, width, height, category_ids, mode_mask, absolute)

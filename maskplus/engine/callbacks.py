@@ -11,6 +11,7 @@ from tensorpack.train.base import StopTraining
 from tensorpack.utils import logger
 
 from config import config as cfg
+from maskplus import console
 from maskplus.compat import tf, tfv1
 from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, inference_outputs
 
@@ -27,14 +28,14 @@ def is_chief():
 
 
 class EvalCallback(Callback):
-    """Evaluate on every ``DATA.VAL`` dataset after each of ``epochs``; AP goes to stats.json and
-    TensorBoard."""
+    """Evaluate on every ``DATA.VAL`` dataset after each of ``epochs`` (default: every epoch it is
+    triggered); AP goes to stats.json and TensorBoard."""
 
     _chief_only = False
 
-    def __init__(self, output_dir, epochs):
+    def __init__(self, output_dir, epochs=None):
         self.output_dir = output_dir
-        self.epochs = set(epochs)
+        self.epochs = None if epochs is None else set(epochs)  # None: whenever triggered
 
     def _setup_graph(self):
         self._chief = is_chief()
@@ -42,7 +43,7 @@ class EvalCallback(Callback):
             self.predictor = self.trainer.get_predictor(INFERENCE_INPUTS, inference_outputs())
 
     def _trigger_epoch(self):
-        if not self._chief or self.epoch_num not in self.epochs:
+        if not self._chief or (self.epochs is not None and self.epoch_num not in self.epochs):
             return
         from maskplus.engine.evaluate import run_inference, score_results
         for name in cfg.DATA.VAL:
@@ -54,6 +55,39 @@ class EvalCallback(Callback):
                 if value is not None:
                     self.trainer.monitors.put_scalar(f"{name}/{key}", value)
             self.trainer.monitors.put_scalar(f"{name}/eval_seconds", time.time() - start)
+            console.say(f"  step {self.global_step}: {ap_summary(metrics)} on {name} "
+                        f"({time.time() - start:.0f} s to evaluate)")
+
+
+def ap_summary(metrics):
+    """'bbox AP 12.3, segm AP 14.0, boundary AP 8.1' from a metrics dict ({'segm/AP': 0.14, ...})."""
+    parts = [f"{kind} AP {100 * metrics[f'{kind}/AP']:.1f}" for kind in ("bbox", "segm", "boundary")
+             if metrics.get(f"{kind}/AP") is not None]
+    return ", ".join(parts) or "no AP"
+
+
+class RunProgress(Callback):
+    """One progress bar for the whole run on the console of a quiet run (instead of one per
+    epoch); ``total_steps()`` may change while training (a time budget's plan)."""
+
+    def __init__(self, total_steps):
+        self.total_steps = total_steps
+        self._bar = None
+
+    def _before_train(self):
+        from tqdm import tqdm
+        self._bar = tqdm(total=self.total_steps(), initial=self.global_step, file=console.stream(),
+                         desc="  training", unit="step", dynamic_ncols=True, mininterval=1.0)
+
+    def _trigger_step(self):
+        total = self.total_steps()
+        if total != self._bar.total:
+            self._bar.total = total
+        self._bar.update(self.global_step - self._bar.n)
+
+    def _after_train(self):
+        if self._bar is not None:
+            self._bar.close()
 
 
 class ResourceLogger(Callback):

@@ -83,26 +83,52 @@ def checkpoint_global_step(path):
 
 
 class LoadReport:
-    """What a load did; ``str()`` is the human-readable report. ``skipped`` holds
+    """What a load did; ``str()`` is the human-readable report (counts, and at most
+    ``MAX_NAMES`` names per category), :meth:`text` with every name. ``skipped`` holds
     ``(name, file shape, graph shape)`` of the variables left fresh for a shape mismatch."""
+
+    MAX_NAMES = 10
 
     def __init__(self, path, restored, missing, unused, skipped=()):
         self.path, self.restored, self.missing, self.unused = path, restored, missing, unused
         self.skipped = list(skipped)
 
-    def __str__(self):
+    def text(self, max_names=None, full_list=None):
+        def names(items):
+            shown = items if max_names is None else items[:max_names]
+            more = len(items) - len(shown)
+            tail = [f"... and {more} more" + (f" (all in {full_list})" if full_list else "")] if more else []
+            return "\n    " + "\n    ".join(shown + tail)
+
         lines = [f"Loaded {len(self.restored)} variables from '{self.path}'."]
         if self.skipped:
             lines.append(f"{len(self.skipped)} variables have another shape in the file and keep their fresh "
-                         f"initialisation:\n    " + "\n    ".join(
-                             f"{name}: file {list(got)} vs graph {list(want)}" for name, got, want in self.skipped))
+                         f"initialisation:" + names([f"{name}: file {list(got)} vs graph {list(want)}"
+                                                     for name, got, want in self.skipped]))
         if self.missing:
             lines.append(f"{len(self.missing)} graph variables are not in the file and keep their fresh "
-                         f"initialisation:\n    " + "\n    ".join(self.missing))
+                         f"initialisation:" + names(self.missing))
         if self.unused:
-            lines.append(f"{len(self.unused)} file entries are not used by this graph:\n    "
-                         + "\n    ".join(self.unused))
+            lines.append(f"{len(self.unused)} file entries are not used by this graph:" + names(self.unused))
         return "\n".join(lines)
+
+    def __str__(self):
+        return self.text(self.MAX_NAMES)
+
+    def log(self):
+        """Log the short report; with a log directory, the full one goes to load_report.txt there.
+        When scripts/demo.py sends this output to its log (a quiet console), the log gets it all."""
+        from maskplus import console
+        directory = logger.get_logger_dir()
+        if console.stream() is not None and not directory:
+            logger.info(self.text())
+        elif directory and max(len(self.missing), len(self.unused), len(self.skipped)) > self.MAX_NAMES:
+            full_list = os.path.join(directory, "load_report.txt")
+            with open(full_list, "a") as f:
+                f.write(self.text() + "\n")
+            logger.info(self.text(self.MAX_NAMES, full_list))
+        else:
+            logger.info(str(self))
 
 
 def _graph_variables():
@@ -167,7 +193,7 @@ class CheckpointInit(SessionInit):
 
     def _setup_graph(self):
         self._pairs, self.report = match_checkpoint(self.values, _graph_variables(), self.path, self.ignore_mismatch)
-        logger.info(str(self.report))
+        self.report.log()
 
     def _run_init(self, sess):
         for var, value in self._pairs:

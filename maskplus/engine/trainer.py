@@ -6,8 +6,10 @@ towers and (with fewer than 8) accumulated to 8 images before an update.
 """
 import json
 import os
+import time
 
-from tensorpack.callbacks import EstimatedTimeLeft, ModelSaver, PeriodicCallback, ThroughputTracker
+from tensorpack.callbacks import (EnableCallbackIf, EstimatedTimeLeft, MergeAllSummaries, ModelSaver,
+                                  MovingAverageSummary, PeriodicCallback, RunUpdateOps, ThroughputTracker)
 from tensorpack.input_source import QueueInput
 from tensorpack.tfutils.sesscreate import NewSessionCreator
 from tensorpack.train import (SyncMultiGPUTrainerReplicated, TrainConfig,
@@ -15,11 +17,12 @@ from tensorpack.train import (SyncMultiGPUTrainerReplicated, TrainConfig,
 from tensorpack.utils import logger
 
 from config import config as cfg
+from maskplus import console
 from maskplus.compat import tf, tfv1
 from maskplus.data.pipeline import get_train_dataflow
-from maskplus.engine import schedules
+from maskplus.engine import schedules, time_budget
 from maskplus.engine.callbacks import (EvalCallback, HorovodSyncCheck, NonFiniteLossGuard, ResourceLogger,
-                                      SaveOnSignal, is_chief)
+                                      RunProgress, SaveOnSignal, is_chief)
 from maskplus.engine.checkpoint import CheckpointInit, checkpoint_global_step
 from maskplus.engine.session import session_config
 from maskplus.modeling.generalized_rcnn import model_for_config
@@ -38,28 +41,83 @@ def make_trainer():
     return SyncMultiGPUTrainerReplicated(towers, average=False, mode="nccl" if has_gpu else "cpu")
 
 
-def make_callbacks(logdir):
+def make_callbacks(logdir, budget=None):
+    """Our callbacks; with a :class:`time_budget.TimeBudget` the evaluations are made at its
+    planned evaluation steps instead of every so many epochs, and checkpoints there too."""
     factor = schedules.step_factor(cfg.TRAIN.NUM_GPUS)
     saver = ModelSaver(max_to_keep=cfg.TRAIN.MAX_CHECKPOINTS, keep_checkpoint_every_n_hours=1, checkpoint_dir=logdir)
+
+    def periodic(callback, every_k_epochs, also_periodic=False):
+        if budget is None:
+            return PeriodicCallback(callback, every_k_epochs=every_k_epochs)
+        return EnableCallbackIf(callback, lambda self: budget.is_evaluation_step(self.global_step) or (
+            also_periodic and self.epoch_num % every_k_epochs == 0))
+
     callbacks = [
         # the guard comes first so that a non-finite step stops training before anything is saved
         NonFiniteLossGuard(),
-        PeriodicCallback(saver, every_k_epochs=cfg.TRAIN.CHECKPOINT_PERIOD),
+        periodic(saver, cfg.TRAIN.CHECKPOINT_PERIOD, also_periodic=True),
         SaveOnSignal(saver),
         schedules.StepScheduleSetter("learning_rate", lambda step: schedules.learning_rate_at(step, cfg)),
-        EstimatedTimeLeft(median=True),
         ThroughputTracker(samples_per_step=cfg.TRAIN.NUM_GPUS),
         ResourceLogger(),
     ]
+    if budget is None:  # a budgeted run's epochs vary in length and number: it logs its own time left
+        callbacks.insert(4, EstimatedTimeLeft(median=True))
     if cfg.MASKPLUS.BIASED_TRAINING:
-        schedule = [list(p) for p in cfg.MASKPLUS.MASK_LOSS_ALPHA]
+        # read at every step: a time budget replaces the schedule in the config once it has fitted it
         callbacks.append(schedules.StepScheduleSetter(
-            "mask_loss_alpha", lambda step: schedules.piecewise_at(step, schedule, factor)))
+            "mask_loss_alpha", lambda step: schedules.piecewise_at(step, cfg.MASKPLUS.MASK_LOSS_ALPHA, factor)))
     if cfg.TRAINER == "horovod":
         callbacks.append(HorovodSyncCheck())
     if cfg.TRAIN.EVAL_PERIOD > 0 and cfg.DATA.VAL:
-        callbacks.append(EvalCallback(logdir, schedules.evaluation_epochs(cfg)))
+        if budget is None:  # every EVAL_PERIOD epochs and after the last one, as the example
+            callbacks.append(EvalCallback(logdir, schedules.evaluation_epochs(cfg)))
+        else:
+            callbacks.append(periodic(EvalCallback(logdir), cfg.TRAIN.EVAL_PERIOD))
+    if budget is not None:
+        callbacks.append(budget)  # after evaluation and checkpointing, whose time it measures
     return callbacks
+
+
+def make_time_budget(deadline, logdir, preset):
+    """A :class:`time_budget.TimeBudget` that ends the run by ``deadline`` with the configured
+    schedule's shape, putting each fitted plan into the config (and run.json)."""
+    factor = schedules.step_factor(cfg.TRAIN.NUM_GPUS)
+    t = cfg.TRAIN
+    eval_every = t.EVAL_PERIOD * t.STEPS_PER_EPOCH if t.EVAL_PERIOD > 0 and cfg.DATA.VAL else 0
+    alpha = cfg.MASKPLUS.MASK_LOSS_ALPHA if cfg.MASKPLUS.BIASED_TRAINING else [[0, 1.0]]
+    shape = time_budget.run_shape(t.LR_SCHEDULE, alpha, eval_every, factor)
+    initial = time_budget.plan_for(schedules.total_steps(cfg), shape)
+
+    def apply(plan):
+        cfg.freeze(False)
+        try:
+            cfg.TRAIN.LR_SCHEDULE = [b / factor for b in plan.lr_boundaries] + [plan.total / factor]
+            if cfg.MASKPLUS.BIASED_TRAINING:
+                cfg.MASKPLUS.MASK_LOSS_ALPHA = [[s / factor, v] for s, v in plan.alpha]
+        finally:
+            cfg.freeze()
+        if is_chief():
+            write_run_info(logdir, preset)
+
+    val_images = 0
+    if eval_every:
+        from maskplus.data.coco import get_dataset
+        val_images = sum(len(get_dataset(n).coco.dataset.get("images", [])) for n in cfg.DATA.VAL)
+
+    def eval_seconds(seconds_per_step):
+        # until one is measured: inference of an image costs about half a training step (demo model
+        # on the AMD EPYC: 0.56 s vs 1.1 s), plus the first run of the inference graph
+        return 5 + 0.5 * seconds_per_step * val_images
+
+    return time_budget.TimeBudget(deadline, shape, initial, apply, eval_seconds, grain=t.STEPS_PER_EPOCH)
+
+
+def quiet_console_callbacks(total_steps):
+    """Tensorpack's default callbacks with one progress bar for the run on the quiet console
+    instead of a bar per epoch on stdout (which goes to the log)."""
+    return [MovingAverageSummary(), RunProgress(total_steps), MergeAllSummaries(), RunUpdateOps()]
 
 
 def initial_weights(load, logdir):
@@ -95,21 +153,34 @@ def validate_training_data():
         raise DatasetError("The training data cannot be used:\n  " + "\n  ".join(errors))
 
 
-def build_train_config(logdir, load=None):
+def build_train_config(logdir, load=None, deadline=None, preset=None):
+    """The run's TrainConfig; with a ``deadline`` (``time.time()`` value) the schedule is fitted
+    to end by then (see :mod:`maskplus.engine.time_budget`)."""
     if cfg.DATA.VALIDATE:
         validate_training_data()
     session_init, start_step = initial_weights(load, logdir)
     steps_per_epoch = cfg.TRAIN.STEPS_PER_EPOCH
     max_epoch = schedules.max_epoch(cfg)
     starting_epoch = start_step // steps_per_epoch + 1
+    budget = None
+    if deadline is not None:
+        # epochs of varying length (the budget sets each); the budget, not max_epoch, ends the run
+        budget = make_time_budget(deadline, logdir, preset)
+        from tensorpack.callbacks import JSONWriter
+        previous = JSONWriter.load_existing_epoch_number(logdir) if start_step else None
+        starting_epoch, max_epoch = (previous or 0) + 1, 10 ** 9
     if starting_epoch > max_epoch:
         logger.warn(f"The checkpoint is at step {start_step}, beyond the schedule's end: nothing to train.")
     if cfg.DATA.SEED >= 0:
         tfv1.set_random_seed(cfg.DATA.SEED)
+    extra = None
+    if console.stream() is not None:
+        extra = quiet_console_callbacks(lambda: budget.total_steps if budget else schedules.total_steps(cfg))
     return TrainConfig(
         model=model_for_config(),
         data=QueueInput(get_train_dataflow()),
-        callbacks=make_callbacks(logdir),
+        callbacks=make_callbacks(logdir, budget),
+        extra_callbacks=extra,
         session_init=session_init,
         session_creator=NewSessionCreator(config=session_config()),
         steps_per_epoch=steps_per_epoch,
@@ -125,8 +196,10 @@ def write_run_info(logdir, preset):
         json.dump(info, f, indent=1, default=str)
 
 
-def train(logdir, load=None, preset=None):
-    """Train with the finalised global config, logging to ``logdir``."""
+def train(logdir, load=None, preset=None, minutes=None):
+    """Train with the finalised global config, logging to ``logdir``; with ``minutes``, fit the
+    schedule so that training (graph building included) ends that many minutes from now."""
+    deadline = time.time() + 60 * minutes if minutes else None
     if is_chief():
         logger.set_logger_dir(logdir, action="k")
     else:
@@ -135,5 +208,5 @@ def train(logdir, load=None, preset=None):
     logger.info("Config:\n" + str(cfg))
     if is_chief():
         write_run_info(logdir, preset)
-    traincfg = build_train_config(logdir, load)
+    traincfg = build_train_config(logdir, load, deadline, preset)
     launch_train_with_config(traincfg, make_trainer())
