@@ -104,28 +104,36 @@ def resnet_group(name, x, ch, count, stride):
     return x
 
 
-def resnet_fpn_backbone(image, num_blocks):
-    """NCHW image -> (C2, C3, C4, C5) at strides 4, 8, 16, 32.
-
-    The image is first padded at the bottom/right to a multiple of 32 so every level has exactly
-    1/stride of the padded size, which the anchors and the FPN's 2x up-sampling rely on.
-    """
+def _stem_to_c3(padded_image, num_blocks):
+    """conv0 and pool0 on the padded image, then group0 and group1: (C2, C3). Shared by FPN and C4;
+    ``BACKBONE.FREEZE_AT`` freezes the stem (>= 1) and group0 (>= 2)."""
     freeze_at = cfg.BACKBONE.FREEZE_AT
-    mult = float(cfg.FPN.RESOLUTION_REQUIREMENT)
-    shape2d = tf.shape(image)[2:]
-    padded = tf.cast(tf.math.ceil(tf.cast(shape2d, tf.float32) / mult) * mult, tf.int32)
-    extra = padded - shape2d
     with backbone_scope(freeze=freeze_at > 0):
-        base = _pad_pair(2, 3)
-        x = tf.pad(image, tf.stack([[0, 0], [0, 0], [base[0], base[1] + extra[0]], [base[0], base[1] + extra[1]]]))
-        x.set_shape([None, image.shape[1], None, None])
-        x = Conv2D("conv0", x, 64, 7, strides=2, padding="VALID")
+        x = Conv2D("conv0", padded_image, 64, 7, strides=2, padding="VALID")
         x = tf.pad(x, [[0, 0], [0, 0], _pad_pair(0, 1), _pad_pair(0, 1)])
         x = MaxPooling("pool0", x, 3, strides=2, padding="VALID")
     with backbone_scope(freeze=freeze_at > 1):
         c2 = resnet_group("group0", x, 64, num_blocks[0], 1)
     with backbone_scope(freeze=False):
         c3 = resnet_group("group1", c2, 128, num_blocks[1], 2)
+    return c2, c3
+
+
+def resnet_fpn_backbone(image, num_blocks):
+    """NCHW image -> (C2, C3, C4, C5) at strides 4, 8, 16, 32.
+
+    The image is first padded at the bottom/right to a multiple of 32 so every level has exactly
+    1/stride of the padded size, which the anchors and the FPN's 2x up-sampling rely on.
+    """
+    mult = float(cfg.FPN.RESOLUTION_REQUIREMENT)
+    shape2d = tf.shape(image)[2:]
+    padded = tf.cast(tf.math.ceil(tf.cast(shape2d, tf.float32) / mult) * mult, tf.int32)
+    extra = padded - shape2d
+    base = _pad_pair(2, 3)
+    x = tf.pad(image, tf.stack([[0, 0], [0, 0], [base[0], base[1] + extra[0]], [base[0], base[1] + extra[1]]]))
+    x.set_shape([None, image.shape[1], None, None])
+    c2, c3 = _stem_to_c3(x, num_blocks)
+    with backbone_scope(freeze=False):
         c4 = resnet_group("group2", c3, 256, num_blocks[2], 2)
         c5 = resnet_group("group3", c4, 512, num_blocks[3], 2)
     return c2, c3, c4, c5
@@ -138,17 +146,9 @@ def resnet_c4_backbone(image, num_blocks):
     floor(h/16) x floor(w/16) map.
     """
     assert len(num_blocks) == 3, num_blocks
-    freeze_at = cfg.BACKBONE.FREEZE_AT
-    with backbone_scope(freeze=freeze_at > 0):
-        pad = _pad_pair(2, 3)
-        x = tf.pad(image, [[0, 0], [0, 0], pad, pad])
-        x = Conv2D("conv0", x, 64, 7, strides=2, padding="VALID")
-        x = tf.pad(x, [[0, 0], [0, 0], _pad_pair(0, 1), _pad_pair(0, 1)])
-        x = MaxPooling("pool0", x, 3, strides=2, padding="VALID")
-    with backbone_scope(freeze=freeze_at > 1):
-        c2 = resnet_group("group0", x, 64, num_blocks[0], 1)
+    pad = _pad_pair(2, 3)
+    _, c3 = _stem_to_c3(tf.pad(image, [[0, 0], [0, 0], pad, pad]), num_blocks)
     with backbone_scope(freeze=False):
-        c3 = resnet_group("group1", c2, 128, num_blocks[1], 2)
         return resnet_group("group2", c3, 256, num_blocks[2], 2)
 
 
