@@ -215,17 +215,20 @@ def test_coco_names_without_a_dataset_give_the_80_coco_classes(cfg_override, tmp
 
 
 # ------------------------------------------------------------------ initialisation of norms
-def test_backbone_norms_start_as_the_examples_get_norm():
-    """Last norm of a residual branch at 0; every other with no initializer, i.e. TF's
-    glorot-uniform on a [C] vector: uniform in +-sqrt(6 / (C + C))."""
+def _initial_gammas(norm_init, *names):
     with config_snapshot():
-        configure({"BACKBONE.NORM_INIT": "example"})
+        configure({"BACKBONE.NORM_INIT": norm_init})
         graph, _, _ = build_graph(False)
         with graph.as_default(), tfv1.Session() as sess:
             sess.run(tfv1.global_variables_initializer())
-            final = sess.run(graph.get_tensor_by_name("group1/block0/conv3/gn/gamma:0"))
-            inner = sess.run(graph.get_tensor_by_name("group1/block0/conv1/gn/gamma:0"))  # 128 channels
-            fpn = sess.run(graph.get_tensor_by_name("fpn/gn_c2/gamma:0"))
+            return sess.run([graph.get_tensor_by_name(f"{n}/gamma:0") for n in names])
+
+
+def test_backbone_norms_start_as_the_examples_get_norm():
+    """Last norm of a residual branch at 0; every other with no initializer, i.e. TF's
+    glorot-uniform on a [C] vector: uniform in +-sqrt(6 / (C + C))."""
+    final, inner, fpn = _initial_gammas("example", "group1/block0/conv3/gn", "group1/block0/conv1/gn",  # 128 ch
+                                        "fpn/gn_c2")
     np.testing.assert_array_equal(final, 0)
     limit = math.sqrt(6 / (128 + 128))
     assert np.all(np.abs(inner) <= limit) and inner.std() > 0.5 * limit / math.sqrt(3)
@@ -233,10 +236,5 @@ def test_backbone_norms_start_as_the_examples_get_norm():
 
 
 def test_unit_norm_init_starts_every_other_gamma_at_one():
-    with config_snapshot():
-        configure({"BACKBONE.NORM_INIT": "unit"})
-        graph, _, _ = build_graph(False)
-        with graph.as_default(), tfv1.Session() as sess:
-            sess.run(tfv1.global_variables_initializer())
-            inner = sess.run(graph.get_tensor_by_name("group1/block0/conv1/gn/gamma:0"))
+    inner, = _initial_gammas("unit", "group1/block0/conv1/gn")
     np.testing.assert_array_equal(inner, 1)

@@ -83,6 +83,10 @@ def make_callbacks(logdir, budget=None):
 def make_time_budget(deadline, logdir, preset):
     """A :class:`time_budget.TimeBudget` that ends the run by ``deadline`` with the configured
     schedule's shape, putting each fitted plan into the config (and run.json)."""
+    # the budget's epochs vary in length, so its plan's LR drops fall on exact steps, not epoch starts
+    cfg.freeze(False)
+    cfg.TRAIN.LR_SCHEDULE_ROUNDING = "step"
+    cfg.freeze()
     factor = schedules.step_factor(cfg.TRAIN.NUM_GPUS)
     t = cfg.TRAIN
     eval_every = t.EVAL_PERIOD * t.STEPS_PER_EPOCH if t.EVAL_PERIOD > 0 and cfg.DATA.VAL else 0
