@@ -24,7 +24,7 @@ $(HOROVOD_STAMP): $(STAMP) scripts/install_horovod.sh
 horovod: $(HOROVOD_STAMP)
 
 test: $(STAMP) $(HOROVOD_STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
+	MASKPLUS_REQUIRE_HOROVOD=1 $(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py

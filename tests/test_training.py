@@ -1,5 +1,6 @@
-"""train.py end to end on CPU: one tower, two replicated towers, resume, schedules in stats.json."""
+"""train.py end to end on CPU: one tower learns, resume, schedules in stats.json."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -47,22 +48,21 @@ def test_one_tower_learns_the_tiny_dataset(dataset, tmp_path):
     first, last = s[0], s[-1]
     trace = {k: (round(first[k], 3), round(last[k], 3)) for k in LEARNT}
     # each head learns, with margins from runs on an AMD EPYC: the RPN's objectness loss falls
-    # ~9x, the box classifier's ~2x, the mask loss leaves chance level (ln 2 = 0.693 per pixel);
-    # the box-regression loss may rise as more proposals become foreground, so the sum falls less
+    # ~9x, the box classifier's ~2x; the box-regression loss may rise as more proposals become
+    # foreground, so the sum falls less. The mask loss: measured 0.553 at step 96 (0.69 at 16),
+    # where a constant guess of the foreground-pixel ratio (0.60) scores its entropy, 0.673,
+    # and ln 2 = 0.693; the mask accuracy measured 0.713 against that guess's 0.60.
     assert last[LEARNT[0]] < 0.3 * first[LEARNT[0]], trace
     assert last[LEARNT[1]] < 0.7 * first[LEARNT[1]], trace
-    assert last[LEARNT[2]] < min(0.65, first[LEARNT[2]]), trace
+    fg = last["maskrcnn_loss/fg_pixel_ratio"]
+    constant_guess = -fg * math.log(fg) - (1 - fg) * math.log(1 - fg)
+    assert last[LEARNT[2]] < min(0.60, constant_guess - 0.05), (trace, fg)
+    assert last["maskrcnn_loss/accuracy"] > max(fg, 1 - fg) + 0.05, (last["maskrcnn_loss/accuracy"], fg)
     assert task_loss(last) < 0.75 * task_loss(first), [task_loss(e) for e in s]
     assert os.path.isfile(os.path.join(tmp_path, "model-96.index"))
 
 
-def test_two_replicated_towers_train_on_the_cpu(dataset, tmp_path):
-    proc = train(dataset, tmp_path, "TRAIN.NUM_GPUS=2", "TRAIN.LR_SCHEDULE=[2,3,4]", "TRAIN.STEPS_PER_EPOCH=4",
-                 "TRAIN.WARMUP=2", "TRAIN.CHECKPOINT_PERIOD=1")
-    s = stats(tmp_path)
-    assert s[-1]["global_step"] == 16  # 4 batch-8 steps = 16 steps of 2 images
-    assert all(e["total_cost"] == e["total_cost"] for e in s)
-    assert "Training a model of 2 towers" in proc.stdout + proc.stderr
+# two replicated towers: tests/test_replicated_equivalence.py (same update as one tower accumulating)
 
 
 def test_a_stopped_run_resumes_at_its_checkpoint_with_the_same_learning_rate(dataset, tmp_path):

@@ -21,7 +21,8 @@ def _wait_for(predicate, proc, timeout=240):
         if predicate():
             return
         if proc.poll() is not None:
-            raise AssertionError(f"training ended early: {proc.stdout.read()[-3000:]}")
+            output = proc.stdout.read()[-3000:] if proc.stdout else "(output in the run's log file)"
+            raise AssertionError(f"training ended early: {output}")
         time.sleep(0.5)
     raise AssertionError("timed out")
 

@@ -190,3 +190,68 @@ class HorovodSyncCheck(Callback):
         else:
             logger.error(message + ": THE RANKS DIFFER (check the all-reduce setup).")
         self.trainer.monitors.put_scalar("horovod_rank_spread", spread)
+
+
+#: environment variable naming a directory: when set, every training process dumps its variables there
+DUMP_VARIABLES_ENV = "MASKPLUS_DUMP_VARIABLES"
+
+
+class DumpVariablesAtEnd(Callback):
+    """After training, writes every variable of this process (replicated towers' copies
+    included) to ``<directory>/variables-rank<r>.npz``, and the state training starts from (after
+    the restore and the schedule setters) to ``variables-rank<r>-start.npz``. Checkpoints hold
+    only tower 0 and rank 0; this is how the tests compare tower copies, Horovod ranks, and a
+    resumed run's state with its checkpoint. Register it last."""
+
+    _chief_only = False
+
+    def __init__(self, directory):
+        self.directory = directory
+
+    def _setup_graph(self):
+        # replicated towers after the first keep their copies in LOCAL_VARIABLES (not checkpointed)
+        self._variables = tfv1.global_variables() + tfv1.local_variables()
+        if cfg.TRAINER == "horovod":
+            import horovod.tensorflow as hvd
+            self._rank = hvd.rank()
+        else:
+            self._rank = 0
+
+    def _dump(self, suffix):
+        values = self.trainer.sess.run(self._variables)
+        os.makedirs(self.directory, exist_ok=True)
+        path = os.path.join(self.directory, f"variables-rank{self._rank}{suffix}.npz")
+        np.savez(path, **{v.op.name: value for v, value in zip(self._variables, values)})
+        logger.info(f"Dumped {len(values)} variables to '{path}'.")
+
+    def _before_train(self):
+        self._dump("-start")
+
+    def _after_train(self):
+        self._dump("")
+
+
+class EpochsOnSchedule(Callback):
+    """Keeps every epoch on the schedule's grid of ``steps_per_epoch`` steps and ends the run at
+    the schedule's last step.
+
+    Tensorpack runs whole epochs from wherever training starts: a run resumed from a mid-epoch
+    checkpoint (written on SIGTERM) would shift every later epoch end (checkpoints, evaluations,
+    the LR drops at epoch starts) and run past the schedule's end, as would a last step that is
+    not a whole number of epochs (``TRAIN.LR_SCHEDULE_ROUNDING=step``). Here an epoch ends at the
+    next multiple of ``steps_per_epoch`` or at the last step, whichever comes first, so the last
+    epoch's end (its checkpoint and evaluation) is the schedule's end."""
+
+    def __init__(self, steps_per_epoch, last_step):
+        self.steps_per_epoch, self.last_step = int(steps_per_epoch), int(last_step)
+
+    def _before_epoch(self):
+        step = self.global_step
+        if step >= self.last_step:
+            raise StopTraining(f"the schedule ends at step {self.last_step}")
+        self.trainer.loop.steps_per_epoch = epoch_length(step, self.steps_per_epoch, self.last_step)
+
+
+def epoch_length(step, steps_per_epoch, last_step):
+    """Steps of the epoch starting after ``step``: to the next grid line or the last step."""
+    return min(steps_per_epoch - step % steps_per_epoch, last_step - step)

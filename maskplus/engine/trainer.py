@@ -21,8 +21,9 @@ from maskplus import console
 from maskplus.compat import tf, tfv1
 from maskplus.data.pipeline import get_train_dataflow
 from maskplus.engine import schedules, time_budget
-from maskplus.engine.callbacks import (EvalCallback, HorovodSyncCheck, NonFiniteLossGuard, ResourceLogger,
-                                      RunProgress, SaveOnSignal, is_chief)
+from maskplus.engine.callbacks import (DUMP_VARIABLES_ENV, DumpVariablesAtEnd, EvalCallback, HorovodSyncCheck,
+                                      NonFiniteLossGuard, ResourceLogger, RunProgress, SaveOnSignal,
+                                      EpochsOnSchedule, is_chief)
 from maskplus.engine.checkpoint import CheckpointInit, checkpoint_global_step
 from maskplus.engine.session import session_config
 from maskplus.modeling.generalized_rcnn import model_for_config
@@ -62,8 +63,9 @@ def make_callbacks(logdir, budget=None):
         ThroughputTracker(samples_per_step=cfg.TRAIN.NUM_GPUS),
         ResourceLogger(),
     ]
-    if budget is None:  # a budgeted run's epochs vary in length and number: it logs its own time left
+    if budget is None:  # a budgeted run sets its epochs' lengths, ends itself and logs its own time left
         callbacks.insert(4, EstimatedTimeLeft(median=True))
+        callbacks.insert(1, EpochsOnSchedule(cfg.TRAIN.STEPS_PER_EPOCH, schedules.total_steps(cfg)))
     if cfg.MASKPLUS.BIASED_TRAINING:
         # read at every step: a time budget replaces the schedule in the config once it has fitted it
         callbacks.append(schedules.StepScheduleSetter(
@@ -77,6 +79,8 @@ def make_callbacks(logdir, budget=None):
             callbacks.append(periodic(EvalCallback(logdir), cfg.TRAIN.EVAL_PERIOD))
     if budget is not None:
         callbacks.append(budget)  # after evaluation and checkpointing, whose time it measures
+    if os.environ.get(DUMP_VARIABLES_ENV):  # a test hook: see DumpVariablesAtEnd
+        callbacks.append(DumpVariablesAtEnd(os.environ[DUMP_VARIABLES_ENV]))
     return callbacks
 
 
@@ -213,4 +217,14 @@ def train(logdir, load=None, preset=None, minutes=None):
     if is_chief():
         write_run_info(logdir, preset)
     traincfg = build_train_config(logdir, load, deadline, preset)
+    where = describe_devices(cfg.TRAIN.NUM_GPUS, len(tf.config.list_physical_devices("GPU")))
+    logger.info(where)
+    console.say("  " + where)
     launch_train_with_config(traincfg, make_trainer())
+
+
+def describe_devices(towers, gpus):
+    """One line saying where training runs, so that a user sees whether a GPU is used."""
+    if gpus == 0:
+        return f"Training {towers} tower{'s' * (towers > 1)} on the CPU (no GPU visible to TensorFlow)."
+    return f"Training {towers} tower{'s' * (towers > 1)} on {min(towers, gpus)} of {gpus} visible GPU{'s' * (gpus > 1)}."
