@@ -264,6 +264,10 @@ _C.CASCADE.BBOX_REG_WEIGHTS = [[10., 10., 5., 5.], [20., 20., 10., 10.], [30., 3
 
 # ----------------------------------------------------------------- Mask R-CNN
 _C.MRCNN.HEAD_DIM = 256
+# training: at most this many of an image's foreground RoIs (a random subset: they are sampled
+# in random order) go through the mask branch; 0 = all of them, the example's rule. The CPU
+# demo caps it: its images hold at most 6 shapes, covered by up to 64 overlapping RoIs.
+_C.MRCNN.TRAIN_MAX_FG_PER_IM = 0
 _C.MRCNN.ACCURATE_PASTE = True        # bilinear, sub-pixel aligned pasting of the 28x28 masks
 
 # ----------------------------------------------------------------- test time

@@ -96,6 +96,9 @@ PRESETS["demo-cpu"] = CPU_MODEL + [
     # a GroupNorm conv box head and half the sampled RoIs foreground: the box classifier was what
     # learnt slowest (README, "Demo: what limits it"); at 600 steps segm AP 8.9 -> 14.7
     "FPN.FRCNN_HEAD_FUNC=fastrcnn_4conv1fc_gn_head", "FPN.FRCNN_CONV_HEAD_DIM=64", "FRCNN.FG_RATIO=0.5",
+    # the mask branch on at most 16 of an image's foreground RoIs (up to 64 cover its <= 6 shapes):
+    # 0.77x the step time late in training, the same AP per step (README, "Demo: what limits it")
+    "MRCNN.TRAIN_MAX_FG_PER_IM=16",
     "TRAIN.BASE_LR=0.06", "TRAIN.WARMUP_INIT_LR=0.006", "TRAIN.WARMUP=200",
     "TRAIN.CHECKPOINT_PERIOD=2", "TRAIN.EVAL_PERIOD=2", "TRAIN.MAX_CHECKPOINTS=2",
     "DATA.SEED=0",

@@ -333,3 +333,20 @@ def test_a_baseline_npz_loads_into_maskplus_all_with_only_the_new_variables_fres
     assert init.report.unused == []
     assert sorted(init.report.missing) == sorted(new_vars)
     assert any(n.startswith("quasi_multitask/") for n in new_vars) and any(n.startswith("context_fusion/") for n in new_vars)
+
+
+@pytest.mark.parametrize("limit", [0, 3])
+def test_the_mask_branch_trains_on_at_most_the_first_limit_foreground_rois(limit):
+    dp = synthetic_datapoint()
+    with config_snapshot():
+        configure({"MRCNN.TRAIN_MAX_FG_PER_IM": limit, "FRCNN.FG_THRESH": 0.1})
+        graph, ph, _ = build_graph(True)
+        with graph.as_default(), tfv1.Session() as sess:
+            tfv1.set_random_seed(0)
+            sess.run(tfv1.global_variables_initializer())
+            names = [op.name for op in graph.get_operations()]
+            fg_boxes = [n for n in names if n.endswith("/fg_boxes") or n == "fg_boxes"][0] + ":0"
+            targets = [n for n in names if n.endswith("sampled_fg_mask_targets")][0] + ":0"
+            boxes, masks = sess.run([fg_boxes, targets], {ph[k]: v for k, v in dp.items()})
+    assert len(boxes) > 3  # the low FG_THRESH makes many foreground RoIs
+    assert len(masks) == (len(boxes) if limit == 0 else limit)

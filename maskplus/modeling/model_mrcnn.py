@@ -105,6 +105,15 @@ def fpn_mask_roi_features(features):
     return lambda boxes: multilevel_roi_align(features[:4], boxes, 14, name_scope="multilevel_roi_align_mask")
 
 
+def first_fg_rois(targets, boxes, roi_features, limit):
+    """The first ``limit`` foreground RoIs (their targets, boxes and precomputed features, if any).
+
+    The sampler shuffles the foreground RoIs, so the first ones are a random subset."""
+    keep = lambda t: t[:limit]  # noqa: E731
+    targets = MaskTargets(keep(targets.fg_labels), targets.gt_masks, keep(targets.fg_inds_wrt_gt))
+    return targets, keep(boxes), None if roi_features is None else keep(roi_features)
+
+
 def build_mask_branch(features, boxes, image_shape2d, num_category, targets=None, roi_func=None,
                       roi_features=None):
     """The mask branch with the MaskPlus techniques that ``cfg.MASKPLUS`` switches on.
@@ -135,6 +144,8 @@ def build_mask_branch(features, boxes, image_shape2d, num_category, targets=None
         padded = tf.concat([boxes, dummy], axis=0)
         logits, _ = _build_mask_branch(features, padded, image_shape2d, num_category, None, roi_func(padded))
         return logits[:num_boxes], []
+    if cfg.MRCNN.TRAIN_MAX_FG_PER_IM > 0:
+        targets, boxes, roi_features = first_fg_rois(targets, boxes, roi_features, cfg.MRCNN.TRAIN_MAX_FG_PER_IM)
     # An image without foreground (DATA.FILTER_EMPTY_ANNOTATIONS=False) has no mask target. The
     # branch then runs on one dummy RoI (for the empty-batch problem above) and its losses are 0,
     # where the example's mean over no RoI is NaN. With foreground the padding is empty.
