@@ -38,6 +38,31 @@ def test_graph_anchors_equal_the_data_pipeline_anchors():
     np.testing.assert_allclose(expected[2, 3, 4], [48 - 32, 32 - 32, 48 + 32, 32 + 32])
 
 
+def test_c4_targets_sample_anchors_beyond_the_map_then_cut_them_as_the_example():
+    """A 111 x 111 image has a 6 x 6 C4 map (floor(111/16)), but a 30 x 30 anchor of cell row 6
+    (centre y = 96: [81, 111]) still lies inside the image. The example labels the whole field
+    and cuts it to the map afterwards, so that anchor, equal to the gt box (IoU 1), is the gt's
+    best anchor; the map's anchor just above it ([33, 65, 63, 95], IoU 14*30 / (1800 - 420) =
+    0.304, between the 0.3 and 0.7 thresholds) is then neither best nor above 0.7: ignored (-1),
+    and the map has no positive at all. Labelling only the map's anchors would make it positive."""
+    from types import SimpleNamespace
+    from maskplus.data.anchors import c4_anchor_targets
+    rpn = SimpleNamespace(ANCHOR_STRIDE=16, ANCHOR_SIZES=(30,), ANCHOR_RATIOS=(1.0,), POSITIVE_ANCHOR_THRESH=0.7,
+                          NEGATIVE_ANCHOR_THRESH=0.3, BATCH_PER_IM=256, FG_RATIO=0.5, CROWD_OVERLAP_THRESH=9.99)
+    gt = np.array([[33, 81, 63, 111]], np.float32)
+    labels, boxes = c4_anchor_targets(111, 111, gt, np.zeros((0, 4)), np.random.RandomState(0),
+                                      SimpleNamespace(RPN=rpn))
+    assert labels.shape == (6, 6, 1) and boxes.shape == (6, 6, 1, 4)
+    assert labels[5, 3, 0] == -1 and (labels == 1).sum() == 0
+    # inside the image: cells 1..5 of the map in each direction (centre 16 i within [15, 96]);
+    # every one of them but (5, 3) has IoU < 0.3 with the gt: negative
+    expected = -np.ones((6, 6), np.int32)
+    expected[1:6, 1:6] = 0
+    expected[5, 3] = -1
+    np.testing.assert_array_equal(labels[:, :, 0], expected)
+    assert not boxes.any()
+
+
 def test_c4_config_derives_anchor_count_and_keeps_max_size():
     with config_snapshot():
         c = configure({"MODE_FPN": False}, tiny=False)
@@ -45,6 +70,46 @@ def test_c4_config_derives_anchor_count_and_keeps_max_size():
     with config_snapshot():
         c = configure({}, tiny=False)
         assert c.RPN.NUM_ANCHOR == 3 and c.PREPROC.MAX_SIZE == 1344
+
+
+# On a 100 x 100 image: b1 lies beyond the right edge and is clipped to zero width (kept: RPN.MIN_SIZE
+# is 0); b2 overlaps b0 at IoU 38*38 / (2*1600 - 38*38) = 0.82 > 0.7 and is suppressed.
+_BOXES = [[10, 10, 50, 50], [120, 20, 160, 60], [12, 12, 52, 52], [60, 60, 90, 95]]
+_LOGITS = [5.0, 4.0, 3.0, 2.0]
+
+
+@pytest.mark.parametrize("pre, post, expected", [
+    (4, 10, [[10, 10, 50, 50], [100, 20, 100, 60], [60, 60, 90, 95]]),
+    (3, 10, [[10, 10, 50, 50], [100, 20, 100, 60]]),   # b3 is not among the top 3 before NMS
+    (4, 2, [[10, 10, 50, 50], [100, 20, 100, 60]]),    # NMS keeps three, the top 2 after it stay
+])
+def test_c4_proposals_take_the_pre_nms_top_k_then_nms_then_the_post_nms_top_k(pre, post, expected):
+    from maskplus.modeling.model_rpn import generate_rpn_proposals
+    with config_snapshot():
+        configure(C4)
+        with tf.Graph().as_default(), tfv1.Session() as sess:
+            boxes, _ = sess.run(generate_rpn_proposals(tf.constant(_BOXES, tf.float32), tf.constant(_LOGITS),
+                                                       tf.constant([100, 100]), pre, post))
+    np.testing.assert_array_equal(boxes, expected)
+
+
+def test_c4_rpn_keeps_the_examples_c4_top_k_of_each_phase(monkeypatch):
+    """The example's C4 keys: 12000 before and 2000 after NMS in training, 6000 and 1000 at test."""
+    import maskplus.modeling.model_c4 as model_c4
+    seen = []
+
+    def record(boxes, scores, image_shape2d, pre_nms_topk, post_nms_topk):
+        seen.append((pre_nms_topk, post_nms_topk))
+        return boxes[:0], scores[:0]
+    monkeypatch.setattr(model_c4, "generate_rpn_proposals", record)
+    from tensorpack.tfutils.tower import TowerContext
+    for training in (True, False):
+        with config_snapshot():
+            configure({"MODE_FPN": False, "RPN.HEAD_DIM": 16}, tiny=False, training=training)
+            with tf.Graph().as_default(), TowerContext("", is_training=training):
+                model_c4.c4_rpn(tf.zeros([1, 32, 4, 4]), tf.constant([64, 64]), tf.zeros([4, 4, 15], tf.int32),
+                                tf.zeros([4, 4, 15, 4]), training)
+    assert seen == [(12000, 2000), (6000, 1000)]
 
 
 @pytest.mark.parametrize("overrides, key", [

@@ -92,6 +92,36 @@ def test_inference_averages_stage_scores_and_uses_last_stage_boxes_decoded_in_ch
         np.testing.assert_allclose(out["boxes"][:, cls], out["boxes3"], atol=1e-4)
 
 
+def _refined_boxes_upstream(tensor):
+    """The stages k whose refined boxes (``cascade_rcnn_stage{k}/output_boxes``) ``tensor`` depends on."""
+    seen, todo, stages = set(), [tensor.op], set()
+    while todo:
+        op = todo.pop()
+        if op.name in seen:
+            continue
+        seen.add(op.name)
+        for k in (1, 2, 3):
+            if op.name == f"cascade_rcnn_stage{k}/output_boxes":
+                stages.add(k)
+        todo.extend(t.op for t in op.inputs)
+        todo.extend(op.control_inputs)
+    return stages
+
+
+def test_at_inference_each_stages_classifier_sees_that_stages_input_boxes():
+    """As the example: stage 1 classifies the proposals, stage 2 stage 1's refined boxes, stage 3
+    stage 2's; the mean of their scores goes with the boxes stage 3 decodes. No stage classifies
+    the final boxes (the Cascade paper's ensemble would re-run all three heads on those)."""
+    with config_snapshot():
+        configure(CASCADE, training=False)
+        graph, _, _ = build_graph(False)
+        upstream = {k: _refined_boxes_upstream(graph.get_tensor_by_name(f"cascade_scores_stage{k}:0"))
+                    for k in (1, 2, 3)}
+        final_boxes = _refined_boxes_upstream(graph.get_tensor_by_name("clip_boxes/fastrcnn_all_boxes:0"))
+    assert upstream == {1: set(), 2: {1}, 3: {1, 2}}
+    assert final_boxes == {1, 2, 3}
+
+
 def test_tiny_cascade_trains_with_six_finite_box_losses_and_scaled_stage_gradients():
     with config_snapshot():
         configure(CASCADE)

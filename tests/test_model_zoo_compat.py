@@ -1,6 +1,7 @@
 """The checkpoint-compatibility contract: with every MaskPlus option off, the graph holds exactly
 the variables of a Tensorpack model-zoo file of the same configuration (R50-FPN, GN, R101, Faster
-R-CNN without masks, R50-C4, Cascade), and such a file loads fully."""
+R-CNN without masks, R50-C4, Cascade), and such a file loads fully (predict.py draws with one:
+test_model_zoo_predict.py)."""
 import json
 import os
 

@@ -224,17 +224,25 @@ def c4_anchor_targets(image_h, image_w, gt_boxes, crowd_boxes, rng, cfg=None):
     """RPN targets on the single C4 map of one (unpadded) ``image_h x image_w`` image.
 
     Returns ``(labels int32 [fh, fw, A], boxes float32 [fh, fw, A, 4])``, fh = image_h // stride,
-    A = len(RPN.ANCHOR_SIZES) * len(RPN.ANCHOR_RATIOS). (Tensorpack labels a field of
-    ceil(MAX_SIZE/stride) cells and slices it to the map in the graph; here only the anchors of the
-    map are candidates, so sampling never picks an anchor the loss then drops.)
+    A = len(RPN.ANCHOR_SIZES) * len(RPN.ANCHOR_RATIOS).
+
+    As the example: the candidates are all anchors inside the image, also those of the cells
+    beyond the map (row ``image_h // stride`` when the image is not a multiple of the stride: an
+    anchor of height < 32 can still fit there). Labels are sampled over all of them and then cut
+    to the map, so such an anchor can take a gt's "best anchor" label, and a share of the sampled
+    batch, that the map then loses. Cells from ceil(h / stride) on cannot hold an inside anchor.
     """
     if cfg is None:
         from config import config as cfg
-    anchors = c4_anchors(image_h, image_w, cfg.RPN.ANCHOR_STRIDE, cfg.RPN.ANCHOR_SIZES, cfg.RPN.ANCHOR_RATIOS)
+    stride = cfg.RPN.ANCHOR_STRIDE
+    field_h, field_w = -(-image_h // stride), -(-image_w // stride)
+    anchors = _shifted(c4_cell_anchors(cfg.RPN.ANCHOR_SIZES, cfg.RPN.ANCHOR_RATIOS), stride, field_h, field_w)
     labels, boxes = anchor_targets(
         anchors, image_h, image_w, gt_boxes, crowd_boxes, rng,
         positive_thresh=cfg.RPN.POSITIVE_ANCHOR_THRESH, negative_thresh=cfg.RPN.NEGATIVE_ANCHOR_THRESH,
         batch_per_im=cfg.RPN.BATCH_PER_IM, fg_ratio=cfg.RPN.FG_RATIO,
         crowd_overlap_thresh=cfg.RPN.CROWD_OVERLAP_THRESH)
     shape = anchors.shape[:3]
-    return labels.reshape(shape), boxes.reshape(shape + (4,))
+    map_h, map_w = image_h // stride, image_w // stride
+    return (np.ascontiguousarray(labels.reshape(shape)[:map_h, :map_w]),
+            np.ascontiguousarray(boxes.reshape(shape + (4,))[:map_h, :map_w]))
