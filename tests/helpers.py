@@ -74,6 +74,16 @@ def build_graph(training, model=None):
     return graph, placeholders, model
 
 
+def write_random_model(path, seed=0):
+    """The inference graph of the configured model with random weights, written as ``path`` (.npz)."""
+    from maskplus.engine.checkpoint import export_npz
+    graph, _, _ = build_graph(False)
+    with graph.as_default(), tfv1.Session() as sess:
+        tfv1.set_random_seed(seed)
+        sess.run(tfv1.global_variables_initializer())
+        export_npz(sess, path)
+
+
 def variable_shapes(graph):
     """{name: shape} of the variables a model file holds (trainable + model variables)."""
     with graph.as_default():

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import build_graph, config_snapshot, configure
+from helpers import config_snapshot, configure, write_random_model
 from maskplus.compat import tfv1
 
 PLAIN_TF = r'''
@@ -36,7 +36,6 @@ np.savez(sys.argv[4], **out)
 
 
 def test_saved_model_and_frozen_graph_match_the_predictor(tmp_path):
-    from maskplus.engine.checkpoint import export_npz
     from maskplus.engine.export import export_frozen_graph, export_serving
     from maskplus.engine.inference import build_predictor, run_network
     # an image already at the test size (short edge 96, long edge <= 128): both paths resize it
@@ -48,11 +47,7 @@ def test_saved_model_and_frozen_graph_match_the_predictor(tmp_path):
     with config_snapshot():
         configure({"TEST.RESULT_SCORE_THRESH": 0.0, "MASKPLUS.BOUNDARY_REFINEMENT": "improved",
                    "MASKPLUS.CONTEXT_FUSION": True}, training=False)
-        graph, _, _ = build_graph(False)
-        with graph.as_default(), tfv1.Session() as sess:
-            tfv1.set_random_seed(0)
-            sess.run(tfv1.global_variables_initializer())
-            export_npz(sess, weights)
+        write_random_model(weights)
         expected = run_network(build_predictor(weights), image)
         export_serving(weights, str(tmp_path / "saved"))
         export_frozen_graph(weights, str(tmp_path / "model.pb"))

@@ -13,8 +13,7 @@ import sys
 import cv2
 import numpy as np
 
-from helpers import TINY, build_graph, config_snapshot, configure
-from maskplus.compat import tfv1
+from helpers import TINY, config_snapshot, configure, write_random_model
 from test_export import PLAIN_TF
 from test_training import ROOT
 
@@ -46,17 +45,12 @@ def _matched_fraction(got, want, tol):
 
 
 def test_predict_cli_exports_a_graph_that_maps_boxes_like_the_predictor(tmp_path):
-    from maskplus.engine.checkpoint import export_npz
     from maskplus.engine.inference import build_predictor, run_network
     weights = str(tmp_path / "model.npz")
     image = _smooth_image()
     with config_snapshot():
         configure(EXTRA, class_names=CLASSES, training=False)
-        graph, _, _ = build_graph(False)
-        with graph.as_default(), tfv1.Session() as sess:
-            tfv1.set_random_seed(0)
-            sess.run(tfv1.global_variables_initializer())
-            export_npz(sess, weights)
+        write_random_model(weights)
         out = run_network(build_predictor(weights), image)
     want = {"boxes": out.boxes, "labels": out.labels}
     assert len(out.boxes) >= 10
