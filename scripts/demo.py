@@ -44,7 +44,7 @@ demo_schedule = _load("maskplus/presets.py").demo_schedule
 #: seconds of a demo spent outside the training's own budget: starting train.py (imports) and,
 #: after training, predict.py drawing the pictures and the curves (~15-40 s measured on 2 cores)
 OUTSIDE_TRAINING_SECONDS = 60
-CONSOLE_FD = "MASKPLUS_CONSOLE_FD"  # maskplus/console.py
+CONSOLE_FD = _load("maskplus/console.py").CONSOLE_FD  # the variable train.py/predict.py read
 
 
 class Runner:

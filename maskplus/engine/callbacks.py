@@ -20,11 +20,16 @@ class NonFiniteLossError(RuntimeError):
     """The total loss became NaN or infinite; training stopped before any checkpoint of it."""
 
 
-def is_chief():
+def process_rank():
+    """This process's Horovod rank; 0 without Horovod."""
     if cfg.TRAINER != "horovod":
-        return True
+        return 0
     import horovod.tensorflow as hvd
-    return hvd.rank() == 0
+    return hvd.rank()
+
+
+def is_chief():
+    return process_rank() == 0
 
 
 class EvalCallback(Callback):
@@ -211,11 +216,7 @@ class DumpVariablesAtEnd(Callback):
     def _setup_graph(self):
         # replicated towers after the first keep their copies in LOCAL_VARIABLES (not checkpointed)
         self._variables = tfv1.global_variables() + tfv1.local_variables()
-        if cfg.TRAINER == "horovod":
-            import horovod.tensorflow as hvd
-            self._rank = hvd.rank()
-        else:
-            self._rank = 0
+        self._rank = process_rank()
 
     def _dump(self, suffix):
         values = self.trainer.sess.run(self._variables)

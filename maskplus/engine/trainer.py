@@ -23,7 +23,7 @@ from maskplus.data.pipeline import get_train_dataflow
 from maskplus.engine import schedules, time_budget
 from maskplus.engine.callbacks import (DUMP_VARIABLES_ENV, DumpVariablesAtEnd, EvalCallback, HorovodSyncCheck,
                                       NonFiniteLossGuard, ResourceLogger, RunProgress, SaveOnSignal,
-                                      EpochsOnSchedule, is_chief)
+                                      EpochsOnSchedule, is_chief, process_rank)
 from maskplus.engine.checkpoint import CheckpointInit, checkpoint_global_step
 from maskplus.engine.session import session_config
 from maskplus.modeling.generalized_rcnn import model_for_config
@@ -54,18 +54,19 @@ def make_callbacks(logdir, budget=None):
         return EnableCallbackIf(callback, lambda self: budget.is_evaluation_step(self.global_step) or (
             also_periodic and self.epoch_num % every_k_epochs == 0))
 
+    # a budgeted run sets its epochs' lengths, ends itself and logs its own time left
+    unbudgeted = budget is None
     callbacks = [
         # the guard comes first so that a non-finite step stops training before anything is saved
         NonFiniteLossGuard(),
+        *([EpochsOnSchedule(cfg.TRAIN.STEPS_PER_EPOCH, schedules.total_steps(cfg))] if unbudgeted else []),
         periodic(saver, cfg.TRAIN.CHECKPOINT_PERIOD, also_periodic=True),
         SaveOnSignal(saver),
         schedules.StepScheduleSetter("learning_rate", lambda step: schedules.learning_rate_at(step, cfg)),
+        *([EstimatedTimeLeft(median=True)] if unbudgeted else []),
         ThroughputTracker(samples_per_step=cfg.TRAIN.NUM_GPUS),
         ResourceLogger(),
     ]
-    if budget is None:  # a budgeted run sets its epochs' lengths, ends itself and logs its own time left
-        callbacks.insert(4, EstimatedTimeLeft(median=True))
-        callbacks.insert(1, EpochsOnSchedule(cfg.TRAIN.STEPS_PER_EPOCH, schedules.total_steps(cfg)))
     if cfg.MASKPLUS.BIASED_TRAINING:
         # read at every step: a time budget replaces the schedule in the config once it has fitted it
         callbacks.append(schedules.StepScheduleSetter(
@@ -211,8 +212,7 @@ def train(logdir, load=None, preset=None, minutes=None):
     if is_chief():
         logger.set_logger_dir(logdir, action="k")
     else:
-        import horovod.tensorflow as hvd
-        logger.set_logger_dir(os.path.join(logdir, f"rank{hvd.rank()}"), action="k")
+        logger.set_logger_dir(os.path.join(logdir, f"rank{process_rank()}"), action="k")
     logger.info("Config:\n" + str(cfg))
     if is_chief():
         write_run_info(logdir, preset)
