@@ -9,6 +9,7 @@ Writes DIR/annotations/instances_{train,val}2017.json and DIR/{train,val}2017/*.
 import argparse
 import importlib.util
 import os
+import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,6 +19,7 @@ def _load_shapes():
     # by path: `import maskplus` would load TensorFlow, which generation does not need
     spec = importlib.util.spec_from_file_location("shapes", os.path.join(ROOT, "maskplus", "data", "shapes.py"))
     module = importlib.util.module_from_spec(spec)
+    sys.modules["shapes"] = module  # worker processes find its functions by this name
     spec.loader.exec_module(module)
     return module
 
@@ -29,10 +31,13 @@ def main(argv=None):
     parser.add_argument("--val", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=256, help="image side in pixels")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes drawing images (default: one per CPU; the files do not depend on it)")
     args = parser.parse_args(argv)
     shapes = _load_shapes()
     start = time.time()
-    paths = shapes.write_dataset(args.out, args.train, args.val, seed=args.seed, size=args.size)
+    paths = shapes.write_dataset(args.out, args.train, args.val, seed=args.seed, size=args.size,
+                                 workers=args.workers)
     for split, path in paths.items():
         s = shapes.summarize(path)
         cats = ", ".join(f"{k} {v}" for k, v in s["per_category"].items())

@@ -70,3 +70,33 @@ def test_a_second_demo_run_gets_a_fresh_directory_and_reuses_the_dataset(tmp_pat
     assert not demo.dataset_ready(str(tmp_path / "shapes"))
     (ann / "instances_val2017.json").write_text("{}")
     assert demo.dataset_ready(str(tmp_path / "shapes"))
+
+
+def test_the_progress_bar_rate_leaves_out_the_evaluations_between_epochs(monkeypatch):
+    import io
+    from types import SimpleNamespace
+    from maskplus import console
+    from maskplus.engine.callbacks import RunProgress
+    monkeypatch.setattr(console, "stream", io.StringIO)
+    clock = [1000.0]
+    progress = RunProgress(lambda: 100)
+    progress.trainer = SimpleNamespace(global_step=0)
+    progress._before_train()
+    bar = progress._bar
+    bar._time = lambda: clock[0]
+    bar.start_t = bar.last_print_t = clock[0]
+
+    def steps(n):
+        for _ in range(n):
+            clock[0] += 0.5
+            progress.trainer.global_step += 1
+            progress._trigger_step()
+
+    progress._before_epoch()
+    steps(20)
+    clock[0] += 60  # an evaluation
+    progress._before_epoch()
+    steps(20)
+    assert abs(bar.format_dict["rate"] - 2.0) < 0.2  # steps per second of training, not of the pause
+    assert abs(bar.format_dict["elapsed"] - 20) < 1.5
+    progress._after_train()

@@ -2,6 +2,8 @@
 import filecmp
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +11,8 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
 from maskplus.data import shapes
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +23,10 @@ def generated(tmp_path_factory):
 
 
 def test_same_seed_gives_identical_files_and_another_seed_differs(generated, tmp_path):
+    # `again` is drawn by the script with two worker processes: the files must not depend on how many
     again, other = str(tmp_path / "again"), str(tmp_path / "other")
-    shapes.write_dataset(again, 12, 4, seed=3, progress=False)
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_shapes_dataset.py"), "--out", again,
+                    "--train", "12", "--val", "4", "--seed", "3", "--workers", "2"], check=True, timeout=300)
     shapes.write_dataset(other, 12, 4, seed=4, progress=False)
     for split in ("train2017", "val2017"):
         name = f"annotations/instances_{split}.json"
@@ -105,3 +111,9 @@ def test_summary_counts_instances_by_category_and_size(generated):
     data = json.load(open(os.path.join(generated, "annotations", "instances_val2017.json")))
     assert s["images"] == 4 and s["instances"] == len(data["annotations"]) == sum(s["per_category"].values())
     assert s["small"] + s["medium"] + s["large"] == pytest.approx(1.0)
+
+
+def test_forked_workers_are_refused_once_tensorflow_is_loaded(tmp_path):
+    import maskplus.compat  # noqa: F401  (TensorFlow)
+    with pytest.raises(RuntimeError, match="make_shapes_dataset.py --workers"):
+        shapes.write_split(str(tmp_path), "val2017", 4, progress=False, workers=2)

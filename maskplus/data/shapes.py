@@ -11,6 +11,7 @@ Generation is deterministic: image ``i`` of a split is drawn from its own genera
 """
 import json
 import os
+import sys
 
 import cv2
 import numpy as np
@@ -125,28 +126,54 @@ def _image_size(rng, size):
     return int(size), int(size)
 
 
-def write_split(out_dir, split, num_images, seed=0, size=256, progress=True):
-    """Write ``out_dir/<split>/*.jpg`` and ``out_dir/annotations/instances_<split>.json``."""
+def _write_image(task):
+    """Draw and write image ``i`` of a split; returns its image record and its annotations
+    (ids still to be numbered). A free function so that worker processes can run it."""
+    img_dir, split, i, seed, size = task
+    rng = np.random.default_rng([seed, SPLITS.get(split, 2), i])
+    h, w = _image_size(rng, size)
+    img, instances = generate_image(rng, h, w)
+    image_id = i + 1
+    name = f"{image_id:012d}.jpg"
+    cv2.imwrite(os.path.join(img_dir, name), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    annotations = [_annotation(0, image_id, category, visible) for category, visible in instances]
+    return ({"id": image_id, "file_name": name, "height": h, "width": w},
+            [a for a in annotations if a["segmentation"]])
+
+
+def write_split(out_dir, split, num_images, seed=0, size=256, progress=True, workers=1):
+    """Write ``out_dir/<split>/*.jpg`` and ``out_dir/annotations/instances_<split>.json``, drawing
+    the images in ``workers`` processes (the files do not depend on it: each image has its own
+    generator, and annotation ids are numbered in image order afterwards). Workers are forked,
+    which hangs in a process whose TensorFlow/OpenMP thread pools already run, so ``workers > 1``
+    is refused there (scripts/make_shapes_dataset.py runs without TensorFlow)."""
+    if workers > 1 and "tensorflow" in sys.modules:
+        raise RuntimeError("shapes.write_split(workers>1) forks, which can hang once TensorFlow is imported; "
+                           "use workers=1 here or run scripts/make_shapes_dataset.py --workers N")
     img_dir = os.path.join(out_dir, split)
     os.makedirs(img_dir, exist_ok=True)
     os.makedirs(os.path.join(out_dir, "annotations"), exist_ok=True)
-    images, annotations = [], []
-    indices = range(num_images)
+    tasks = [(img_dir, split, i, seed, size) for i in range(num_images)]
+    pool = None
+    if workers > 1 and num_images > 1:
+        import multiprocessing
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=cv2.setNumThreads, initargs=(1,))
+        results = pool.imap(_write_image, tasks, chunksize=8)
+    else:
+        results = map(_write_image, tasks)
     if progress:
         from tqdm import tqdm
-        indices = tqdm(indices, desc=f"shapes {split}", unit="img", leave=False)
-    for i in indices:
-        rng = np.random.default_rng([seed, SPLITS.get(split, 2), i])
-        h, w = _image_size(rng, size)
-        img, instances = generate_image(rng, h, w)
-        image_id = i + 1
-        name = f"{image_id:012d}.jpg"
-        cv2.imwrite(os.path.join(img_dir, name), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        images.append({"id": image_id, "file_name": name, "height": h, "width": w})
-        for category, visible in instances:
-            ann = _annotation(len(annotations) + 1, image_id, category, visible)
-            if ann["segmentation"]:
-                annotations.append(ann)
+        results = tqdm(results, total=num_images, desc=f"shapes {split}", unit="img", leave=False)
+    images, annotations = [], []
+    try:
+        for image, anns in results:
+            images.append(image)
+            for ann in anns:
+                annotations.append(dict(ann, id=len(annotations) + 1))
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
     data = {"info": {"description": f"MaskPlus generated shapes, seed {seed}"},
             "images": images, "annotations": annotations,
             "categories": [{"id": k + 1, "name": n, "supercategory": "shape"} for k, n in enumerate(CATEGORIES)]}
@@ -156,9 +183,9 @@ def write_split(out_dir, split, num_images, seed=0, size=256, progress=True):
     return path
 
 
-def write_dataset(out_dir, num_train, num_val, seed=0, size=256, progress=True):
+def write_dataset(out_dir, num_train, num_val, seed=0, size=256, progress=True, workers=1):
     """Both splits; returns {split: json path}."""
-    return {split: write_split(out_dir, split, n, seed, size, progress)
+    return {split: write_split(out_dir, split, n, seed, size, progress, workers)
             for split, n in (("train2017", num_train), ("val2017", num_val))}
 
 

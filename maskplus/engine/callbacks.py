@@ -84,6 +84,10 @@ class RunProgress(Callback):
         self._bar = tqdm(total=self.total_steps(), initial=self.global_step, file=console.stream(),
                          desc="  training", unit="step", dynamic_ncols=True, mininterval=1.0)
 
+    def _before_epoch(self):
+        # the evaluation and checkpoint between epochs are not steps: keep them out of the rate and ETA
+        self._bar.unpause()
+
     def _trigger_step(self):
         total = self.total_steps()
         if total != self._bar.total:
