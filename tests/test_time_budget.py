@@ -89,3 +89,47 @@ def test_a_run_on_a_tiny_budget_ends_near_it_with_its_schedule_and_last_evaluati
     assert 0.75 * total <= schedule[0] * 8 <= schedule[1] * 8 <= total
     lr = [(e["global_step"], e["learning_rate"]) for e in stats if "learning_rate" in e]
     assert abs(lr[-1][1] - 0.0002) < 1e-9 and lr[-1][0] >= 0.75 * total, lr
+
+
+def test_the_callback_on_a_fake_clock_ends_on_time_with_its_events_in_place(monkeypatch):
+    """TimeBudget driven like Tensorpack's loop, on a fake clock: 0.5 s steps for 200 steps, then
+    0.8 s (the mask branch finds more RoIs), 20 s per evaluation, a 10-minute deadline."""
+    from types import SimpleNamespace
+    from tensorpack.train.base import StopTraining
+    from maskplus.engine import time_budget
+
+    clock = [1000.0]
+    monkeypatch.setattr(time_budget.time, "time", lambda: clock[0])
+    shape = demo_shape()
+    applied, evaluated, epochs = [], [], []
+    budget = time_budget.TimeBudget(clock[0] + 600, shape, plan_for(600, shape), applied.append,
+                                    eval_seconds=lambda s: 40.0, grain=100)
+    budget.trainer = trainer = SimpleNamespace(global_step=0, loop=SimpleNamespace(steps_per_epoch=None))
+    budget._before_train()
+    for _ in range(100):  # epochs; the budget must stop the run long before
+        try:
+            budget._before_epoch()
+        except StopTraining:
+            break
+        epochs.append(trainer.loop.steps_per_epoch)
+        for _ in range(trainer.loop.steps_per_epoch):
+            clock[0] += 0.5 if trainer.global_step < 200 else 0.8
+            trainer.global_step += 1
+            budget._trigger_step()
+        budget._after_epoch()
+        if budget.is_evaluation_step(trainer.global_step):
+            evaluated.append(trainer.global_step)
+            clock[0] += 20.0
+        budget._trigger_epoch()
+    else:
+        raise AssertionError("the time budget never stopped the run")
+    plan, end = applied[-1], trainer.global_step
+    assert epochs[0] == 25 and max(epochs) <= 100  # the calibration epoch, then epochs of <= 100 steps
+    assert end == plan.total and evaluated == sorted(set(plan.eval_steps)) and evaluated[-1] == end
+    assert len(evaluated) == 3
+    # ends on time, its last evaluation included: the step time is steady within each phase, so
+    # the refits leave a few steps' drift at most (a last evaluation left out of the fit is 20 s)
+    assert 1600 - 5 <= clock[0] <= 1600 + 5, clock[0]
+    # the events sit at their fractions of the final length (those already passed stay where they were)
+    assert plan.lr_boundaries == (round(0.88 * end), round(0.97 * end))
+    assert abs(evaluated[1] - 2 * end / 3) <= 60 and plan.alpha[1][0] == evaluated[0]
