@@ -2,7 +2,7 @@
 import pytest
 
 from config import ConfigError, config as cfg
-from helpers import config_snapshot, configure
+from tests.helpers import config_snapshot, configure
 from maskplus.presets import PRESETS, TABLES, preset_overrides
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from config import ConfigError, config as cfg
-from helpers import build_graph, config_snapshot, configure, synthetic_datapoint, train_steps
+from tests.helpers import build_graph, config_snapshot, configure, synthetic_datapoint, train_steps
 from maskplus.compat import tf, tfv1
 
 

@@ -1,0 +1,102 @@
+"""scripts/demo.py (what `make demo` runs) end to end on a tiny generated dataset."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+
+from tests.conftest import ROOT
+
+
+def _demo_module():
+    spec = importlib.util.spec_from_file_location("demo", os.path.join(ROOT, "scripts", "demo.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_trains_for_its_budget_evaluates_draws_and_keeps_the_console_short(tmp_path):
+    demo = _demo_module()
+    out, data, minutes = tmp_path / "out", tmp_path / "shapes", 1.6
+    start = time.time()
+    proc = subprocess.run([sys.executable, "scripts/demo.py", "--out", str(out), "--data", str(data),
+                           "--train-images", "12", "--val-images", "4", "--minutes", str(minutes), "--pictures", "2"],
+                          cwd=ROOT, capture_output=True, timeout=900)
+    elapsed = time.time() - start
+    # bytes: text mode would turn a progress bar's in-place updates ("\r") into lines
+    stdout, stderr = proc.stdout.decode(), proc.stderr.decode()
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    (run,) = [d for d in out.iterdir() if d.name.startswith("run-")]
+    assert sorted(p.name for p in (run / "predictions").iterdir()) == ["000000000001.png", "000000000002.png"]
+    with open(run / "run.json") as f:
+        steps = round(json.load(f)["config"]["TRAIN"]["LR_SCHEDULE"][-1] * 8)  # as fitted to the budget
+    assert (run / "curves.png").is_file() and (run / f"model-{steps}.index").is_file()
+    # the evaluation of the last checkpoint made during training is reused, not repeated
+    assert (run / f"outputs{steps}-coco_val2017-metrics.json").is_file() and not (run / "eval").exists()
+    # training got what the budget left after the dataset, less the reserve for the pictures
+    # (that training ends near its own budget is tests/engine/test_time_budget.py's; so small a one is
+    # overrun by the graph building and the 25 calibration steps, so the total is not checked)
+    log = (run / "demo.log").read_text()
+    (train_cmd,) = [line for line in log.splitlines() if line.startswith("+ ") and "train.py" in line]
+    given = float(train_cmd.split("--minutes ")[1].split()[0])
+    assert 0.5 <= given <= minutes - demo.OUTSIDE_TRAINING_SECONDS / 60 and elapsed > 60 * given
+
+    # the console: progress bars (one line each, updated in place) and a few lines per phase
+    console = [line for line in (stdout + stderr).split("\n") if line.strip()]
+    assert len(console) <= 40, "\n".join(console)
+    last = stdout.rstrip("\n").split("\n")[-14:]
+    table = "\n".join(last)
+    assert "MaskPlus demo: COCO metrics" in table and all(f"| {kind}" in table for kind in ("bbox", "segm", "boundary"))
+    assert any(f"in {run}" in line for line in last) and last[-2].endswith(str(run / "demo.log"))
+    assert last[-1].startswith("Total demo time:") and f"Training took" in table
+    assert any("step" in line and "segm AP" in line for line in console)  # AP after the evaluation
+    # everything else is in the run's log: the config, the model summary, TensorFlow's messages
+    assert "Config:" in log and "'conv0' input" in log and "Loaded" in log and "Time budget at step" in log
+    assert "Config:" not in stdout + stderr and "'conv0' input" not in stdout + stderr
+
+
+def test_a_second_demo_run_gets_a_fresh_directory_and_reuses_the_dataset(tmp_path):
+    demo = _demo_module()
+    first = demo.run_directory(str(tmp_path), resume=False)
+    os.makedirs(first)
+    second = demo.run_directory(str(tmp_path), resume=False)  # in the same second as the first
+    assert second != first and not os.path.exists(second)
+    assert demo.run_directory(str(tmp_path), resume=True) == first
+    # a dataset counts as there only with both splits' annotations (written after the images)
+    ann = tmp_path / "shapes" / "annotations"
+    ann.mkdir(parents=True)
+    (ann / "instances_train2017.json").write_text("{}")
+    assert not demo.dataset_ready(str(tmp_path / "shapes"))
+    (ann / "instances_val2017.json").write_text("{}")
+    assert demo.dataset_ready(str(tmp_path / "shapes"))
+
+
+def test_the_progress_bar_rate_leaves_out_the_evaluations_between_epochs(monkeypatch):
+    import io
+    from types import SimpleNamespace
+    from maskplus import console
+    from maskplus.engine.callbacks import RunProgress
+    monkeypatch.setattr(console, "stream", io.StringIO)
+    clock = [1000.0]
+    progress = RunProgress(lambda: 100)
+    progress.trainer = SimpleNamespace(global_step=0)
+    progress._before_train()
+    bar = progress._bar
+    bar._time = lambda: clock[0]
+    bar.start_t = bar.last_print_t = clock[0]
+
+    def steps(n):
+        for _ in range(n):
+            clock[0] += 0.5
+            progress.trainer.global_step += 1
+            progress._trigger_step()
+
+    progress._before_epoch()
+    steps(20)
+    clock[0] += 60  # an evaluation
+    progress._before_epoch()
+    steps(20)
+    assert abs(bar.format_dict["rate"] - 2.0) < 0.2  # steps per second of training, not of the pause
+    assert abs(bar.format_dict["elapsed"] - 20) < 1.5
+    progress._after_train()

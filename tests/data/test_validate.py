@@ -1,0 +1,104 @@
+"""Dataset validation: each kind of bad input is named (file, image id, annotation id) and either
+skipped and counted or, where training cannot sensibly start, an error before training."""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from maskplus.data.coco import COCOFormatDataset
+from maskplus.data.validate import validate_dataset
+
+from tests.conftest import ROOT
+SQUARE = [[10, 10, 30, 10, 30, 30, 10, 30]]
+
+
+def _write(root, images, anns, categories=({"id": 1, "name": "thing"},), files=None):
+    os.makedirs(os.path.join(root, "images"), exist_ok=True)
+    for img in images:
+        content = (files or {}).get(img["id"], "ok")
+        path = os.path.join(root, "images", img["file_name"])
+        if content == "ok":
+            cv2.imwrite(path, np.full((img["height"], img["width"], 3), 90, np.uint8))
+        elif content == "garbage":
+            open(path, "wb").write(b"\x00garbage, not an image")
+        elif isinstance(content, tuple):  # a real image of another size
+            cv2.imwrite(path, np.full((content[0], content[1], 3), 90, np.uint8))
+        # "missing": no file
+    path = os.path.join(root, "instances.json")
+    json.dump({"images": images, "annotations": anns, "categories": list(categories)}, open(path, "w"))
+    return COCOFormatDataset("bad", path, os.path.join(root, "images"))
+
+
+def _img(i, w=64, h=48):
+    return {"id": i, "file_name": f"{i}.jpg", "width": w, "height": h}
+
+
+def _ann(i, img, bbox=(10, 10, 20, 20), seg=SQUARE, cat=1, crowd=0):
+    return {"id": i, "image_id": img, "category_id": cat, "bbox": list(bbox), "segmentation": seg,
+            "iscrowd": crowd, "area": 400.0}
+
+
+def test_image_files_missing_unreadable_or_of_the_wrong_size_are_skipped_by_id(tmp_path):
+    ds = _write(str(tmp_path), [_img(1), _img(2), _img(3), _img(4)], [_ann(k, k) for k in range(1, 5)],
+                files={2: "missing", 3: "garbage", 4: (20, 20)})
+    report = validate_dataset(ds)
+    reasons = {k.split(" under ")[0]: v for k, v in report.skipped_images.items()}
+    assert reasons == {"image file missing": [2], "unreadable or corrupt image": [3],
+                       "image size differs from the json's width/height": [4]}
+    assert report.errors == [] and report.bad_image_ids == {2, 3, 4}
+    assert str(tmp_path / "images") in report.summary()
+    # by id and by file name
+    assert "1 x image file missing" in report.summary() and "image ids 2 (2.jpg))" in report.summary()
+    assert "image ids 3 (3.jpg))" in report.summary() and "image ids 4 (4.jpg))" in report.summary()
+
+
+@pytest.mark.parametrize("ann, reason", [
+    (_ann(1, 1, bbox=(10, 10, 0, 20)), "bbox with zero or negative area"),
+    (_ann(1, 1, bbox=(10, 10, -5, 20)), "bbox with zero or negative area"),
+    (_ann(1, 1, bbox=(100, 10, 20, 20)), "bbox outside the image"),
+    (_ann(1, 1, bbox=(float("nan"), 10, 20, 20)), "bbox has NaN/inf coordinates"),
+    (_ann(1, 1, seg=[[10, 10, 30, 30]]), "polygon with fewer than 3 points"),
+    (_ann(1, 1, seg=[[10, 10, 20, 20, 30, 30]]), "polygon with zero area"),
+    (_ann(1, 1, seg={"size": [10, 10], "counts": "abc"}), "RLE of size [10, 10] for an image of 48x64"),
+    (_ann(1, 1, cat=9), "category_id not among the json's categories"),
+])
+def test_each_unusable_annotation_is_skipped_with_its_reason_and_id(tmp_path, ann, reason):
+    ds = _write(str(tmp_path), [_img(1), _img(2)], [ann, _ann(2, 2)])
+    report = validate_dataset(ds)
+    assert dict(report.skipped_annotations) == {reason: [1]}
+    assert report.errors == []
+    assert f"1 x {reason} (annotation ids 1)" in report.summary()
+
+
+def test_crowd_annotations_are_kept_as_crowd_and_counted(tmp_path, cfg_override):
+    cfg_override({"MODE_MASK": True, "DATA.FILTER_EMPTY_ANNOTATIONS": True})
+    crowd = _ann(2, 1, seg={"size": [48, 64], "counts": [0, 3072]}, crowd=1)
+    ds = _write(str(tmp_path), [_img(1)], [_ann(1, 1), crowd])
+    report = validate_dataset(ds)
+    assert report.crowd == 1 and not report.skipped_annotations
+    (record,) = ds.training_records()
+    assert record["is_crowd"].tolist() == [0, 1] and record["segmentation"][1] == []
+
+
+def test_duplicate_image_ids_and_no_usable_image_are_errors(tmp_path):
+    ds = _write(str(tmp_path), [_img(1), _img(1)], [_ann(1, 1, bbox=(0, 0, 0, 0))])
+    report = validate_dataset(ds)
+    assert any("duplicate image ids [1]" in e for e in report.errors)
+    assert any("has no usable image" in e for e in report.errors)
+
+
+def test_train_py_reports_every_problem_and_stops_before_training_without_a_traceback(tmp_path):
+    root = str(tmp_path / "data")
+    _write(root, [_img(1), _img(1), _img(2)], [_ann(1, 1), _ann(3, 1, cat=5), _ann(2, 2)], files={2: "missing"})
+    custom = {"broken": [os.path.join(root, "instances.json"), os.path.join(root, "images")]}
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--logdir", str(tmp_path / "log"),
+                           "--config", f"DATA.CUSTOM={custom!r}", "DATA.TRAIN=broken", "DATA.VAL=broken",
+                           "TRAIN.NUM_GPUS=1"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in out
+    assert "duplicate image ids [1]" in proc.stderr
+    assert "image file missing" in out and "category_id not among the json's categories" in out

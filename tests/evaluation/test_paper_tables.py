@@ -1,0 +1,111 @@
+"""scripts/paper_tables.py and reproduce_table.sh on hand-made runs: numbers, deltas, mean ± std."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+KEYS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+
+
+def make_run(root, preset, seed, segm_ap, bbox_ap=0.40, boundary_ap=0.20):
+    logdir = os.path.join(root, preset, f"seed{seed}")
+    os.makedirs(os.path.join(logdir, "eval"))
+    with open(os.path.join(logdir, "run.json"), "w") as f:
+        json.dump({"preset": preset, "seed": seed}, f)
+    metrics = {f"segm/{k}": segm_ap + 0.01 * i for i, k in enumerate(KEYS)}
+    metrics.update({f"bbox/{k}": bbox_ap for k in KEYS})
+    metrics["boundary/AP"] = boundary_ap
+    with open(os.path.join(logdir, "eval", "coco_val2017-metrics.json"), "w") as f:
+        json.dump({"dataset": "coco_val2017", "metrics": metrics}, f)
+    return logdir
+
+
+def run_tables(*args):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "paper_tables.py"), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def _line(text, start_marker, source):
+    """The row of ``source`` ('paper' or 'ours') following the method ``start_marker``."""
+    lines = text.splitlines()
+    i = next(k for k, l in enumerate(lines) if start_marker in l)
+    j = next(k for k in range(i, len(lines)) if f"| {source}" in lines[k])
+    return [c.strip() for c in lines[j].strip("|").split("|")]
+
+
+def test_tables_show_paper_numbers_ours_with_mean_std_and_deltas(tmp_path):
+    root = str(tmp_path)
+    dirs = [make_run(root, "baseline", 1, 0.300, bbox_ap=0.40), make_run(root, "baseline", 2, 0.302, bbox_ap=0.42),
+            make_run(root, "deconv-pyramid", 1, 0.310, boundary_ap=0.25),
+            make_run(root, "deconv-pyramid", 2, 0.314, boundary_ap=0.27),
+            make_run(root, "biased-training", 1, 0.305, bbox_ap=0.45)]
+    md = tmp_path / "tables.md"
+    chart = tmp_path / "delta.png"
+    out = run_tables(*dirs, "--markdown", str(md), "--chart", str(chart))
+    for n in range(1, 7):
+        assert f"Table {n}:" in out
+    # Table 2: baseline 30.0/30.2 -> 30.1 ± 0.1; pyramid 31.0/31.4 -> 31.2 ± 0.3, delta +1.1
+    t2 = out[out.index("Table 2:"):out.index("Table 3:")]
+    base = _line(t2, "Mask R-CNN", "ours")
+    assert base[1] == "ours (2 runs)" and base[2] == "30.1 ± 0.1" and base[3] == "31.1 ± 0.1" and base[8] == "+0.0"
+    pyr = _line(t2, "Deconvolutional pyramid", "ours")
+    assert pyr[2] == "31.2 ± 0.3" and pyr[8] == "+1.1" and pyr[9] == "26.0 ± 1.4"
+    paper = _line(t2, "Deconvolutional pyramid", "paper")
+    assert paper[2:8] == ["35.4", "56.9", "37.6", "18.8", "38.6", "48.3"] and paper[8] == "+0.3"
+    # Table 5 uses box AP: baseline 41.0 ± 1.4, biased 45.0 (one run), delta +4.0
+    t5 = out[out.index("Table 5:"):out.index("Table 6:")]
+    assert t5.splitlines()[0].count("box AP") == 1 and t5.splitlines()[1] == ""
+    assert _line(t5, "Mask R-CNN", "ours")[2] == "41.0 ± 1.4"
+    assert _line(t5, "Biased training", "ours")[2:3] == ["45.0"] and _line(t5, "Biased training", "ours")[8] == "+4.0"
+    # rows without runs say so
+    assert "ours (no run)" in out[out.index("Table 1:"):out.index("Table 2:")]
+    assert md.read_text().strip() == out[:out.index("chart:")].strip()
+    assert chart.stat().st_size > 1000
+
+
+def test_directories_that_are_not_runs_are_skipped_with_a_reason(tmp_path):
+    good = make_run(str(tmp_path), "baseline", 1, 0.3)
+    bad = tmp_path / "empty"
+    bad.mkdir()
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "paper_tables.py"), good, str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "skipped:" in proc.stderr and "no run.json" in proc.stderr
+
+
+@pytest.mark.parametrize("table, rows", [(1, 4), (2, 2), (3, 3), (4, 3), (5, 2), (6, 2)])
+def test_reproduce_table_dry_run_prints_train_and_evaluate_for_every_row(table, rows):
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "reproduce_table.sh"), str(table), "--dry-run",
+                           "--seeds", "2"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    trains = [l for l in lines if " train.py --preset " in l]
+    evals = [l for l in lines if " predict.py --preset " in l and "--evaluate" in l]
+    assert len(trains) == len(evals) == 2 * rows
+    assert all("TRAIN.NUM_GPUS=8" in l for l in trains)
+
+
+def test_ablation_cpu_dry_run_scales_every_table_preset_down(tmp_path):
+    import shlex
+    from maskplus.presets import TABLES
+    env = dict(os.environ, PYTHON=sys.executable, DATA=str(tmp_path / "shapes"), LOGROOT=str(tmp_path / "runs"))
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "ablation_cpu.sh"), "--dry-run", "--seeds", "2",
+                           "--steps", "240"], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = [shlex.split(l) for l in proc.stdout.strip().splitlines()]
+    assert "scripts/make_shapes_dataset.py" in lines[0]  # the dataset is absent: generated first
+    trains = [l for l in lines if "train.py" in l]
+    presets = {name for rows in TABLES.values() for name in rows}
+    assert sorted((l[l.index("--preset") + 1], l[l.index("--logdir") + 1]) for l in trains) == sorted(
+        (p, str(tmp_path / "runs" / p / f"seed{s}")) for p in presets for s in (1, 2))
+    for line in trains:
+        overrides = line[line.index("--config") + 1:]
+        assert "BACKBONE.RESNET_NUM_BLOCKS=[1,1,1,1]" in overrides and "FPN.NUM_CHANNEL=128" in overrides
+        assert "TRAIN.LR_SCHEDULE=[30.0, 30.0, 30.0]" in overrides  # 240 steps of one image
+        if line[line.index("--preset") + 1] == "context-fusion-720-512-512-256":
+            assert "MASKPLUS.CONTEXT_FUSION_DIMS=[360, 256, 256, 128]" in overrides
+    assert len([l for l in lines if "predict.py" in l and "--evaluate" in l]) == len(trains)

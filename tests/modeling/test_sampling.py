@@ -1,0 +1,156 @@
+"""FPN level assignment, Fast R-CNN RoI sampling and FPN proposal generation on hand-made boxes.
+
+Expected values come from the published rules, computed by hand: the FPN paper's level
+``floor(4 + log2(sqrt(area) / 224))`` clamped to P2-P5; Tensorpack's sampling (gt boxes join
+the proposals, IoU >= FG_THRESH is foreground, at most BATCH_PER_IM * FG_RATIO foreground, the
+rest background up to BATCH_PER_IM); proposals by per-level top-k, NMS, then a global top-k.
+"""
+import numpy as np
+import pytest
+
+from tests.helpers import config_snapshot, configure
+from maskplus.compat import tf, tfv1
+
+
+def _run(build, overrides=None, training=True):
+    """Build ``build()`` (returns tensors) in a fresh graph under the tiny config and evaluate it."""
+    from tensorpack.tfutils.tower import TowerContext
+    with config_snapshot():
+        configure(overrides or {}, training=training)
+        with tf.Graph().as_default(), TowerContext("", is_training=training):
+            tfv1.set_random_seed(0)
+            out = build()
+            with tfv1.Session() as sess:
+                return sess.run(out)
+
+
+# ------------------------------------------------------------------ level assignment
+# (box side s of an s x s box or w x h, expected level): by hand from 4 + log2(sqrt(wh)/224)
+LEVEL_CASES = [((224, 224), 4), ((223, 224), 3), ((112, 112), 3), ((111, 112), 2), ((20, 20), 2),
+               ((448, 448), 5), ((447, 448), 4), ((1200, 1200), 5), ((100, 502), 4), ((100, 501), 3)]
+
+
+def test_each_box_goes_to_the_fpn_level_of_its_scale():
+    from maskplus.modeling.model_fpn import fpn_map_rois_to_levels
+    boxes = np.array([[5.0, 7.0, 5.0 + w, 7.0 + h] for (w, h), _ in LEVEL_CASES], np.float32)
+
+    def build():
+        ids, _ = fpn_map_rois_to_levels(tf.constant(boxes))
+        return ids
+    got = _run(build)
+    level_of = {int(i): lvl for lvl, ids in zip(range(2, 6), got) for i in ids}
+    assert sorted(level_of) == list(range(len(LEVEL_CASES)))  # every box on exactly one level
+    assert [level_of[i] for i in range(len(LEVEL_CASES))] == [lvl for _, lvl in LEVEL_CASES]
+
+
+def test_multilevel_roi_align_pools_each_box_on_its_level_and_keeps_the_input_order():
+    """P_k filled with the value k: each RoI's crop is its level, in the order the boxes came."""
+    from maskplus.modeling.model_fpn import multilevel_roi_align
+    cases = [((448, 448), 5), ((20, 20), 2), ((224, 224), 4), ((112, 112), 3), ((30, 40), 2), ((300, 300), 4)]
+    boxes = np.array([[8.0, 8.0, 8.0 + w, 8.0 + h] for (w, h), _ in cases], np.float32)
+    size = 512
+    feats = [np.full((1, 2, size // s, size // s), float(k), np.float32) for k, s in zip(range(2, 6), (4, 8, 16, 32))]
+    crops = _run(lambda: multilevel_roi_align([tf.constant(f) for f in feats], tf.constant(boxes), 7))
+    assert crops.shape == (len(cases), 2, 7, 7)
+    np.testing.assert_allclose(crops.mean(axis=(1, 2, 3)), [lvl for _, lvl in cases], atol=1e-5)
+
+
+# ------------------------------------------------------------------ RoI sampling
+GT = np.array([[0, 0, 10, 10], [40, 40, 60, 60]], np.float32)
+GT_LABELS = np.array([2, 1], np.int64)
+
+
+def _sample(proposals, overrides):
+    from maskplus.modeling.model_frcnn import sample_fast_rcnn_targets
+
+    def build():
+        p = sample_fast_rcnn_targets(tf.constant(proposals, tf.float32), tf.constant(GT), tf.constant(GT_LABELS))
+        return p.boxes, p.labels, p.fg_inds_wrt_gt
+    return _run(build, dict({"FRCNN.FG_THRESH": 0.5}, **overrides))
+
+
+def test_gt_boxes_join_the_proposals_as_foreground():
+    far = np.array([[80, 80, 90, 90], [70, 0, 90, 20]], np.float32)  # IoU 0 with both gts
+    boxes, labels, wrt_gt = _sample(far, {"FRCNN.BATCH_PER_IM": 16, "FRCNN.FG_RATIO": 0.5})
+    assert len(boxes) == 4  # 2 proposals + 2 gts, fewer than the batch
+    fg = labels > 0
+    assert fg.sum() == 2
+    got = sorted((tuple(b), int(lab), int(g)) for b, lab, g in zip(boxes[fg], labels[fg], wrt_gt))
+    assert got == [((0, 0, 10, 10), 2, 0), ((40, 40, 60, 60), 1, 1)]
+    assert sorted(map(tuple, boxes[~fg])) == sorted(map(tuple, far))
+
+
+def test_the_fg_threshold_is_iou_at_least_one_half_and_labels_follow_the_best_gt():
+    proposals = np.array([
+        [0, 0, 10, 5],      # IoU 0.5 with gt 0: foreground (>=)
+        [0, 0, 10, 4.9],    # IoU 0.49: background
+        [40, 40, 60, 52],   # IoU 0.6 with gt 1: foreground, label 1
+        [40, 45, 60, 60],   # IoU 0.75 with gt 1
+    ], np.float32)
+    boxes, labels, wrt_gt = _sample(proposals, {"FRCNN.BATCH_PER_IM": 16, "FRCNN.FG_RATIO": 0.5})
+    by_box = {tuple(b): int(lab) for b, lab in zip(boxes, labels)}
+    assert by_box[(0, 0, 10, 5)] == 2 and by_box[(0, 0, 10, np.float32(4.9))] == 0
+    assert by_box[(40, 40, 60, 52)] == 1 and by_box[(40, 45, 60, 60)] == 1
+    fg_boxes = boxes[labels > 0]
+    # each foreground RoI points at the gt it overlaps most
+    for b, g in zip(fg_boxes, wrt_gt):
+        assert g == (0 if b[0] < 20 else 1)
+
+
+def test_foreground_is_capped_at_batch_times_ratio_and_background_fills_the_batch():
+    rng = np.random.RandomState(0)
+    near = GT[1] + rng.uniform(-1, 1, (30, 4)).astype(np.float32)          # IoU > 0.8 with gt 1
+    far = np.array([[70 + i % 5, 0, 80 + i % 5, 10] for i in range(40)], np.float32)  # IoU 0
+    boxes, labels, wrt_gt = _sample(np.concatenate([near, far]), {"FRCNN.BATCH_PER_IM": 16, "FRCNN.FG_RATIO": 0.25})
+    assert len(boxes) == 16
+    assert (labels > 0).sum() == 4 and len(wrt_gt) == 4    # 16 * 0.25
+    assert (labels == 0).sum() == 12
+
+
+def test_background_is_capped_by_what_exists_and_foreground_by_what_exists():
+    near = GT[0] + np.array([[0, 0, 0, -1], [0, 0, -1, 0], [0, 1, 0, 0]], np.float32)  # 3 fg (IoU 0.9)
+    far = np.array([[70, 70, 80, 80], [70, 0, 80, 10]], np.float32)
+    boxes, labels, _ = _sample(np.concatenate([near, far]), {"FRCNN.BATCH_PER_IM": 64, "FRCNN.FG_RATIO": 0.5})
+    assert (labels > 0).sum() == 5 and (labels == 0).sum() == 2  # 3 near + 2 gts; 2 bg
+
+
+# ------------------------------------------------------------------ proposals
+# level 2 (per-level top-3 before NMS): A, A2 (IoU 0.95 with A: suppressed), B; C, D cut by top-k
+LVL2 = {"A": ([0, 0, 20, 20], 5.0), "A2": ([0, 0, 20, 19], 4.0), "B": ([30, 30, 50, 50], 3.0),
+        "C": ([60, 0, 80, 20], 2.0), "D": ([0, 60, 20, 80], 1.0)}
+# level 3: G overlaps A (IoU 0.905) but on another level; H is clipped to the 100x100 image
+LVL3 = {"G": ([1, 0, 21, 20], 6.0), "E": ([0, 30, 20, 50], 4.5), "H": ([70, 70, 130, 130], 0.5)}
+
+
+def _proposals(overrides, training=True):
+    from maskplus.modeling.model_fpn import generate_fpn_proposals
+
+    def as_tensors(level):
+        return (tf.constant([b for b, _ in level.values()], tf.float32),
+                tf.constant([s for _, s in level.values()], tf.float32))
+
+    def build():
+        (b2, s2), (b3, s3) = as_tensors(LVL2), as_tensors(LVL3)
+        return generate_fpn_proposals([b2, b3], [s2, s3], tf.constant([100, 100]), training)
+    boxes, scores = _run(build, overrides, training)
+    return sorted(zip(scores.tolist(), boxes.tolist()), reverse=True)
+
+
+def test_level_mode_takes_top_k_per_level_then_nms_then_a_global_top_k():
+    got = _proposals({"FPN.PROPOSAL_MODE": "Level", "RPN.TRAIN_PER_LEVEL_NMS_TOPK": 3})
+    # level 2 keeps A, B; level 3 keeps G, E, H; the global top 3 by score: G, A, E
+    assert got == [(6.0, LVL3["G"][0]), (5.0, LVL2["A"][0]), (4.5, LVL3["E"][0])]
+
+
+def test_level_mode_at_inference_uses_the_test_top_k_and_clips_to_the_image():
+    got = _proposals({"FPN.PROPOSAL_MODE": "Level", "RPN.TEST_PER_LEVEL_NMS_TOPK": 10,
+                      "RPN.TRAIN_PER_LEVEL_NMS_TOPK": 1}, training=False)
+    # no top-k cut: every box but A2 (suppressed by A on its own level) survives; H clipped
+    assert got == [(6.0, LVL3["G"][0]), (5.0, LVL2["A"][0]), (4.5, LVL3["E"][0]), (3.0, LVL2["B"][0]),
+                   (2.0, LVL2["C"][0]), (1.0, LVL2["D"][0]), (0.5, [70, 70, 100, 100])]
+
+
+def test_joint_mode_runs_one_nms_over_all_levels():
+    got = _proposals({"FPN.PROPOSAL_MODE": "Joint", "RPN.TRAIN_PRE_NMS_TOPK": 5, "RPN.TRAIN_POST_NMS_TOPK": 3})
+    # pre-NMS top 5: G 6, A 5, E 4.5, A2 4, B 3; NMS drops A and A2 (both overlap G > 0.7); top 3 after
+    assert got == [(6.0, LVL3["G"][0]), (4.5, LVL3["E"][0]), (3.0, LVL2["B"][0])]
