@@ -21,6 +21,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
 
+from maskplus.data.validate import annotation_id_problems
+
 METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 BOUNDARY_DILATION_RATIO = 0.02
 
@@ -72,6 +74,24 @@ def _gt_dataset(coco_gt):
         with open(coco_gt) as f:
             return json.load(f)
     return coco_gt.dataset
+
+
+def with_unique_annotation_ids(gt_dataset, warn=None):
+    """``gt_dataset`` itself when its annotation ids are unique positive integers; otherwise a
+    copy whose annotations are renumbered 1..N in file order, with one warning naming the counts."""
+    annotations = gt_dataset.get("annotations", [])
+    duplicates, non_positive = annotation_id_problems(annotations)
+    if not (duplicates or non_positive):
+        return gt_dataset
+    if warn is not None:
+        parts = ([f"{len(duplicates)} duplicate"] if duplicates else []) + \
+                ([f"{len(non_positive)} zero, negative or non-integer"] if non_positive else [])
+        warn(f"The ground truth has {' and '.join(parts)} annotation ids: renumbering its {len(annotations)} "
+             f"annotations 1..{len(annotations)} for scoring (COCO evaluation needs unique ids > 0; "
+             f"unrenumbered, perfect detections would score less than 100 AP).")
+    renumbered = dict(gt_dataset)
+    renumbered["annotations"] = [dict(ann, id=k) for k, ann in enumerate(annotations, start=1)]
+    return renumbered
 
 
 def _have_faster():
@@ -143,7 +163,7 @@ def evaluate_coco(coco_gt, results, iou_types=("bbox", "segm"), boundary=True, b
         backend: "faster" (faster-coco-eval), "pycocotools", or "auto" (faster when installed).
     """
     from tensorpack.utils import logger
-    gt_dataset = _gt_dataset(coco_gt)
+    gt_dataset = with_unique_annotation_ids(_gt_dataset(coco_gt), warn=logger.warn)
     results = _load_results(results)
     if backend == "auto":
         backend = "faster" if _have_faster() else "pycocotools"
