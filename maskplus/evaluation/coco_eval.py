@@ -22,13 +22,15 @@ from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
 
 from maskplus.data.validate import annotation_id_problems
+from maskplus.evaluation.paste import CroppedMask, encode_cropped_mask
 
 METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 BOUNDARY_DILATION_RATIO = 0.02
 
 
 def detections_to_coco_results(image_id, boxes, scores, labels, masks, label_to_category_id):
-    """COCO result dicts of one image. ``masks``: None, RLE dicts or full-image binary arrays."""
+    """COCO result dicts of one image. ``masks``: None, or per detection an RLE dict, a
+    :class:`~maskplus.evaluation.paste.CroppedMask` or a full-image binary array."""
     results = []
     for k, (box, score, label) in enumerate(zip(boxes, scores, labels)):
         x1, y1, x2, y2 = [float(v) for v in box]
@@ -37,7 +39,9 @@ def detections_to_coco_results(image_id, boxes, scores, labels, masks, label_to_
                "score": round(float(score), 4)}
         if masks is not None:
             mask = masks[k]
-            if not isinstance(mask, dict):
+            if isinstance(mask, CroppedMask):
+                mask = encode_cropped_mask(mask)
+            elif not isinstance(mask, dict):
                 mask = mask_util.encode(np.asfortranarray(np.asarray(mask, np.uint8)[:, :, None]))[0]
             if isinstance(mask["counts"], bytes):
                 mask = dict(mask, counts=mask["counts"].decode("ascii"))
