@@ -69,7 +69,9 @@ def boundary_iou(mask_a, mask_b, dilation_ratio=BOUNDARY_DILATION_RATIO):
 def _load_results(results):
     if isinstance(results, str):
         with open(results) as f:
-            return json.load(f)
+            results = json.load(f)
+    if not isinstance(results, (list, tuple)) or not all(isinstance(r, dict) for r in results):
+        raise ValueError("COCO results must be a list of dicts ({image_id, category_id, bbox, score, ...})")
     return list(results)
 
 
