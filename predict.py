@@ -189,6 +189,12 @@ def main(argv=None):
         if args.predict:  # inputs and outputs are settled before any model is built
             if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
                 fail(f"--output-dir '{args.output_dir}' is a file, not a folder.")
+            try:
+                os.makedirs(args.output_dir, exist_ok=True)
+            except OSError as e:
+                fail(f"cannot create the --output-dir folder '{args.output_dir}': {e.strerror}.")
+            if not os.access(args.output_dir, os.W_OK):
+                fail(f"the --output-dir folder '{args.output_dir}' is not writable.")
             images, problems = find_images(args.predict, args.output_dir)
             for arg, reason in problems:
                 print(f"Skipping '{arg}': {reason}.", file=sys.stderr)

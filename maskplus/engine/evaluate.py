@@ -116,6 +116,8 @@ def check_evaluation(output, with_model):
         return plan
     for _, path in plan:
         directory = os.path.dirname(os.path.abspath(path))
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise EvaluationError(f"--evaluate: '{directory}' is a file, not a folder for '{os.path.basename(path)}'.")
         try:
             os.makedirs(directory, exist_ok=True)
         except OSError as e:
