@@ -2,11 +2,17 @@
 """Predict, evaluate or export with a trained MaskPlus / Mask R-CNN model.
 
 Examples:
-    python predict.py --predict a.jpg b.jpg --load model.npz --config DATA.BASEDIR=/data/coco
+    python predict.py --predict a.jpg b.jpg photos/ --load model.npz --config DATA.BASEDIR=/data/coco
     python predict.py --evaluate out.json --load model.npz --config DATA.BASEDIR=/data/coco DATA.VAL=coco_val2017
     python predict.py --benchmark --load model.npz --config ...
     python predict.py --export-npz model.npz --load train_log/run   (a training checkpoint -> model file)
     python predict.py --export-serving saved_model/ --export-pb model.pb --load model.npz --config ...
+
+--predict writes one PNG per image into --output-dir, named after the image, never over an input
+(a name already taken gets -2, -3, ...); a folder means its images, recursively. An image that
+fails is reported and skipped; the exit status is 1 if any did. EXIF orientation is applied.
+--evaluate with --load runs the model (an existing results file is replaced, the old one kept as
+OUT.previous-<time>.json); without --load it re-scores existing results files.
 
 Class names come from the dataset (DATA.BASEDIR / DATA.VAL / DATA.TRAIN) or DATA.CLASS_NAMES; coco_*
 dataset names with no files on disk (the defaults) stand for the 80 COCO classes.
@@ -23,32 +29,114 @@ from config import ConfigError, config as cfg, finalize_configs  # noqa: E402
 from maskplus.cli import add_config_arguments, apply_config_arguments, fail  # noqa: E402
 
 
-def predict_files(predictor, paths, output_dir):
-    import cv2
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".ppm", ".pgm", ".pbm")
+
+
+def find_images(arguments, output_dir):
+    """([(image path, output name without extension)], [(argument, why it gives no image)]).
+
+    A file is taken as it is (its name: the file's stem); a folder means every file with an image
+    extension under it, recursively, in sorted order (names: the path inside the folder), except
+    the output folder when it lies inside (earlier drawings are not new inputs)."""
+    output_real = os.path.realpath(output_dir)
+    images, problems = [], []
+    for arg in arguments:
+        if os.path.isfile(arg):
+            images.append((arg, os.path.splitext(os.path.basename(arg))[0]))
+        elif os.path.isdir(arg):
+            found = []
+            inside_output = _is_within(os.path.realpath(arg), output_real)
+            for folder, subfolders, files in os.walk(arg):
+                if not inside_output and os.path.realpath(folder) == output_real:
+                    print(f"Not looking in '{folder}': it is the output folder.", file=sys.stderr)
+                    subfolders[:] = []
+                    continue
+                subfolders.sort()
+                found += [os.path.join(folder, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+            if not found:
+                problems.append((arg, f"the folder holds no image file ({', '.join(IMAGE_EXTENSIONS)})"))
+            images += [(p, os.path.splitext(os.path.relpath(p, arg))[0]) for p in found]
+        else:
+            problems.append((arg, "the file does not exist"))
+    return images, problems
+
+
+def _is_within(path, folder):
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def output_paths(images, output_dir):
+    """One PNG per image in ``output_dir``, named after it; never an input file, never the same
+    for two images: a name already taken gets ``-2``, ``-3``, ... (``a/x.jpg b/x.jpg`` -> x.png, x-2.png)."""
+    input_ids = {_file_id(p) for p, _ in images}  # device and inode: symbolic and hard links included
+    taken, out = set(), []
+    for _, name in images:
+        k, candidate = 1, os.path.join(output_dir, name + ".png")
+        while os.path.realpath(candidate) in taken or (os.path.exists(candidate) and _file_id(candidate) in input_ids):
+            k += 1
+            candidate = os.path.join(output_dir, f"{name}-{k}.png")
+        taken.add(os.path.realpath(candidate))
+        out.append(candidate)
+    return out
+
+
+def _file_id(path):
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _one_line(error):
+    """'cv2.error: ...' / 'MemoryError: ...' on one line."""
+    kind = type(error)
+    name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+    text = " ".join(str(error).split()) or "(no message)"
+    return f"{name}: {text[:300]}"
+
+
+def predict_files(predictor, images, outputs, failures):
+    """Draw each image's detections into its output PNG; an image that cannot be read or whose
+    prediction fails (cv2.error, MemoryError, any exception) is reported and skipped, and the
+    batch goes on. ``failures`` collects (path, reason). Returns the number of drawings written."""
+    from maskplus.data.image_io import read_header, read_image
     from maskplus.engine.inference import predict_image
     from maskplus.viz import draw_predictions, save_image
-    os.makedirs(output_dir, exist_ok=True)
-    skipped = 0
-    for path in paths:
-        img = cv2.imread(path, cv2.IMREAD_COLOR) if os.path.isfile(path) else None
-        if img is None:
-            reason = "it is not a readable image" if os.path.isfile(path) else "the file does not exist"
-            print(f"Skipping '{path}': {reason}.", file=sys.stderr)
-            skipped += 1
+    written = 0
+    for (path, _), out in zip(images, outputs):
+        try:
+            img = read_image(path)
+            if img is None:
+                raise _Unreadable()
+            start = time.time()
+            dets = predict_image(predictor, img)
+            elapsed = time.time() - start
+            vis = draw_predictions(img, [d.box for d in dets], [d.score for d in dets], [d.class_id for d in dets],
+                                   [d.mask for d in dets] if cfg.MODE_MASK else None, cfg.DATA.CLASS_NAMES,
+                                   score_thresh=cfg.TEST.RESULT_SCORE_THRESH_VIS)
+            del img
+            save_image(out, vis)
+        except _Unreadable:
+            failures.append((path, "it is not a readable image"))
+            print(f"Skipping '{path}': it is not a readable image.", file=sys.stderr)
             continue
-        start = time.time()
-        dets = predict_image(predictor, img)
-        elapsed = time.time() - start
-        vis = draw_predictions(img, [d.box for d in dets], [d.score for d in dets], [d.class_id for d in dets],
-                               [d.mask for d in dets] if cfg.MODE_MASK else None, cfg.DATA.CLASS_NAMES,
-                               score_thresh=cfg.TEST.RESULT_SCORE_THRESH_VIS)
-        out = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
-        save_image(out, vis)
+        except Exception as e:  # noqa: BLE001  (one image must not end the batch)
+            failures.append((path, _one_line(e)))
+            print(f"Skipping '{path}': prediction failed: {_one_line(e)}", file=sys.stderr)
+            continue
+        written += 1
         shown = [d for d in dets if d.score >= cfg.TEST.RESULT_SCORE_THRESH_VIS]
         names = ", ".join(f"{cfg.DATA.CLASS_NAMES[d.class_id]} {d.score:.2f}" for d in shown[:8])
-        print(f"{path}: {len(dets)} detections ({len(shown)} >= {cfg.TEST.RESULT_SCORE_THRESH_VIS}) "
+        try:
+            orientation = read_header(path).orientation
+        except Exception:  # noqa: BLE001  (only a remark)
+            orientation = 1
+        rotated = f" (EXIF orientation {orientation} applied)" if orientation != 1 else ""
+        print(f"{path}{rotated}: {len(dets)} detections ({len(shown)} >= {cfg.TEST.RESULT_SCORE_THRESH_VIS}) "
               f"in {elapsed:.2f}s{': ' + names if names else ''} -> {out}")
-    return skipped
+    return written
+
+
+class _Unreadable(Exception):
+    pass
 
 
 def benchmark(predictor, repeats=10):
@@ -70,10 +158,17 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
     parser.add_argument("--load", help="a .npz model file or a TF checkpoint (file prefix or directory)")
-    parser.add_argument("--predict", nargs="+", metavar="IMG", help="images to visualise")
-    parser.add_argument("--output-dir", default="predictions", help="where --predict writes PNGs")
+    parser.add_argument("--predict", nargs="+", metavar="IMG",
+                        help="images to visualise; a folder means every image under it (recursively, leaving "
+                             "out the output folder). Exit status 1 if any image failed (each is reported)")
+    parser.add_argument("--output-dir", default="predictions",
+                        help="where --predict writes one PNG per image, named after it (never over an input; "
+                             "a name already taken gets -2, -3, ...; a folder's images keep their sub-folders)")
     parser.add_argument("--evaluate", metavar="OUT.json",
-                        help="evaluate on DATA.VAL, writing COCO results here (an existing file is re-scored)")
+                        help="COCO evaluation on DATA.VAL (OUT-<dataset>.json for each of several datasets). "
+                             "With --load the model runs and an existing results file is replaced, the old one "
+                             "kept as OUT.previous-<its time>.json; without --load existing results files are "
+                             "re-scored")
     parser.add_argument("--benchmark", action="store_true", help="time inference on a synthetic image")
     parser.add_argument("--export-npz", metavar="FILE", help="write the model's weights as a model-zoo style .npz")
     parser.add_argument("--export-serving", metavar="DIR",
@@ -87,18 +182,38 @@ def main(argv=None):
 
     from maskplus.data.coco import DatasetError, get_dataset
     from maskplus.engine.checkpoint import CheckpointError
+    from maskplus.engine.evaluate import EvaluationError
+    failures = []
     try:
         finalize_configs(is_training=False)
+        if args.predict:  # inputs and outputs are settled before any model is built
+            if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+                fail(f"--output-dir '{args.output_dir}' is a file, not a folder.")
+            try:
+                os.makedirs(args.output_dir, exist_ok=True)
+            except OSError as e:
+                fail(f"cannot create the --output-dir folder '{args.output_dir}': {e.strerror}.")
+            if not os.access(args.output_dir, os.W_OK):
+                fail(f"the --output-dir folder '{args.output_dir}' is not writable.")
+            images, problems = find_images(args.predict, args.output_dir)
+            for arg, reason in problems:
+                print(f"Skipping '{arg}': {reason}.", file=sys.stderr)
+            failures += problems
+            if not images:
+                fail(f"no image to predict: {'; '.join(f'{a}: {r}' for a, r in problems)}.")
+            outputs = output_paths(images, args.output_dir)
         if args.evaluate:
+            from maskplus.engine.evaluate import check_evaluation
             for name in cfg.DATA.VAL:  # a missing split is named before any model is built
                 get_dataset(name)
-        rescore_only = bool(args.evaluate) and os.path.isfile(args.evaluate)
-        needs_model = args.predict or args.benchmark or exports or (args.evaluate and not rescore_only)
-        if needs_model and not args.load:
+            check_evaluation(args.evaluate, with_model=bool(args.load))
+        if (args.predict or args.benchmark or exports) and not args.load:
             fail("--load is required (a .npz or a TF checkpoint).")
-        predictor = None
-        if args.predict or args.benchmark or args.export_npz or (args.evaluate and not rescore_only):
+        predictor = model = None
+        if args.load and (args.predict or args.benchmark or args.export_npz or args.evaluate):
+            from maskplus.engine.evaluate import describe_model
             from maskplus.engine.inference import build_predictor
+            model = describe_model(args.load)
             predictor = build_predictor(args.load)
         if args.export_npz:
             from maskplus.engine.checkpoint import export_npz
@@ -109,17 +224,20 @@ def main(argv=None):
         if args.export_pb:
             from maskplus.engine.export import export_frozen_graph
             export_frozen_graph(args.load, args.export_pb)
-        if args.predict:
-            skipped = predict_files(predictor, args.predict, args.output_dir)
-            if skipped == len(args.predict):
-                fail("none of the input images could be read.")
+        written = predict_files(predictor, images, outputs, failures) if args.predict else 0
         if args.evaluate:
             from maskplus.engine.evaluate import evaluate_datasets
-            evaluate_datasets(predictor, args.evaluate)
+            evaluate_datasets(predictor, args.evaluate, model)
         if args.benchmark:
             benchmark(predictor)
-    except (ConfigError, DatasetError, CheckpointError, FileExistsError) as e:
+    except (ConfigError, DatasetError, CheckpointError, EvaluationError, FileExistsError) as e:
         fail(str(e))
+    if failures:
+        fail(f"{len(failures)} input{'s' if len(failures) > 1 else ''} failed, each reported above "
+             f"({', '.join(repr(p) for p, _ in failures[:5])}{', ...' if len(failures) > 5 else ''}); "
+             f"{written} of {len(images)} images drawn into {args.output_dir}/.")
+    if args.predict:
+        print(f"Done: {written} images drawn into {args.output_dir}/.")
 
 
 if __name__ == "__main__":

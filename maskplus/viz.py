@@ -4,6 +4,8 @@ import os
 import cv2
 import numpy as np
 
+from maskplus.evaluation.paste import CroppedMask
+
 
 def _palette(n):
     """``n`` distinct, saturated BGR colours (golden-ratio hue steps)."""
@@ -15,16 +17,21 @@ def _palette(n):
 
 
 def draw_instances(img_bgr, boxes, captions, masks=None, alpha=0.5):
-    """Translucent masks with outlines, box outlines and captions; returns a new uint8 image."""
+    """Translucent masks with outlines, box outlines and captions; returns a new uint8 image.
+    ``masks``: per instance None, a full-image binary array or a :class:`CroppedMask`."""
     out = np.ascontiguousarray(img_bgr, dtype=np.uint8).copy()
     colours = _palette(len(boxes))
     if masks is not None:
         for mask, colour in zip(masks, colours):
             if mask is None:
                 continue
-            m = np.asarray(mask).astype(bool)
-            out[m] = (out[m] * (1 - alpha) + np.array(colour) * alpha).astype(np.uint8)
-            contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            # a cropped mask is drawn over its region only: the same pixels, no full-image copy
+            y0, x0, m = (mask.y0, mask.x0, mask.mask) if isinstance(mask, CroppedMask) else (0, 0, mask)
+            m = np.asarray(m).astype(bool)
+            region = out[y0:y0 + m.shape[0], x0:x0 + m.shape[1]]
+            region[m] = (region[m] * (1 - alpha) + np.array(colour) * alpha).astype(np.uint8)
+            contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                           offset=(x0, y0))
             cv2.drawContours(out, contours, -1, colour, 1, cv2.LINE_AA)
     scale = max(0.35, min(out.shape[:2]) / 800.0)
     for box, caption, colour in zip(boxes, captions, colours):

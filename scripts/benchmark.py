@@ -16,6 +16,12 @@ Measured in one run, each after a warm-up, as medians over repeats:
   * the process's peak memory after each part, and the CPU's float32 matrix-multiply rate.
   * model FLOPs per image (convolutions and matrix products, counted from run-time shapes) and
     the FLOP/s achieved, against the CPU's measured matrix-multiply rate.
+
+    python scripts/benchmark.py --predict-memory [--predict-repo DIR]
+
+measures only the peak memory of ``predict.py --predict`` on a 48-megapixel photo with a random
+R50-FPN model forced to 100 detections, all drawn (``--predict-repo``: the predict.py of another
+checkout, e.g. an older commit, for a before/after comparison).
 """
 import argparse
 import datetime
@@ -227,6 +233,42 @@ def evaluation_times(repeats, images, copies):
         return out
 
 
+def predict_peak_memory(repo=ROOT, size=(6000, 8000), detections=100):
+    """(peak RSS in MB of one ``predict.py --predict`` process, detections found) on a random
+    ``size`` (h, w) JPEG: smooth colours with noise, like a photo. The model is a random R50-FPN
+    .npz (scripts/make_random_model.py) whose scores pass every threshold, so there are
+    ``detections`` masks to paste and draw. A wrapper process runs predict.py as its only child
+    and reports the child's high-water mark."""
+    import subprocess
+    import cv2
+    config = ["DATA.CLASS_NAMES=coco", "TEST.RESULT_SCORE_THRESH=0.0", "TEST.RESULT_SCORE_THRESH_VIS=0.0",
+              f"TEST.RESULTS_PER_IM={detections}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        model = os.path.join(tmp, "random_r50fpn.npz")
+        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_random_model.py"), "--out", model,
+                        "--config", *config], check=True, capture_output=True)
+        h, w = size
+        yy, xx = np.mgrid[0:h:8, 0:w:8].astype(np.float32)
+        small = np.stack([128 + 100 * np.sin(xx / 300), 128 + 100 * np.cos(yy / 200), 128 + 60 * np.sin((xx + yy) / 500)], -1)
+        img = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+        img += np.random.RandomState(0).normal(0, 8, (h, w, 1)).astype(np.float32)
+        image = os.path.join(tmp, "photo.jpg")
+        cv2.imwrite(image, img.clip(0, 255).astype(np.uint8))
+        del img, small, yy, xx
+        wrapper = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+                   "sys.stdout.write(p.stdout + p.stderr[-3000:] if p.returncode else p.stdout); "
+                   "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+        proc = subprocess.run([sys.executable, "-c", wrapper, sys.executable, os.path.join(repo, "predict.py"),
+                               "--predict", image, "--load", model, "--output-dir", os.path.join(tmp, "out"),
+                               "--config", *config], capture_output=True, text=True, cwd=repo)
+        lines = proc.stdout.splitlines()
+        peak = [int(line.split()[1]) for line in lines if line.startswith("PEAK_KB")]
+        found = [line for line in lines if "photo.jpg: " in line]
+        if not peak or not found:
+            raise RuntimeError(f"predict.py failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        return peak[0] / 1024.0, int(found[0].split("photo.jpg: ", 1)[1].split(" detections", 1)[0])
+
+
 def matmul_gflops():
     with tf.Graph().as_default(), tfv1.Session(config=_session_config()) as sess:
         a = tf.random.normal([2048, 2048])
@@ -254,7 +296,23 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats, a small training model")
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to BENCHMARKS.md")
+    parser.add_argument("--predict-memory", action="store_true",
+                        help="only the peak memory of predict.py on a 48-megapixel photo (100 detections)")
+    parser.add_argument("--predict-repo", default=ROOT, metavar="DIR",
+                        help="with --predict-memory: the checkout whose predict.py is measured")
     args = parser.parse_args(argv)
+    if args.predict_memory:
+        print("predict.py on a 48 MP photo ...", flush=True)
+        peak, found = predict_peak_memory(os.path.abspath(args.predict_repo))
+        text = (f"## {datetime.date.today()} — `python scripts/benchmark.py --predict-memory`\n\nMachine: {machine()}\n\n"
+                f"- `predict.py --predict` on a 48 MP (8000x6000) JPEG, random R50-FPN, {found} detections pasted and "
+                f"drawn{'' if args.predict_repo == ROOT else f' (predict.py of {args.predict_repo})'}: "
+                f"peak RSS {peak:.0f} MB\n")
+        print("\n" + text)
+        if not args.no_write:
+            with open(os.path.join(ROOT, "BENCHMARKS.md"), "a") as f:
+                f.write(text)
+        return
     repeats = 3 if args.quick else 10
     part_peak = PartPeak()
     lines = [f"## {datetime.date.today()} — `python scripts/benchmark.py{' --quick' if args.quick else ''}`", "",

@@ -20,6 +20,7 @@ from tensorpack.utils import logger
 from maskplus.data import transforms as T
 from maskplus.data.anchors import c4_anchor_targets, multilevel_anchor_targets
 from maskplus.data.coco import DatasetError, get_dataset, load_training_records
+from maskplus.data.image_io import read_image
 
 __all__ = ["TrainingMapper", "SeededRecords", "get_train_dataflow", "get_eval_dataflow",
            "polygons_to_mask", "train_input_names"]
@@ -103,7 +104,7 @@ class TrainingMapper:
     def __call__(self, dp):
         record, seed = dp
         rng = np.random.RandomState(seed)
-        img = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)
+        img = read_image(record["file_name"], (record["width"], record["height"]))
         if img is None:
             self.num_unreadable += 1
             logger.warn(f"Cannot read image {record['file_name']}; skipped "
@@ -221,7 +222,7 @@ class _EvalImages(DataFlow):
 
     def __iter__(self):
         for r in self.records:
-            img = cv2.imread(r["file_name"], cv2.IMREAD_COLOR)
+            img = read_image(r["file_name"], (r["width"], r["height"]))
             if img is None:
                 raise DatasetError(f"Cannot read image {r['file_name']} (image_id {r['image_id']}).")
             yield img, r["image_id"]

@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 
+from maskplus.data.image_io import SWAPS_AXES, applies_orientation, opencv_max_pixels, read_header
+
 MAX_EXAMPLES = 5  # ids listed per kind of problem in the summary
 
 
@@ -75,6 +77,22 @@ def annotation_problem(ann, width, height, category_ids, mode_mask, absolute=Tru
     return None
 
 
+def annotation_id_problems(annotations):
+    """(duplicates, non_positive): the ids of annotations that share their id with an earlier
+    one, and those whose id is not a positive integer. COCO scoring needs unique ids > 0: both
+    backends look a ground-truth annotation up by its id (a duplicate finds another image's
+    annotation) and mark "unmatched" with id 0 (an annotation of id 0 is never matched)."""
+    seen, duplicates, non_positive = set(), [], []
+    for ann in annotations:
+        ann_id = ann.get("id")
+        if not (isinstance(ann_id, (int, np.integer)) and not isinstance(ann_id, bool) and ann_id > 0):
+            non_positive.append(ann_id)
+        elif ann_id in seen:
+            duplicates.append(ann_id)
+        seen.add(ann_id)
+    return duplicates, non_positive
+
+
 class ValidationReport:
     """Problems by kind: ``skipped_images``/``skipped_annotations`` map a reason to the ids
     concerned (``image_files``: a skipped image's file name by id); ``errors`` are messages that
@@ -88,6 +106,13 @@ class ValidationReport:
         self.image_files = {}
         self.crowd = 0
         self.num_images = 0
+        #: annotation ids shared with an earlier annotation / not a positive integer (any split:
+        #: training does not use them, COCO scoring needs them unique and > 0)
+        self.duplicate_annotation_ids = []
+        self.non_positive_annotation_ids = []
+        #: image ids whose EXIF orientation turns width and height: read rotated / as stored
+        self.exif_rotated = []
+        self.exif_as_stored = []
 
     @property
     def bad_image_ids(self):
@@ -107,24 +132,42 @@ class ValidationReport:
                     lines.append(f"    {len(ids)} x {reason} ({kind}s {shown})")
         if self.crowd:
             lines.append(f"  {self.crowd} crowd annotations kept as ignored regions (never mask targets).")
+        bad_ids = self.duplicate_annotation_ids + self.non_positive_annotation_ids
+        if bad_ids:
+            parts = [f"{len(ids)} {what} ({_examples(ids)})" for what, ids in
+                     (("duplicate", self.duplicate_annotation_ids),
+                      ("zero, negative or non-integer", self.non_positive_annotation_ids)) if ids]
+            lines.append(f"  annotation ids: {' and '.join(parts)}; COCO evaluation renumbers the annotations "
+                         f"1..N (unique ids > 0 are needed to score them right); training does not use the ids.")
+        if self.exif_rotated or self.exif_as_stored:
+            lines.append(f"  EXIF orientation: {len(self.exif_rotated)} images read rotated (the json's width/height "
+                         f"are the rotated size), {len(self.exif_as_stored)} read as stored (the json's width/height "
+                         f"are the stored size{'; image ids ' + _examples(self.exif_as_stored) if self.exif_as_stored else ''}).")
         lines += [f"  ERROR: {e}" for e in self.errors]
         return "\n".join(lines)
 
 
+def _examples(ids):
+    return ", ".join(str(i) for i in ids[:MAX_EXAMPLES]) + (", ..." if len(ids) > MAX_EXAMPLES else "")
+
+
 def _image_problem(path, width, height):
-    """Why an image file cannot be used, or None. Reads the header only, so that checking COCO's
-    118k images takes seconds; damage past the header is caught (and skipped) when loading."""
+    """(why an image file cannot be used or None, its :class:`ImageHeader`). Reads
+    the header only, so that checking COCO's 118k images takes seconds; damage past the header is
+    caught (and skipped) when loading. The size check follows :mod:`maskplus.data.image_io`'s
+    orientation rule, as the loaders do."""
     if not os.path.isfile(path):
-        return "image file missing"
+        return "image file missing", None
     try:
-        from PIL import Image
-        with Image.open(path) as im:
-            w, h = im.size
+        header = read_header(path)
     except Exception:
-        return "unreadable or corrupt image"
-    if (w, h) != (width, height):
-        return "image size differs from the json's width/height"
-    return None
+        return "unreadable or corrupt image", None
+    if header.width * header.height > opencv_max_pixels():
+        return (f"image too large to decode (over OpenCV's {opencv_max_pixels()} pixels; "
+                f"raise CV_IO_MAX_IMAGE_PIXELS)"), header
+    if (width, height) not in (header.displayed_size, header.stored_size):
+        return "image size differs from the json's width/height (with or without EXIF rotation)", header
+    return None, header
 
 
 def validate_dataset(dataset, mode_mask=True, absolute=True, check_images=True):
@@ -143,11 +186,15 @@ def validate_dataset(dataset, mode_mask=True, absolute=True, check_images=True):
     for img_id, img in images.items():
         width, height = img.get("width"), img.get("height")
         if check_images:
-            problem = _image_problem(os.path.join(dataset.image_dir, img.get("file_name", "")), width, height)
+            path = os.path.join(dataset.image_dir, img.get("file_name", ""))
+            problem, header = _image_problem(path, width, height)
             if problem:
                 report.skipped_images[f"{problem} under {dataset.image_dir}"].append(img_id)
                 report.image_files[img_id] = img.get("file_name", "")
                 continue
+            if header.orientation in SWAPS_AXES and header.width != header.height:
+                rotated = applies_orientation(header, (width, height))
+                (report.exif_rotated if rotated else report.exif_as_stored).append(img_id)
         for ann in dataset.coco.imgToAnns.get(img_id, []):
             problem = annotation_problem(ann, width, height, category_ids, mode_mask, absolute)
             if problem:
@@ -156,6 +203,8 @@ def validate_dataset(dataset, mode_mask=True, absolute=True, check_images=True):
                 report.crowd += 1
             else:
                 usable_images.add(img_id)
+    report.duplicate_annotation_ids, report.non_positive_annotation_ids = annotation_id_problems(
+        dataset.coco.dataset.get("annotations", []))
     orphans = [a.get("id") for a in dataset.coco.dataset.get("annotations", []) if a.get("image_id") not in images]
     if orphans:
         report.skipped_annotations["image_id not among the json's images"].extend(orphans)

@@ -1,4 +1,13 @@
-"""COCO evaluation of a predictor over the ``DATA.VAL`` datasets: results files, AP tables, JSON."""
+"""COCO evaluation of a predictor over the ``DATA.VAL`` datasets: results files, AP tables, JSON.
+
+Results are never stale: with a model, every dataset is predicted again and an existing results
+file is replaced atomically (the new file is complete before it takes the name), the old one kept
+beside it as ``<name>.previous-<its time>.json`` with its metrics; without a model, existing
+results files are re-scored and the output says so. Each ``-metrics.json`` records which model
+produced the results it scores (and a hash of them), so a file from another run is recognisable.
+"""
+import datetime
+import hashlib
 import json
 import os
 
@@ -12,6 +21,11 @@ from maskplus.engine.inference import predict_dataflow
 from maskplus.evaluation.coco_eval import detections_to_coco_results, evaluate_coco, format_metrics_table
 
 
+class EvaluationError(ValueError):
+    """An evaluation that cannot be done as asked (missing results file, unwritable output,
+    results that do not belong to the dataset); the message says which file and what to do."""
+
+
 def metrics_path(results_json):
     """Where the machine-readable metrics of a results file are written."""
     root, _ = os.path.splitext(results_json)
@@ -20,6 +34,14 @@ def metrics_path(results_json):
 
 def run_inference(predictor, dataset_name, results_json):
     """Predict every image of a dataset and write COCO-format results to ``results_json``."""
+    results = predict_dataset(predictor, dataset_name)
+    _write_json(results_json, results)
+    logger.info(f"Wrote {len(results)} detections of '{dataset_name}' to {results_json}.")
+    return results
+
+
+def predict_dataset(predictor, dataset_name):
+    """COCO-format results (a list of dicts) of the predictor on every image of a dataset."""
     dataset = get_dataset(dataset_name)
     label_to_cat = dataset.label_to_category_id
     results = []
@@ -35,40 +57,154 @@ def run_inference(predictor, dataset_name, results_json):
 
     predict_dataflow(predictor, dataflow, collect)
     bar.close()
-    _write_json(results_json, results)
-    logger.info(f"Wrote {len(results)} detections of '{dataset_name}' to {results_json}.")
     return results
 
 
-def score_results(dataset_name, results_json):
-    """AP metrics of a results file against a dataset's annotations; printed and saved as JSON."""
+def score_results(dataset_name, results_json, model=None, rescored=False):
+    """AP metrics of a results file against a dataset's annotations; printed and saved as JSON
+    with the model that produced the results (``model``: :func:`describe_model`'s dict or None)."""
     dataset = get_dataset(dataset_name)
     iou_types = ("bbox", "segm") if cfg.MODE_MASK else ("bbox",)
-    metrics = evaluate_coco(dataset.coco, results_json, iou_types=iou_types, boundary=cfg.TRAIN.BOUNDARY_AP)
+    try:
+        metrics = evaluate_coco(dataset.coco, results_json, iou_types=iou_types, boundary=cfg.TRAIN.BOUNDARY_AP)
+    except (ValueError, TypeError, KeyError, IndexError, AssertionError) as e:
+        raise EvaluationError(f"The results file '{results_json}' cannot be scored against dataset "
+                              f"'{dataset_name}' ({dataset.json_path}): {type(e).__name__}: {e}. Is it a COCO "
+                              f"results list of this dataset's images?") from None
     table = format_metrics_table(metrics)
     logger.info(f"Evaluation of '{dataset_name}' ({results_json}):\n{table}")
-    _write_json(metrics_path(results_json), {"dataset": dataset_name, "results": results_json, "metrics": metrics})
+    _write_json(metrics_path(results_json), {
+        "dataset": dataset_name, "results": os.path.abspath(results_json), "results_sha1": file_sha1(results_json),
+        "model": model, "produced": "re-scored without running a model" if rescored else "model run",
+        "written": _now(), "metrics": metrics})
     return metrics
 
 
-def evaluate_datasets(predictor, output, rescore_existing=True):
-    """Evaluate every ``DATA.VAL`` dataset. ``output`` is the results json (suffixed per dataset
-    when there are several). An existing results file is re-scored without running the model.
+def describe_model(load):
+    """What ``--load`` named, recorded with the results: the path given, the checkpoint it
+    resolved to (a directory's latest checkpoint), its global step and modification time."""
+    from maskplus.engine.checkpoint import checkpoint_global_step, resolve_checkpoint
+    kind, resolved = resolve_checkpoint(load)
+    stat_path = resolved if kind == "npz" else resolved + ".index"
+    return {"load": os.path.abspath(os.path.expanduser(load)), "checkpoint": os.path.abspath(resolved),
+            "global_step": checkpoint_global_step(load) if kind == "tf" else None,
+            "modified": _time(os.path.getmtime(stat_path))}
 
-    Returns {dataset name: metrics}.
-    """
+
+def results_paths(output):
+    """[(dataset name, results json)] for every ``DATA.VAL`` dataset: ``output`` itself for one
+    dataset, ``<output>-<dataset>.json`` for each of several."""
     names = list(cfg.DATA.VAL)
+    return [(name, output if len(names) == 1 else _suffixed(output, name)) for name in names]
+
+
+def check_evaluation(output, with_model):
+    """Everything an evaluation needs, checked before any model is built; raises EvaluationError.
+    Without a model, every results file must exist (they are re-scored); with one, each must be
+    a file or absent and its folder writable."""
+    plan = results_paths(output)
+    for _, path in plan:
+        if os.path.isdir(path):
+            raise EvaluationError(f"--evaluate: '{path}' is a folder; give the results file to write, e.g. "
+                                  f"{os.path.join(path, 'results.json')}.")
+    if not with_model:
+        missing = [f"'{path}' (dataset '{name}')" for name, path in plan if not os.path.isfile(path)]
+        if missing:
+            raise EvaluationError(
+                f"--evaluate without --load re-scores existing results files, and {', '.join(missing)} "
+                f"{'does' if len(missing) == 1 else 'do'} not exist. Give --load MODEL to run a model.")
+        return plan
+    for _, path in plan:
+        directory = os.path.dirname(os.path.abspath(path))
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise EvaluationError(f"--evaluate: '{directory}' is a file, not a folder for '{os.path.basename(path)}'.")
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as e:
+            raise EvaluationError(f"--evaluate: cannot create the folder '{directory}': {e.strerror}.") from None
+        if not os.access(directory, os.W_OK):
+            raise EvaluationError(f"--evaluate: the folder '{directory}' is not writable.")
+    return plan
+
+
+def evaluate_datasets(predictor, output, model=None):
+    """Evaluate every ``DATA.VAL`` dataset; ``output`` is the results json (see
+    :func:`results_paths`). With a ``predictor`` the model runs on every dataset and existing
+    results files are replaced (the old kept, see the module doc); with None, existing files are
+    re-scored. ``model``: :func:`describe_model` of the predictor's weights, recorded with the
+    metrics. Returns {dataset name: metrics}."""
+    plan = check_evaluation(output, predictor is not None)
     all_metrics = {}
-    for name in names:
-        path = output if len(names) == 1 else _suffixed(output, name)
-        if not (rescore_existing and os.path.isfile(path)):
-            if predictor is None:
-                raise FileNotFoundError(f"Results file '{path}' does not exist and no model was given (--load).")
-            run_inference(predictor, name, path)
-        else:
-            logger.info(f"'{path}' exists: re-scoring it without running the model.")
-        all_metrics[name] = score_results(name, path)
+    for name, path in plan:
+        if predictor is None:
+            model_of_file = _recorded_model(path)
+            who = (f"model '{model_of_file['checkpoint']}'" if model_of_file
+                   else "an unknown model (no -metrics.json recording this file's contents)")
+            logger.info(f"Re-scoring the existing results file '{path}' without running a model (no --load); "
+                        f"its detections were produced by {who}.")
+            all_metrics[name] = score_results(name, path, model_of_file, rescored=True)
+            continue
+        results = predict_dataset(predictor, name)  # the old file stays in place until this is complete
+        kept = _keep_previous(path)
+        _write_json(path, results)  # atomic: the name holds either the old or the complete new file
+        logger.info(f"Wrote {len(results)} detections of '{name}' to {path}"
+                    + (f"; the previous file there is kept as '{kept}'." if kept else "."))
+        all_metrics[name] = score_results(name, path, model)
     return all_metrics
+
+
+def _keep_previous(path):
+    """Hard-link (or copy) an existing results file and its metrics to ``<root>.previous-<mtime><ext>``
+    and drop the stale metrics file; returns the kept path or None when there was nothing."""
+    if not os.path.isfile(path):
+        return None
+    root, ext = os.path.splitext(path)
+    stamp = datetime.datetime.fromtimestamp(os.path.getmtime(path)).strftime("%Y%m%d-%H%M%S")
+    kept, k = f"{root}.previous-{stamp}{ext}", 1
+    while os.path.exists(kept) or os.path.exists(metrics_path(kept)):
+        k += 1
+        kept = f"{root}.previous-{stamp}-{k}{ext}"
+    _link_or_copy(path, kept)
+    if os.path.isfile(metrics_path(path)):
+        _link_or_copy(metrics_path(path), metrics_path(kept))
+        os.remove(metrics_path(path))  # it describes the old results, not the new ones
+    return kept
+
+
+def _link_or_copy(src, dst):
+    try:
+        os.link(src, dst)
+    except OSError:  # no hard links on this file system
+        import shutil
+        shutil.copy2(src, dst)
+
+
+def _recorded_model(results_json):
+    """The model recorded in the results file's metrics json, if that json describes exactly this file."""
+    try:
+        with open(metrics_path(results_json)) as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or info.get("results_sha1") != file_sha1(results_json):
+        return None
+    return info.get("model") if isinstance(info.get("model"), dict) else None
+
+
+def file_sha1(path):
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _now():
+    return _time(datetime.datetime.now().timestamp())
+
+
+def _time(timestamp):
+    return datetime.datetime.fromtimestamp(timestamp).isoformat(timespec="seconds")
 
 
 def _suffixed(path, name):

@@ -17,10 +17,11 @@ from config import config as cfg
 from maskplus.data.transforms import resize_image, unresize_boxes
 from maskplus.engine.checkpoint import CheckpointInit
 from maskplus.engine.session import session_config
-from maskplus.evaluation.paste import paste_masks, paste_masks_to_rle
+from maskplus.evaluation.paste import paste_mask_cropped, paste_masks_to_rle
 from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, inference_outputs, model_for_config
 
-#: One detection in original-image coordinates; ``mask`` is a full-image uint8 mask or None.
+#: One detection in original-image coordinates; ``mask`` is None, a COCO RLE or a
+#: :class:`~maskplus.evaluation.paste.CroppedMask` (``.full()``: the full-image uint8 mask).
 DetectionResult = namedtuple("DetectionResult", ["box", "score", "class_id", "mask"])
 #: The network's raw outputs for one image, before post-processing.
 NetworkOutput = namedtuple("NetworkOutput", ["boxes", "scores", "labels", "masks", "orig_shape"])
@@ -49,19 +50,20 @@ def run_network(predictor, img_bgr):
 
 
 def postprocess(out, as_rle=False):
-    """Paste the 28x28 masks into the image. ``as_rle`` returns COCO RLEs instead of arrays."""
+    """Paste the 28x28 masks into the image, each cropped to the region it can cover (memory
+    bounded by the boxes, not detections x image). ``as_rle`` returns COCO RLEs instead."""
     h, w = out.orig_shape
     if out.masks is None or len(out.boxes) == 0:
-        full = [None] * len(out.boxes)
+        pasted = [None] * len(out.boxes)
     elif as_rle:
-        full = paste_masks_to_rle(out.boxes, out.masks, h, w, accurate=cfg.MRCNN.ACCURATE_PASTE)
+        pasted = paste_masks_to_rle(out.boxes, out.masks, h, w, accurate=cfg.MRCNN.ACCURATE_PASTE)
     else:
-        full = list(paste_masks(out.boxes, out.masks, h, w, accurate=cfg.MRCNN.ACCURATE_PASTE))
-    return [DetectionResult(b, float(s), int(c), m) for b, s, c, m in zip(out.boxes, out.scores, out.labels, full)]
+        pasted = [paste_mask_cropped(b, m, h, w, accurate=cfg.MRCNN.ACCURATE_PASTE) for b, m in zip(out.boxes, out.masks)]
+    return [DetectionResult(b, float(s), int(c), m) for b, s, c, m in zip(out.boxes, out.scores, out.labels, pasted)]
 
 
 def predict_image(predictor, img_bgr):
-    """Detections of one BGR image, masks pasted at full resolution."""
+    """Detections of one BGR image, masks pasted at full resolution (as cropped masks)."""
     return postprocess(run_network(predictor, img_bgr))
 
 

@@ -21,12 +21,16 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
 
+from maskplus.data.validate import annotation_id_problems
+from maskplus.evaluation.paste import CroppedMask, encode_cropped_mask
+
 METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 BOUNDARY_DILATION_RATIO = 0.02
 
 
 def detections_to_coco_results(image_id, boxes, scores, labels, masks, label_to_category_id):
-    """COCO result dicts of one image. ``masks``: None, RLE dicts or full-image binary arrays."""
+    """COCO result dicts of one image. ``masks``: None, or per detection an RLE dict, a
+    :class:`~maskplus.evaluation.paste.CroppedMask` or a full-image binary array."""
     results = []
     for k, (box, score, label) in enumerate(zip(boxes, scores, labels)):
         x1, y1, x2, y2 = [float(v) for v in box]
@@ -35,7 +39,9 @@ def detections_to_coco_results(image_id, boxes, scores, labels, masks, label_to_
                "score": round(float(score), 4)}
         if masks is not None:
             mask = masks[k]
-            if not isinstance(mask, dict):
+            if isinstance(mask, CroppedMask):
+                mask = encode_cropped_mask(mask)
+            elif not isinstance(mask, dict):
                 mask = mask_util.encode(np.asfortranarray(np.asarray(mask, np.uint8)[:, :, None]))[0]
             if isinstance(mask["counts"], bytes):
                 mask = dict(mask, counts=mask["counts"].decode("ascii"))
@@ -63,7 +69,9 @@ def boundary_iou(mask_a, mask_b, dilation_ratio=BOUNDARY_DILATION_RATIO):
 def _load_results(results):
     if isinstance(results, str):
         with open(results) as f:
-            return json.load(f)
+            results = json.load(f)
+    if not isinstance(results, (list, tuple)) or not all(isinstance(r, dict) for r in results):
+        raise ValueError("COCO results must be a list of dicts ({image_id, category_id, bbox, score, ...})")
     return list(results)
 
 
@@ -72,6 +80,24 @@ def _gt_dataset(coco_gt):
         with open(coco_gt) as f:
             return json.load(f)
     return coco_gt.dataset
+
+
+def with_unique_annotation_ids(gt_dataset, warn=None):
+    """``gt_dataset`` itself when its annotation ids are unique positive integers; otherwise a
+    copy whose annotations are renumbered 1..N in file order, with one warning naming the counts."""
+    annotations = gt_dataset.get("annotations", [])
+    duplicates, non_positive = annotation_id_problems(annotations)
+    if not (duplicates or non_positive):
+        return gt_dataset
+    if warn is not None:
+        parts = ([f"{len(duplicates)} duplicate"] if duplicates else []) + \
+                ([f"{len(non_positive)} zero, negative or non-integer"] if non_positive else [])
+        warn(f"The ground truth has {' and '.join(parts)} annotation ids: renumbering its {len(annotations)} "
+             f"annotations 1..{len(annotations)} for scoring (COCO evaluation needs unique ids > 0; "
+             f"unrenumbered, perfect detections would score less than 100 AP).")
+    renumbered = dict(gt_dataset)
+    renumbered["annotations"] = [dict(ann, id=k) for k, ann in enumerate(annotations, start=1)]
+    return renumbered
 
 
 def _have_faster():
@@ -143,7 +169,7 @@ def evaluate_coco(coco_gt, results, iou_types=("bbox", "segm"), boundary=True, b
         backend: "faster" (faster-coco-eval), "pycocotools", or "auto" (faster when installed).
     """
     from tensorpack.utils import logger
-    gt_dataset = _gt_dataset(coco_gt)
+    gt_dataset = with_unique_annotation_ids(_gt_dataset(coco_gt), warn=logger.warn)
     results = _load_results(results)
     if backend == "auto":
         backend = "faster" if _have_faster() else "pycocotools"

@@ -2,7 +2,9 @@
 
 A run is a log directory holding ``run.json`` (written by train.py: preset and seed) and one or
 more ``*-metrics.json`` evaluation files (written by ``predict.py --evaluate``; looked for in the
-log directory and its ``eval/`` sub-folder). Metric values are fractions (COCOeval's convention)
+log directory and its ``eval/`` sub-folder). An evaluation that records a model outside the log
+directory (``predict.py --evaluate`` writes the checkpoint it ran) scores another run: it is left
+out, so that no row shows another run's numbers under this run's preset. Metric values are fractions (COCOeval's convention)
 and are shown x100 like the paper's.
 """
 import glob
@@ -38,17 +40,28 @@ def load_run(logdir, dataset=None):
     if not info.get("preset"):
         raise ValueError(f"{logdir}: the run was not started with --preset, so its table row is unknown.")
     candidates = glob.glob(os.path.join(logdir, "*-metrics.json")) + glob.glob(os.path.join(logdir, "eval", "*-metrics.json"))
-    evaluations = []
+    evaluations, foreign = [], []
     for path in candidates:
         with open(path) as f:
             content = json.load(f)
-        if dataset is None or content.get("dataset") == dataset:
-            evaluations.append((os.path.getmtime(path), content))
+        if dataset is not None and content.get("dataset") != dataset:
+            continue
+        model = content.get("model") if isinstance(content.get("model"), dict) else {}
+        if model.get("checkpoint") and not _inside(model["checkpoint"], logdir):
+            foreign.append(f"{os.path.basename(path)} scores {model['checkpoint']}")
+            continue
+        evaluations.append((os.path.getmtime(path), content))
     if not evaluations:
-        raise ValueError(f"{logdir}: no evaluation found (*-metrics.json from predict.py --evaluate"
-                         f"{' on ' + dataset if dataset else ''}).")
+        raise ValueError(f"{logdir}: no evaluation of this run found (*-metrics.json from predict.py --evaluate"
+                         f"{' on ' + dataset if dataset else ''}"
+                         f"{'; left out, as they score other models: ' + '; '.join(foreign) if foreign else ''}).")
     newest = max(evaluations, key=lambda e: e[0])[1]
     return Run(logdir, info["preset"], info.get("seed"), newest["metrics"], newest.get("dataset"))
+
+
+def _inside(path, folder):
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def group_by_preset(runs):

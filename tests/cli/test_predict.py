@@ -1,10 +1,15 @@
-"""predict.py end to end: visualisation, evaluation with an independent pycocotools check,
-re-scoring an existing results file, and unreadable inputs."""
+"""predict.py end to end: drawings that never overwrite an input, failing images reported and
+skipped with the exit status saying so; evaluation that runs the model given (keeping an old results
+file beside the new one) with an independent pycocotools check, re-scoring without a model, several
+validation datasets."""
+import hashlib
 import json
 import os
 import subprocess
 import sys
 
+import cv2
+import numpy as np
 import pytest
 
 from tests.conftest import write_tiny_coco
@@ -33,32 +38,104 @@ def trained(dataset, tmp_path_factory):
     return str(logdir)
 
 
-def predict(dataset, *args, config=()):
+def predict(dataset, *args, config=(), cwd=ROOT):
     cmd = [sys.executable, os.path.join(ROOT, "predict.py"), *args,
            "--config", f"DATA.BASEDIR={dataset}", *EVAL_ARGS, *config]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
-def test_predict_writes_a_png_per_readable_image_and_skips_the_others(dataset, trained, tmp_path):
-    good = os.path.join(dataset, "train2017", "000000000001.jpg")
-    broken = tmp_path / "broken.jpg"
-    broken.write_bytes(b"not a jpeg")
-    proc = predict(dataset, "--predict", good, str(broken), str(tmp_path / "missing.jpg"), "--load", trained,
-                   "--output-dir", str(tmp_path / "out"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert os.path.getsize(tmp_path / "out" / "000000000001.png") > 0
-    assert f"Skipping '{broken}': it is not a readable image." in proc.stderr
-    assert "missing.jpg': the file does not exist." in proc.stderr
-    assert "000000000001.jpg:" in proc.stdout and "detections" in proc.stdout
+def _checkpoint(logdir):
+    """(absolute checkpoint prefix, its global_step), read with TensorFlow's own functions."""
+    import tensorflow as tf
+    prefix = tf.train.latest_checkpoint(logdir)
+    return os.path.abspath(prefix), int(tf.train.load_variable(prefix, "global_step"))
 
 
-def test_evaluate_writes_results_and_metrics_that_pycocotools_reproduces(dataset, trained, tmp_path):
+def _image(path, h, w, seed):
+    img = (np.random.RandomState(seed).rand(h, w, 3) * 200).astype(np.uint8)
+    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
+    cv2.imwrite(str(path), img)
+    return str(path)
+
+
+def test_predict_never_overwrites_an_input_and_one_failing_image_does_not_end_the_batch(dataset, trained, tmp_path):
+    """Inputs: an image inside the output folder named like its drawing, two files named x.jpg,
+    a folder (recursively: p.jpg, sub/p.jpg, a text file, an unreadable .jpg, a 1 x 3000 strip whose
+    resize fails in OpenCV), a JPEG with EXIF Orientation=6 and a missing file."""
+    from tests.data.test_image_io import write_exif_jpeg
+    out = tmp_path / "out"
+    inside = _image(out / "photo.png", 30, 40, 0)
+    before = open(inside, "rb").read()
+    ax, bx = _image(tmp_path / "a" / "x.jpg", 60, 80, 1), _image(tmp_path / "b" / "x.jpg", 70, 50, 2)
+    folder = tmp_path / "folder"
+    _image(folder / "p.jpg", 44, 66, 3)
+    _image(folder / "sub" / "p.jpg", 66, 44, 4)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    strip = _image(folder / "strip.png", 1, 3000, 5)
+    turned = write_exif_jpeg(str(tmp_path / "turned.jpg"), np.full((60, 80, 3), 90, np.uint8), 6)
+    missing = str(tmp_path / "missing.jpg")
+    proc = predict(dataset, "--predict", inside, ax, bx, str(folder), turned, missing,
+                   "--load", trained, "--output-dir", str(out))
+    err = proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in err, err[-3000:]
+    assert open(inside, "rb").read() == before  # the input is untouched; its drawing has another name
+    assert f"{inside}: " in proc.stdout and f"-> {out / 'photo-2.png'}" in proc.stdout
+    sub_p = os.path.join("sub", "p.png")
+    shapes = {name: cv2.imread(str(out / name)).shape[:2]
+              for name in ("photo-2.png", "x.png", "x-2.png", "p.png", sub_p, "turned.png")}
+    assert shapes == {"photo-2.png": (30, 40), "x.png": (60, 80), "x-2.png": (70, 50), "p.png": (44, 66),
+                      sub_p: (66, 44), "turned.png": (80, 60)}  # turned: EXIF orientation applied
+    assert f"{turned} (EXIF orientation 6 applied): " in proc.stdout
+    assert f"Skipping '{folder / 'broken.jpg'}': it is not a readable image." in err
+    assert f"Skipping '{strip}': prediction failed: cv2.error: " in err
+    assert f"Skipping '{missing}': the file does not exist." in err
+    assert not (out / "strip.png").exists() and not (out / "notes.png").exists()
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("Error: 3 inputs failed, each reported above (") and "6 of 8 images drawn into" in last
+
+
+def _perfect_results(dataset):
+    """The ground truth itself as COCO results (an old run's file that would score AP 100)."""
+    from pycocotools import mask as mask_util
+    gt = json.load(open(os.path.join(dataset, "annotations", "instances_train2017.json")))
+    size = {i["id"]: (i["height"], i["width"]) for i in gt["images"]}
+    out = []
+    for ann in gt["annotations"]:
+        if ann.get("iscrowd"):
+            continue
+        rle = mask_util.merge(mask_util.frPyObjects(ann["segmentation"], *size[ann["image_id"]]))
+        out.append({"image_id": ann["image_id"], "category_id": ann["category_id"], "bbox": ann["bbox"],
+                    "score": 1.0, "segmentation": dict(rle, counts=rle["counts"].decode())})
+    return out
+
+
+def test_evaluate_with_a_model_replaces_an_old_results_file_keeps_it_and_pycocotools_agrees(
+        dataset, trained, tmp_path):
     out = str(tmp_path / "eval" / "results.json")
+    metrics_json = out.replace(".json", "-metrics.json")
+    os.makedirs(os.path.dirname(out))
+    json.dump(_perfect_results(dataset), open(out, "w"))  # an old run's results: AP 100
+    json.dump({"metrics": {"segm/AP": 1.0}, "model": {"checkpoint": "an old model"}}, open(metrics_json, "w"))
+    old_bytes, old_metrics = open(out, "rb").read(), open(metrics_json).read()
     proc = predict(dataset, "--evaluate", out, "--load", trained)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| bbox" in proc.stderr + proc.stdout and "| boundary" in proc.stderr + proc.stdout
+    log = proc.stderr + proc.stdout
+    assert "| bbox" in log and "| boundary" in log
+    info = json.load(open(metrics_json))
+    saved = info["metrics"]
+    assert saved["bbox/AP"] < 0.99 and open(out, "rb").read() != old_bytes  # the model's, not the old file's
+    (kept,) = [f for f in os.listdir(tmp_path / "eval")
+               if f.startswith("results.previous-") and not f.endswith("-metrics.json")]
+    assert f"the previous file there is kept as '{tmp_path / 'eval' / kept}'" in log
+    assert open(tmp_path / "eval" / kept, "rb").read() == old_bytes
+    assert open(tmp_path / "eval" / kept.replace(".json", "-metrics.json")).read() == old_metrics
+    # the metrics name the checkpoint that produced the results, and the results' hash
+    checkpoint, step = _checkpoint(trained)
+    assert info["model"]["checkpoint"] == checkpoint and info["model"]["load"] == os.path.abspath(trained)
+    assert info["model"]["global_step"] == step > 0 and info["produced"] == "model run"
+    assert info["results_sha1"] == hashlib.sha1(open(out, "rb").read()).hexdigest()
     results = json.load(open(out))
-    saved = json.load(open(out.replace(".json", "-metrics.json")))["metrics"]
     assert results and all({"image_id", "category_id", "bbox", "score", "segmentation"} <= set(r) for r in results)
     # independent recomputation with plain pycocotools
     from pycocotools.coco import COCO
@@ -71,12 +148,56 @@ def test_evaluate_writes_results_and_metrics_that_pycocotools_reproduces(dataset
         ev.summarize()
         assert saved[f"{iou_type}/AP"] == pytest.approx(max(ev.stats[0], 0), abs=1e-4)
         assert saved[f"{iou_type}/AP50"] == pytest.approx(max(ev.stats[1], 0), abs=1e-4)
-    # an existing results file is re-scored without a model
+    # without --load the existing results file is re-scored, and the output says so and by which model
     rescored = predict(dataset, "--evaluate", out)
     assert rescored.returncode == 0, rescored.stderr[-3000:]
-    assert "re-scoring it without running the model" in rescored.stderr + rescored.stdout
-    again = json.load(open(out.replace(".json", "-metrics.json")))["metrics"]
-    assert again == saved
+    assert f"Re-scoring the existing results file '{out}' without running a model (no --load); its detections " \
+           f"were produced by model '{checkpoint}'." in rescored.stderr + rescored.stdout
+    again = json.load(open(metrics_json))
+    assert again["metrics"] == saved and again["model"] == info["model"]
+    assert again["produced"] == "re-scored without running a model"
+
+
+@pytest.fixture(scope="module")
+def several(dataset, trained, tmp_path_factory):
+    """Two DATA.VAL datasets and an r.json that exists (with two datasets the results files are
+    r-<dataset>.json): --evaluate without --load, then one run that predicts the images of its
+    working folder (which holds an earlier run's predictions/ folder) and evaluates with the model."""
+    work = tmp_path_factory.mktemp("work")
+    custom = {"second": [os.path.join(dataset, "annotations", "instances_train2017.json"),
+                         os.path.join(dataset, "train2017")]}
+    config = [f"DATA.CUSTOM={custom!r}", "DATA.VAL=['coco_train2017','second']"]
+    (work / "r.json").write_text("[]")
+    _image(work / "photo.jpg", 50, 70, 0)
+    _image(work / "predictions" / "old.png", 20, 30, 1)  # a drawing of an earlier run
+    without_model = predict(dataset, "--evaluate", str(work / "r.json"), config=config, cwd=str(work))
+    with_model = predict(dataset, "--predict", ".", "--evaluate", str(work / "r.json"), "--load", trained,
+                         config=config, cwd=str(work))
+    return work, without_model, with_model
+
+
+def test_predict_inside_a_folder_holding_its_output_folder_leaves_earlier_drawings_alone(several):
+    work, _, proc = several
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Not looking in './predictions': it is the output folder." in proc.stderr
+    assert "old.png" not in proc.stdout and sorted(os.listdir(work / "predictions")) == ["old.png", "photo.png"]
+    assert cv2.imread(str(work / "predictions" / "old.png")).shape[:2] == (20, 30)
+    assert proc.stdout.strip().splitlines()[-1] == "Done: 1 images drawn into predictions/."
+
+
+def test_several_validation_datasets_need_their_own_results_files_or_a_model(several, trained):
+    work, proc, with_model = several
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"Error: --evaluate without --load re-scores existing results files, and "
+        f"'{work / 'r-coco_train2017.json'}' (dataset 'coco_train2017'), '{work / 'r-second.json'}' "
+        f"(dataset 'second') do not exist. Give --load MODEL to run a model.")
+    assert with_model.returncode == 0, with_model.stderr[-3000:]
+    for name in ("coco_train2017", "second"):
+        info = json.load(open(work / f"r-{name}-metrics.json"))
+        assert info["dataset"] == name and info["model"]["checkpoint"] == _checkpoint(trained)[0]
+        assert json.load(open(work / f"r-{name}.json"))
+    assert (work / "r.json").read_text() == "[]"
 
 
 def test_a_missing_validation_split_is_named(dataset, trained, tmp_path):

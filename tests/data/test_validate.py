@@ -48,7 +48,7 @@ def test_image_files_missing_unreadable_or_of_the_wrong_size_are_skipped_by_id(t
     report = validate_dataset(ds)
     reasons = {k.split(" under ")[0]: v for k, v in report.skipped_images.items()}
     assert reasons == {"image file missing": [2], "unreadable or corrupt image": [3],
-                       "image size differs from the json's width/height": [4]}
+                       "image size differs from the json's width/height (with or without EXIF rotation)": [4]}
     assert report.errors == [] and report.bad_image_ids == {2, 3, 4}
     assert str(tmp_path / "images") in report.summary()
     # by id and by file name
@@ -102,3 +102,36 @@ def test_train_py_reports_every_problem_and_stops_before_training_without_a_trac
     assert proc.returncode != 0 and "Traceback" not in out
     assert "duplicate image ids [1]" in proc.stderr
     assert "image file missing" in out and "category_id not among the json's categories" in out
+
+
+def test_duplicate_and_non_positive_annotation_ids_are_reported_in_any_split(tmp_path):
+    anns = [_ann(1, 1), _ann(1, 2), _ann(0, 3), _ann(5, 3, bbox=(30, 20, 10, 10)), _ann(5, 1, bbox=(40, 5, 8, 9))]
+    ds = _write(str(tmp_path), [_img(1), _img(2), _img(3)], anns)
+    report = validate_dataset(ds)
+    assert report.duplicate_annotation_ids == [1, 5] and report.non_positive_annotation_ids == [0]
+    assert "annotation ids: 2 duplicate (1, 5) and 1 zero, negative or non-integer (0)" in report.summary()
+    assert "COCO evaluation renumbers" in report.summary()
+    assert report.errors == [] and not report.skipped_annotations  # training does not need the ids
+
+
+def test_an_image_over_pils_decompression_bomb_limit_is_checked_not_called_corrupt(tmp_path):
+    from PIL import Image
+    w, h = 14000, 13000  # 182 MP: over PIL's 179 MP limit; a 1-bit PNG of it is small
+    assert w * h > 2 * Image.MAX_IMAGE_PIXELS
+    ds = _write(str(tmp_path), [_img(1), _img(2, w, h), _img(3, w + 1, h)], [_ann(1, 1), _ann(2, 2), _ann(3, 3)],
+                files={2: "missing", 3: "missing"})
+    big = Image.new("1", (w, h))
+    big.save(str(tmp_path / "images" / "2.jpg"), format="PNG")
+    os.link(str(tmp_path / "images" / "2.jpg"), str(tmp_path / "images" / "3.jpg"))
+    report = validate_dataset(ds)
+    reasons = {k.split(" under ")[0]: v for k, v in report.skipped_images.items()}
+    assert reasons == {"image size differs from the json's width/height (with or without EXIF rotation)": [3]}
+    assert Image.MAX_IMAGE_PIXELS == 89478485  # the guard is back for everyone else
+
+
+def test_an_image_over_opencvs_decoding_limit_is_named_as_too_large(tmp_path, monkeypatch):
+    monkeypatch.setenv("CV_IO_MAX_IMAGE_PIXELS", str(64 * 48 - 1))
+    ds = _write(str(tmp_path), [_img(1), _img(2, 40, 30)], [_ann(1, 1), _ann(2, 2)])
+    report = validate_dataset(ds)
+    reasons = {k.split(" under ")[0]: v for k, v in report.skipped_images.items()}
+    assert reasons == {"image too large to decode (over OpenCV's 3071 pixels; raise CV_IO_MAX_IMAGE_PIXELS)": [1]}

@@ -77,6 +77,22 @@ def test_directories_that_are_not_runs_are_skipped_with_a_reason(tmp_path):
     assert proc.returncode == 0 and "skipped:" in proc.stderr and "no run.json" in proc.stderr
 
 
+def test_an_evaluation_of_another_runs_model_is_not_shown_under_this_runs_preset(tmp_path):
+    from maskplus.evaluation.tables import load_run
+    logdir = make_run(str(tmp_path), "deconv-pyramid", 1, 0.31)
+    own = os.path.join(logdir, "eval", "coco_val2017-metrics.json")
+    info = json.load(open(own))
+    json.dump(dict(info, model={"checkpoint": os.path.join(logdir, "model-100")}), open(own, "w"))
+    other = os.path.join(logdir, "eval", "zoo-metrics.json")  # newer, but of the baseline's weights
+    json.dump({"dataset": "coco_val2017", "metrics": {"segm/AP": 0.5},
+               "model": {"checkpoint": str(tmp_path / "baseline" / "model-100")}}, open(other, "w"))
+    os.utime(other, (os.path.getmtime(own) + 10,) * 2)
+    assert load_run(logdir).metrics["segm/AP"] == pytest.approx(0.31)
+    os.remove(own)
+    with pytest.raises(ValueError, match="left out, as they score other models: zoo-metrics.json scores "):
+        load_run(logdir)
+
+
 @pytest.mark.parametrize("table, rows", [(1, 4), (2, 2), (3, 3), (4, 3), (5, 2), (6, 2)])
 def test_reproduce_table_dry_run_prints_train_and_evaluate_for_every_row(table, rows):
     proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "reproduce_table.sh"), str(table), "--dry-run",

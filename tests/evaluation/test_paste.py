@@ -101,3 +101,34 @@ def test_many_masks_and_rles_agree():
     assert full.shape == (3, 48, 64) and isinstance(rles[0]["counts"], str)
     for k in range(3):
         np.testing.assert_array_equal(mask_util.decode(rles[k]), full[k])
+
+
+def _random_cases(n, seed):
+    """(box, 28x28 probabilities, height, width): small images, boxes inside, across an edge or
+    outside, tiny and large, some masks all ones (runs touching the crop's corners)."""
+    rng = np.random.RandomState(seed)
+    for t in range(n):
+        h, w = rng.randint(1, 40), rng.randint(1, 40)
+        bw, bh = rng.uniform(0.3, 50, 2)
+        x1, y1 = rng.uniform(-30, 45), rng.uniform(-30, 45)
+        yield [x1, y1, x1 + bw, y1 + bh], (rng.uniform(0, 1, (28, 28)) if t % 4 else np.ones((28, 28))), h, w
+
+
+@pytest.mark.parametrize("accurate", [True, False])
+def test_a_cropped_mask_is_the_full_paste_and_encodes_to_the_same_rle(accurate):
+    from maskplus.evaluation.paste import encode_cropped_mask, encode_mask, paste_mask_cropped
+    nonempty = 0
+    for box, mask, h, w in _random_cases(400, 1):
+        full = (paste_mask_accurate if accurate else paste_mask_fast)(box, mask, h, w)
+        cropped = paste_mask_cropped(box, mask, h, w, accurate)
+        np.testing.assert_array_equal(cropped.full(), full)
+        ys, xs = np.nonzero(full)
+        if len(ys):  # the crop holds every set pixel and stays inside the image
+            nonempty += 1
+            assert cropped.y0 <= ys.min() and ys.max() < cropped.y0 + cropped.mask.shape[0]
+            assert cropped.x0 <= xs.min() and xs.max() < cropped.x0 + cropped.mask.shape[1]
+        assert cropped.y0 + cropped.mask.shape[0] <= h and cropped.x0 + cropped.mask.shape[1] <= w
+        # pycocotools' own encoder of the full mask is the reference
+        ref = mask_util.encode(np.asfortranarray(full[:, :, None]))[0]
+        assert encode_cropped_mask(cropped) == dict(ref, counts=ref["counts"].decode("ascii")) == encode_mask(full)
+    assert 100 < nonempty < 400

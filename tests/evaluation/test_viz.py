@@ -29,3 +29,34 @@ def test_an_image_without_detections_is_returned_unchanged():
     img = np.full((20, 30, 3), 7, np.uint8)
     out = draw_predictions(img, [], [], [], None, ["BG", "a"])
     np.testing.assert_array_equal(out, img)
+
+
+def _reference_drawing(img, masks, colours, alpha=0.5):
+    """Full-image masks drawn the plain way: tint, then findContours on the whole image."""
+    import cv2
+    out = img.copy()
+    for m, colour in zip(masks, colours):
+        m = m.astype(bool)
+        out[m] = (out[m] * (1 - alpha) + np.array(colour) * alpha).astype(np.uint8)
+        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, colour, 1, cv2.LINE_AA)
+    return out
+
+
+def test_cropped_masks_draw_exactly_what_full_masks_draw():
+    from maskplus.evaluation.paste import paste_mask_cropped
+    from maskplus.viz import _palette, draw_instances
+    rng = np.random.RandomState(5)
+    h, w = 70, 90
+    img = (rng.rand(h, w, 3) * 255).astype(np.uint8)
+    # boxes inside, across every edge and corner, and a tiny one
+    boxes = [[10.3, 5.2, 40.7, 33.1], [-8.0, 20.0, 25.0, 50.0], [70.0, -5.0, 95.0, 30.0], [60.2, 50.1, 91.0, 71.0],
+             [-3.0, -3.0, 15.0, 12.0], [44.0, 40.0, 46.5, 42.5]]
+    cropped = [paste_mask_cropped(b, rng.uniform(0, 1, (28, 28)) ** 0.5, h, w) for b in boxes]
+    full = [c.full() for c in cropped]
+    assert all(f.sum() > 0 for f in full[:5])
+    captions = [""] * len(boxes)
+    got = draw_instances(img, boxes, captions, cropped)
+    np.testing.assert_array_equal(got, draw_instances(img, boxes, captions, full))
+    want = draw_instances(_reference_drawing(img, full, _palette(len(boxes))), boxes, captions, None)
+    np.testing.assert_array_equal(got, want)
