@@ -182,3 +182,49 @@ def test_under_emulated_float16_rounding_an_overflowing_scale_falls_until_the_gr
     assert [v for _, v in history[:3]] == [0.5, 0.5, 0.5]
     assert history[3][1] == pytest.approx(0.5 - 0.001 * 10, rel=1e-3)
     assert history[4][1] == pytest.approx(0.5 - 0.002 * 10, rel=1e-3)
+
+
+def test_in_tensorpacks_replicated_trainer_the_towers_share_one_scale_and_stay_equal(tmp_path):
+    """Two CPU towers under Tensorpack's SyncMultiGPUTrainerReplicated (gradients summed, as
+    train.py), accumulating 2 steps, each tower reading its own datapoints: updates from C+C
+    batches, one batch holding BAD (skipped, scale halved once), one more good batch."""
+    from tensorpack import DataFromList, ModelDesc, TrainConfig, launch_train_with_config
+    from tensorpack.callbacks import Callback
+    from tensorpack.input_source import QueueInput
+    from tensorpack.train import SyncMultiGPUTrainerReplicated
+    from tensorpack.utils import logger
+
+    class Toy(ModelDesc):
+        def inputs(self):
+            return [tf.TensorSpec((3,), tf.float32, "c")]
+
+        def build_graph(self, c):
+            w = tfv1.get_variable("w", initializer=W0)
+            return tf.reduce_sum(c * w, name="cost")
+
+        def optimizer(self):
+            inner = LossScalingOptimizer(tfv1.train.MomentumOptimizer(LR, MOMENTUM), initial_scale=8.0,
+                                         growth_interval=2)
+            return AccumulatingOptimizer(inner, 2)
+
+    class Capture(Callback):
+        def _after_train(self):
+            names = ["w", "tower1/w", "LossScale/scale", "LossScale/good_steps"]
+            variables = {v.op.name: v for v in tfv1.global_variables() + tfv1.local_variables()}
+            self.values = dict(zip(names, self.trainer.sess.run([variables[n] for n in names])))
+            self.loss_scale_variables = sorted(n for n in variables if "LossScale" in n)
+
+    # 2 steps x 2 towers per update: batches C+C+C+C, then C+C+BAD+C (skipped), then 4 x C
+    data = [[C]] * 4 + [[C], [C], [BAD], [C]] + [[C]] * 4
+    capture = Capture()
+    logger.set_logger_dir(str(tmp_path / "log"), action="d")
+    with tf.Graph().as_default():
+        launch_train_with_config(
+            TrainConfig(model=Toy(), data=QueueInput(DataFromList(data, shuffle=False)), callbacks=[capture],
+                        steps_per_epoch=6, max_epoch=1, extra_callbacks=[]),
+            SyncMultiGPUTrainerReplicated(2, average=False, mode="cpu"))
+    values = capture.values
+    assert capture.loss_scale_variables == ["LossScale/good_steps", "LossScale/scale"]  # one, not per tower
+    np.testing.assert_allclose(values["w"], _momentum_by_hand([4 * C, None, 4 * C]), rtol=1e-5)
+    np.testing.assert_allclose(values["tower1/w"], values["w"])
+    assert (float(values["LossScale/scale"]), int(values["LossScale/good_steps"])) == (4.0, 1)
