@@ -299,10 +299,12 @@ def precision_comparison(precisions, model, sizes, repeats):
     rates = {p: matmul_gflops(p) for p in runnable}
     lines = ["", f"Precision comparison, CPU {cpu_model_name()}, flags: "
                  f"{' '.join(f for f in BF16_FLAGS if f in flags) or 'none of ' + ', '.join(BF16_FLAGS)}; "
-                 f"matmul 2048^2: " + ", ".join(f"{p} {r:.1f} GFLOP/s" for p, r in rates.items()), ""]
+                 f"matmul 2048^2: " + (", ".join(f"{p} {r:.1f} GFLOP/s" for p, r in rates.items()) or "not run"), ""]
     for p in precisions:
         if p not in runnable:
             lines.append(f"- {p}: not run: {_precision_available(p)}")
+    if not runnable:
+        return lines
     header = [f"train step {h}x{w}" for h, w in sizes] + [f"network {h}x{w}" for h, w in sizes]
     lines += ["", "| precision | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
     cells = {p: [] for p in runnable}
