@@ -126,3 +126,16 @@ def test_bf16_inference_gives_the_float32_detections_within_tolerances(dataset, 
     assert confident >= 4, out["fp32"]
     assert worst["iou"] >= 0.98 and worst["score"] <= 0.02 and worst["mask"] <= 0.05, worst
     assert worst["mask"] > 1e-4, worst  # and bf16 did run: its results are not float32's
+
+
+def test_a_precision_this_machine_cannot_run_is_one_error_line(dataset, trained, tmp_path):
+    from maskplus.precision import PrecisionError, choose, cpu_flags, gpu_capabilities
+    proc = predict(dataset, "--evaluate", str(tmp_path / "r.json"), "--load", trained, config=["TEST.PRECISION=fp16"])
+    try:
+        choose("fp16", cpu_flags(), gpu_capabilities(), "TEST.PRECISION")
+    except PrecisionError as e:  # no GPU of compute capability >= 7.0 here
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines()[-1] == f"Error: {e}"
+        assert not (tmp_path / "r.json").exists()
+    else:
+        assert proc.returncode == 0, proc.stderr[-3000:]
