@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 HOROVOD_STAMP := $(VENV)/.horovod
 
-.PHONY: venv horovod test demo clean
+.PHONY: venv horovod gpu test demo clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ $(HOROVOD_STAMP): $(STAMP) scripts/install_horovod.sh
 	touch $(HOROVOD_STAMP)
 
 horovod: $(HOROVOD_STAMP)
+
+# The GPU stack on top of the CPU install: TensorFlow's CUDA extra and Horovod rebuilt with NCCL
+# (needs an NVIDIA driver for CUDA 12 and, for Horovod, nvcc: README "Quick start").
+gpu: $(STAMP)
+	PYTHON=$(PY) bash scripts/install_gpu.sh
+	touch $(HOROVOD_STAMP)
 
 test: $(STAMP) $(HOROVOD_STAMP)
 	MASKPLUS_REQUIRE_HOROVOD=1 $(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests

@@ -209,6 +209,12 @@ _C.TRAIN.MAX_CHECKPOINTS = 10        # as the example's ModelSaver (which also k
 _C.TRAIN.GRADIENT_ACCUMULATION = True  # accumulate to a total batch of 8 with fewer towers
 _C.TRAIN.INTRA_OP_THREADS = 0         # TF intra-op threads; 0 = all cores (Tensorpack's session: 1)
 _C.TRAIN.BOUNDARY_AP = True           # compute Boundary AP in evaluations
+# Arithmetic precision (maskplus/precision.py): fp32 (the paper's), bf16 (CPUs, oneDNN rewrite),
+# fp16 (GPUs, rewrite + dynamic loss scaling) or auto (bf16 on CPUs with native bf16, fp16 on GPUs
+# of compute capability >= 7.0, else fp32). Evaluations during training run in TRAIN.PRECISION,
+# predict.py in TEST.PRECISION. Variables, checkpoints and .npz files are float32 in every one.
+_C.TRAIN.PRECISION = "fp32"
+_C.TEST.PRECISION = "fp32"
 
 # ----------------------------------------------------------------- preprocessing
 _C.PREPROC.TRAIN_SHORT_EDGE_SIZE = [800, 800]  # [min, max] sampled per image
@@ -416,6 +422,16 @@ def _check_consistency(c):
         raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(errors))
 
 
+def _check_precision(c, is_training):
+    """The precision the run asks for must run here (an fp16 without a GPU would silently be fp32)."""
+    from maskplus.precision import PrecisionError, resolve  # lazy: it asks TensorFlow for the GPUs
+    key = "TRAIN.PRECISION" if is_training else "TEST.PRECISION"
+    try:
+        resolve(c.get(key), key)
+    except PrecisionError as e:
+        raise ConfigError(str(e)) from None
+
+
 def finalize_configs(is_training, num_gpus=None):
     """Derive the values that depend on others, validate, and freeze ``config``.
 
@@ -466,6 +482,7 @@ def finalize_configs(is_training, num_gpus=None):
         c.PREPROC.MAX_SIZE = float(math.ceil(c.PREPROC.MAX_SIZE / mult) * mult)
 
     _set_autotune_env(is_training, c.PREPROC.TRAIN_SHORT_EDGE_SIZE)
+    _check_precision(c, is_training)
     if is_training:
         if c.TRAINER == "horovod":
             import horovod.tensorflow as hvd  # only present where installed

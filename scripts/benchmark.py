@@ -3,6 +3,7 @@
 
     python scripts/benchmark.py --quick        # a few minutes on 2 CPU cores
     python scripts/benchmark.py                # more repeats, the R50-FPN training model
+    python scripts/benchmark.py --precision fp32,bf16   # only the precision comparison (README "Mixed precision")
 
 Measured in one run, each after a warm-up, as medians over repeats:
   * training step time of every technique preset and maskplus-all, as a ratio to the baseline
@@ -118,9 +119,9 @@ def train_step_times(model, repeats, size):
     return results
 
 
-def _session_config():
+def _session_config(precision="fp32"):
     from maskplus.engine.session import session_config
-    return session_config()
+    return session_config(precision)
 
 
 def network_flops(graph, feed):
@@ -269,13 +270,107 @@ def predict_peak_memory(repo=ROOT, size=(6000, 8000), detections=100):
         return peak[0] / 1024.0, int(found[0].split("photo.jpg: ", 1)[1].split(" detections", 1)[0])
 
 
-def matmul_gflops():
-    with tf.Graph().as_default(), tfv1.Session(config=_session_config()) as sess:
+def matmul_gflops(precision="fp32"):
+    with tf.Graph().as_default(), tfv1.Session(config=_session_config(precision)) as sess:
         a = tf.random.normal([2048, 2048])
         b = tf.random.normal([2048, 2048])
         product = tf.reduce_sum(tf.matmul(a, b))
         t = median_time(lambda: sess.run(product), 5)
     return 2 * 2048 ** 3 / t / 1e9
+
+
+# ------------------------------------------------------------------ precision comparison (--precision)
+#: CPU flags that decide what bf16 does on a CPU (maskplus/precision.py)
+BF16_FLAGS = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+PRECISION_SIZES = [(256, 320), (800, 1333)]
+
+
+def _precision_available(precision):
+    """None if ``precision`` runs on this machine, else why not (maskplus/precision.py's rules)."""
+    from maskplus.precision import PrecisionError, cpu_flags, choose, gpu_capabilities
+    try:
+        choose(precision, cpu_flags(), gpu_capabilities())
+    except PrecisionError as e:
+        return str(e).replace("TRAIN.PRECISION=", "")
+    return None
+
+
+def precision_train_step(model, size, precision, repeats):
+    """Median seconds of one training step at ``size`` (h, w) in ``precision``."""
+    dp = synthetic_datapoint(h=size[0], w=size[1], boxes=((20, 30, 120, 140), (100, 60, 230, 200), (150, 10, 200, 60)),
+                             labels=(1, 2, 3))
+    with config_snapshot():
+        configure(dict(model, **{"PREPROC.MAX_SIZE": max(size)}), training=True, tiny=False)
+        graph, ph, _ = build_graph(True)
+        with graph.as_default():
+            train_op = tfv1.train.MomentumOptimizer(1e-4, 0.9).minimize(graph.get_tensor_by_name("total_cost:0"))
+            feed = {ph[k]: v for k, v in dp.items()}
+            with tfv1.Session(config=_session_config(precision)) as sess:
+                sess.run(tfv1.global_variables_initializer())
+                return median_time(lambda: sess.run(train_op, feed), repeats, warmup=2)
+
+
+def precision_network(model, size, precisions, repeats):
+    """{precision: median seconds of the inference network} on a random ``size`` image, one random
+    model file for all precisions (100 detections forced by a zero score threshold)."""
+    from maskplus.engine.checkpoint import export_npz
+    from maskplus.engine.inference import build_predictor, run_network
+    image = np.random.RandomState(0).randint(0, 255, (size[0], size[1], 3)).astype(np.uint8)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp, config_snapshot():
+        configure(dict(model, **{"TEST.RESULT_SCORE_THRESH": 0.0, "PREPROC.TEST_SHORT_EDGE_SIZE": min(size),
+                                 "PREPROC.MAX_SIZE": max(size)}),
+                  training=False, tiny=False, class_names=[f"c{i}" for i in range(80)])
+        graph, _, _ = build_graph(False)
+        weights = os.path.join(tmp, "model.npz")
+        with graph.as_default(), tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            export_npz(sess, weights)
+        for precision in precisions:
+            predictor = build_predictor(weights, precision)
+            out[precision] = median_time(lambda: run_network(predictor, image), repeats)
+    return out
+
+
+def precision_comparison(precisions, model, sizes, repeats):
+    """Markdown lines: the CPU (model name, the flags that decide bf16, the matmul rate in each
+    precision), then per precision the training step and the inference network at each size."""
+    from maskplus.precision import cpu_flags, cpu_model_name
+    flags = cpu_flags()
+    runnable = [p for p in precisions if _precision_available(p) is None]
+    rates = {p: matmul_gflops(p) for p in runnable}
+    lines = ["", f"Precision comparison, CPU {cpu_model_name()}, flags: "
+                 f"{' '.join(f for f in BF16_FLAGS if f in flags) or 'none of ' + ', '.join(BF16_FLAGS)}; "
+                 f"matmul 2048^2: " + (", ".join(f"{p} {r:.1f} GFLOP/s" for p, r in rates.items()) or "not run"), ""]
+    for p in precisions:
+        if p not in runnable:
+            lines.append(f"- {p}: not run: {_precision_available(p)}")
+    if not runnable:
+        return lines
+    header = [f"train step {h}x{w}" for h, w in sizes] + [f"network {h}x{w}" for h, w in sizes]
+    lines += ["", "| precision | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+    cells = {p: [] for p in runnable}
+    for size in sizes:
+        for p in runnable:
+            cells[p].append(precision_train_step(model, size, p, repeats))
+            print(f"  train step {size[0]}x{size[1]} {p}: {cells[p][-1]:.3f} s", flush=True)
+    for size in sizes:
+        for p, t in precision_network(model, size, runnable, max(2, repeats // 3)).items():
+            cells[p].append(t)
+            print(f"  network {size[0]}x{size[1]} {p}: {t:.3f} s", flush=True)
+    base = cells.get("fp32")
+    for p in runnable:
+        ratio = [f" ({v / b:.2f}x fp32)" if base and p != "fp32" else "" for v, b in zip(cells[p], base or cells[p])]
+        lines.append(f"| {p} | " + " | ".join(f"{v:.3f} s{r}" for v, r in zip(cells[p], ratio)) + " |")
+    return lines
+
+
+def write_precision_report(lines, no_write):
+    text = "\n".join(lines + [""])
+    print("\n" + text)
+    if not no_write:
+        with open(os.path.join(ROOT, "BENCHMARKS.md"), "a") as f:
+            f.write(text + "\n")
 
 
 def machine():
@@ -300,6 +395,9 @@ def main(argv=None):
                         help="only the peak memory of predict.py on a 48-megapixel photo (100 detections)")
     parser.add_argument("--predict-repo", default=ROOT, metavar="DIR",
                         help="with --predict-memory: the checkout whose predict.py is measured")
+    parser.add_argument("--precision", metavar="LIST",
+                        help="only compare these precisions (e.g. fp32,bf16): the R50-FPN training step and inference "
+                             "network at 256x320 and 800x1333, the CPU's flags and matmul rate per precision")
     args = parser.parse_args(argv)
     if args.predict_memory:
         print("predict.py on a 48 MP photo ...", flush=True)
@@ -315,8 +413,11 @@ def main(argv=None):
         return
     repeats = 3 if args.quick else 10
     part_peak = PartPeak()
-    lines = [f"## {datetime.date.today()} — `python scripts/benchmark.py{' --quick' if args.quick else ''}`", "",
-             f"Machine: {machine()}", ""]
+    lines = [f"## {datetime.date.today()} — `python scripts/benchmark.py{' --quick' if args.quick else ''}"
+             f"{' --precision ' + args.precision if args.precision else ''}`", "", f"Machine: {machine()}", ""]
+    if args.precision:
+        lines += precision_comparison(args.precision.split(","), {"TRAIN.NUM_GPUS": 1}, PRECISION_SIZES, repeats)
+        return write_precision_report(lines, args.no_write)
 
     print("matrix multiply ...", flush=True)
     gflops = matmul_gflops()

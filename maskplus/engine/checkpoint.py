@@ -19,6 +19,9 @@ from maskplus.compat import tf, tfv1
 # Variables that only a training checkpoint has; never part of a model file.
 _TRAINING_STATE = re.compile(r"(^|/)(global_step|learning_rate|mask_loss_alpha)$|/(Momentum|AccumGrad)(_\d+)?$"
                              r"|^AccumGrad/|(^|/)counter$")
+# The loss scale of float16 training (maskplus/modeling/loss_scale.py): training state, but not in
+# _TRAINING_STATE so that a load lacking it (an fp32 checkpoint into an fp16 run) lists it as fresh.
+_LOSS_SCALE = re.compile(r"^LossScale/")
 _TOWER = re.compile(r"^tower\d+/")
 # Variables whose shape depends on the number of classes.
 _CLASS_DEPENDENT = ("fastrcnn/outputs/class/", "fastrcnn/outputs/box/", "maskrcnn/conv/")
@@ -207,7 +210,8 @@ def model_variables():
     graphs alike (an inference tower does not keep MODEL_VARIABLES, so global variables it is).
     """
     return {v.op.name: v for v in tfv1.global_variables()
-            if not _TOWER.match(v.op.name) and not _TRAINING_STATE.search(v.op.name)}
+            if not _TOWER.match(v.op.name) and not _TRAINING_STATE.search(v.op.name)
+            and not _LOSS_SCALE.match(v.op.name)}
 
 
 def save_npz(path, arrays):

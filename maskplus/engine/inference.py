@@ -19,6 +19,7 @@ from maskplus.engine.checkpoint import CheckpointInit
 from maskplus.engine.session import session_config
 from maskplus.evaluation.paste import paste_mask_cropped, paste_masks_to_rle
 from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, inference_outputs, model_for_config
+from maskplus.precision import resolve
 
 #: One detection in original-image coordinates; ``mask`` is None, a COCO RLE or a
 #: :class:`~maskplus.evaluation.paste.CroppedMask` (``.full()``: the full-image uint8 mask).
@@ -27,11 +28,13 @@ DetectionResult = namedtuple("DetectionResult", ["box", "score", "class_id", "ma
 NetworkOutput = namedtuple("NetworkOutput", ["boxes", "scores", "labels", "masks", "orig_shape"])
 
 
-def build_predictor(load):
-    """An ``OfflinePredictor`` of the inference graph with weights from ``load`` (.npz or TF checkpoint)."""
+def build_predictor(load, precision=None):
+    """An ``OfflinePredictor`` of the inference graph with weights from ``load`` (.npz or TF checkpoint),
+    in ``precision`` (fp32, bf16 or fp16; default: what ``TEST.PRECISION`` resolves to here)."""
+    precision = precision or resolve(cfg.TEST.PRECISION, "TEST.PRECISION").precision
     pred_config = PredictConfig(
         model=model_for_config(), session_init=CheckpointInit(load),
-        session_creator=NewSessionCreator(config=session_config()),
+        session_creator=NewSessionCreator(config=session_config(precision)),
         input_names=INFERENCE_INPUTS, output_names=inference_outputs())
     return OfflinePredictor(pred_config)
 

@@ -26,6 +26,7 @@ from maskplus.engine.callbacks import (DUMP_VARIABLES_ENV, DumpVariablesAtEnd, E
                                       EpochsOnSchedule, is_chief, process_rank)
 from maskplus.engine.checkpoint import CheckpointInit, checkpoint_global_step
 from maskplus.engine.session import session_config
+from maskplus.precision import describe, resolve
 from maskplus.modeling.generalized_rcnn import model_for_config
 
 
@@ -191,7 +192,7 @@ def build_train_config(logdir, load=None, deadline=None, preset=None):
         callbacks=make_callbacks(logdir, budget),
         extra_callbacks=extra,
         session_init=session_init,
-        session_creator=NewSessionCreator(config=session_config()),
+        session_creator=NewSessionCreator(config=session_config(resolve(cfg.TRAIN.PRECISION).precision)),
         steps_per_epoch=steps_per_epoch,
         starting_epoch=starting_epoch,
         max_epoch=max_epoch,
@@ -217,14 +218,28 @@ def train(logdir, load=None, preset=None, minutes=None):
     if is_chief():
         write_run_info(logdir, preset)
     traincfg = build_train_config(logdir, load, deadline, preset)
-    where = describe_devices(cfg.TRAIN.NUM_GPUS, len(tf.config.list_physical_devices("GPU")))
+    where = describe_devices(cfg.TRAIN.NUM_GPUS, gpu_names(), describe(resolve(cfg.TRAIN.PRECISION)))
     logger.info(where)
     console.say("  " + where)
     launch_train_with_config(traincfg, make_trainer())
 
 
-def describe_devices(towers, gpus):
-    """One line saying where training runs, so that a user sees whether a GPU is used."""
-    if gpus == 0:
-        return f"Training {towers} tower{'s' * (towers > 1)} on the CPU (no GPU visible to TensorFlow)."
-    return f"Training {towers} tower{'s' * (towers > 1)} on {min(towers, gpus)} of {gpus} visible GPU{'s' * (gpus > 1)}."
+def gpu_names():
+    """The name of each GPU TensorFlow sees ('Tesla V100-SXM2-16GB', ...)."""
+    return [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+            for gpu in tf.config.list_physical_devices("GPU")]
+
+
+def describe_devices(towers, gpus, precision="float32"):
+    """One line saying where and in which precision training runs, so that a user sees whether a
+    GPU is used; ``gpus`` are the names of the visible GPUs."""
+    tower_s = f"{towers} tower{'s' * (towers > 1)}"
+    if not gpus:
+        return f"Training {tower_s} on the CPU (no GPU visible to TensorFlow) in {precision}."
+    names = ", ".join(f"{n} x {name}" if n > 1 else name for name, n in _counts(gpus))
+    return (f"Training {tower_s} on {min(towers, len(gpus))} of {len(gpus)} visible GPU{'s' * (len(gpus) > 1)} "
+            f"({names}) in {precision}.")
+
+
+def _counts(names):
+    return [(name, names.count(name)) for name in dict.fromkeys(names)]

@@ -59,6 +59,10 @@ class ResNetFPNModel(ModelDesc):
         # Without accumulation a step sees fewer images and moves proportionally less: the
         # linear scaling rule, with no further change.
         opt = tfv1.train.MomentumOptimizer(lr / 8.0, 0.9)
+        from maskplus.modeling.loss_scale import LossScalingOptimizer
+        from maskplus.precision import resolve
+        if resolve(cfg.TRAIN.PRECISION).precision == "fp16":  # float16 needs loss scaling, inside accumulation
+            opt = LossScalingOptimizer(opt)
         towers = cfg.TRAIN.NUM_GPUS or 1
         if towers < 8 and cfg.TRAIN.GRADIENT_ACCUMULATION:
             opt = AccumulatingOptimizer(opt, 8 // towers)

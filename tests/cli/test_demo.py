@@ -51,6 +51,9 @@ def test_demo_trains_for_its_budget_evaluates_draws_and_keeps_the_console_short(
     assert any(f"in {run}" in line for line in last) and last[-2].endswith(str(run / "demo.log"))
     assert last[-1].startswith("Total demo time:") and f"Training took" in table
     assert any("step" in line and "segm AP" in line for line in console)  # AP after the evaluation
+    from maskplus.precision import describe, resolve
+    assert any("Training 1 tower on the CPU" in line and line.rstrip().endswith(
+        f" in {describe(resolve('auto'))}.") for line in console)  # the demo's precision, and why
     # everything else is in the run's log: the config, the model summary, TensorFlow's messages
     assert "Config:" in log and "'conv0' input" in log and "Loaded" in log and "Time budget at step" in log
     assert "Config:" not in stdout + stderr and "'conv0' input" not in stdout + stderr

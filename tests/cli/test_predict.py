@@ -205,3 +205,58 @@ def test_a_missing_validation_split_is_named(dataset, trained, tmp_path):
                    config=["DATA.VAL=coco_val2017"])
     assert proc.returncode != 0
     assert "coco_val2017" in proc.stderr and "Traceback" not in proc.stderr
+
+
+
+def _box_iou(a, b):
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(x2 - x1, 0) * max(y2 - y1, 0)
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_bf16_inference_gives_the_float32_detections_within_tolerances(dataset, trained, monkeypatch):
+    """Every confident float32 detection (score >= 0.2) has a bf16 one of the same class with a
+    box IoU >= 0.98, a score within 0.02 and a 28x28 mask within 0.05 per pixel (bf16 keeps 8
+    bits of mantissa: the class and box outputs and the mask logits are rounded to ~0.4%; box
+    decoding and NMS are float32, tests/engine/test_session.py). On a CPU without AVX-512 the
+    bf16 run is TensorFlow's Eigen emulation with the NCHW pooling/deconvolution kept float32."""
+    import cv2
+    import numpy as np
+    from config import config as cfg, finalize_configs
+    from maskplus.engine.inference import build_predictor, run_network
+    from tests.engine.test_session import emulate_bf16_without_avx512
+    from tests.helpers import config_snapshot
+    emulate_bf16_without_avx512(monkeypatch)
+    images = [cv2.imread(os.path.join(dataset, "train2017", f"00000000000{i}.jpg")) for i in (1, 2)]
+    with config_snapshot():
+        cfg.update_args([f"DATA.BASEDIR={dataset}", *EVAL_ARGS])
+        finalize_configs(is_training=False)
+        out = {p: [run_network(build_predictor(trained, p), img) for img in images] for p in ("fp32", "bf16")}
+    worst, confident = {"iou": 1.0, "score": 0.0, "mask": 0.0}, 0
+    for a, b in zip(out["fp32"], out["bf16"]):
+        for k in np.flatnonzero(a.scores >= 0.2):
+            same_class = [j for j in range(len(b.boxes)) if b.labels[j] == a.labels[k]]
+            assert same_class, f"no bf16 detection of class {a.labels[k]}"
+            j = max(same_class, key=lambda j: _box_iou(a.boxes[k], b.boxes[j]))
+            confident += 1
+            worst["iou"] = min(worst["iou"], _box_iou(a.boxes[k], b.boxes[j]))
+            worst["score"] = max(worst["score"], abs(a.scores[k] - b.scores[j]))
+            worst["mask"] = max(worst["mask"], float(np.abs(a.masks[k] - b.masks[j]).max()))
+    # measured on the AMD EPYC (emulated): 12 detections, IoU >= 0.995, scores within 0.005, masks 0.011
+    assert confident >= 4, out["fp32"]
+    assert worst["iou"] >= 0.98 and worst["score"] <= 0.02 and worst["mask"] <= 0.05, worst
+    assert worst["mask"] > 1e-4, worst  # and bf16 did run: its results are not float32's
+
+
+def test_a_precision_this_machine_cannot_run_is_one_error_line(dataset, trained, tmp_path):
+    from maskplus.precision import PrecisionError, choose, cpu_flags, gpu_capabilities
+    proc = predict(dataset, "--evaluate", str(tmp_path / "r.json"), "--load", trained, config=["TEST.PRECISION=fp16"])
+    try:
+        choose("fp16", cpu_flags(), gpu_capabilities(), "TEST.PRECISION")
+    except PrecisionError as e:  # no GPU of compute capability >= 7.0 here
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines()[-1] == f"Error: {e}"
+        assert not (tmp_path / "r.json").exists()
+    else:
+        assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,0 +1,140 @@
+"""The arithmetic precision of training and inference: which one a run asks for and gets, and why.
+
+``fp32`` is the paper's arithmetic and every preset's default. ``bf16`` is TensorFlow's oneDNN
+grappler rewrite for CPUs: convolutions, matrix products and the element-wise ops between them
+run in bfloat16, variables and everything the rewrite's lists keep out (losses, box decoding,
+NMS, RoIAlign's coordinates, gradient sums) stay float32; bfloat16 has float32's range, so no
+loss scaling. ``fp16`` is TensorFlow's CUDA rewrite (``auto_mixed_precision``) plus dynamic loss
+scaling (:mod:`maskplus.modeling.loss_scale`); it acts on GPU ops only. ``auto`` picks bf16 on a
+CPU with native bfloat16 instructions, fp16 on GPUs of compute capability 7.0 or more, else fp32.
+
+What TensorFlow 2.21 does where the hardware lacks them (found on an AVX2-only AMD EPYC):
+* bf16 without AVX-512: oneDNN has no bfloat16 kernels ("oneDNN supports DT_BFLOAT16 only on
+  platforms with AVX-512"), TensorFlow falls back to its Eigen kernels, which cannot run the NCHW
+  pooling and transposed convolutions of these models ("Default MaxPoolingOp only supports NHWC
+  on device type CPU"). So an explicit bf16 there is a configuration error.
+* bf16 with AVX-512 but without AVX512_BF16/AMX: oneDNN emulates bfloat16 with AVX-512
+  instructions; it runs, but is not expected to be faster than float32 (a warning says so).
+* fp16 without a GPU (or on GPUs below compute capability 7.0): the rewrite skips every op
+  ("No (suitable) GPUs detected"), i.e. the run would be float32: a configuration error.
+"""
+import functools
+from collections import namedtuple
+
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16 with dynamic loss scaling"}
+#: /proc/cpuinfo flags of native bfloat16 arithmetic (AVX-512 BF16: Cooper Lake, Zen 4; AMX: Sapphire Rapids)
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+#: the first compute capability whose tensor cores TensorFlow's float16 rewrite targets (Volta)
+MIN_FP16_CAPABILITY = (7, 0)
+
+#: What a run gets: ``precision`` (fp32, bf16 or fp16) and ``reason`` (why, or "" when asked for).
+Choice = namedtuple("Choice", ["precision", "reason"])
+
+
+class PrecisionError(ValueError):
+    """The requested precision cannot run here; the message says why and what to use instead."""
+
+
+def read_cpuinfo():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return f.read()
+    except OSError:  # not Linux
+        return ""
+
+
+def cpu_flags(cpuinfo=None):
+    """The set of CPU flags in ``/proc/cpuinfo`` text (the first processor's)."""
+    text = read_cpuinfo() if cpuinfo is None else cpuinfo
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_model_name(cpuinfo=None):
+    text = read_cpuinfo() if cpuinfo is None else cpuinfo
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def cpu_bf16(flags):
+    """'native' (bfloat16 instructions), 'emulated' (oneDNN emulates them with AVX-512) or None."""
+    if any(f in flags for f in NATIVE_BF16_FLAGS):
+        return "native"
+    return "emulated" if "avx512f" in flags else None
+
+
+def gpu_capabilities():
+    """[(major, minor), ...]: the compute capability of each GPU TensorFlow sees."""
+    from maskplus.compat import tf
+    caps = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu)
+        caps.append(tuple(details.get("compute_capability") or (0, 0)))
+    return caps
+
+
+def _capability(cap):
+    return f"{cap[0]}.{cap[1]}"
+
+
+def choose(requested, flags, gpus, key="TRAIN.PRECISION"):
+    """The :class:`Choice` for ``requested`` on a CPU with ``flags`` and GPUs of compute capabilities
+    ``gpus`` (pure: tests pass faked flags). Raises :class:`PrecisionError` where it cannot run."""
+    if requested not in PRECISIONS:
+        raise PrecisionError(f"{key} must be one of {', '.join(PRECISIONS)}, got '{requested}'.")
+    bf16 = cpu_bf16(flags)
+    oldest = min(gpus) if gpus else None
+    if requested == "auto":
+        if gpus:
+            if oldest >= MIN_FP16_CAPABILITY:
+                return Choice("fp16", f"auto: GPUs of compute capability {_capability(oldest)}")
+            return Choice("fp32", f"auto: a GPU of compute capability {_capability(oldest)} has no "
+                                  f"float16 tensor cores")
+        if bf16 == "native":
+            found = [f for f in NATIVE_BF16_FLAGS if f in flags]
+            return Choice("bf16", f"auto: this CPU has native bf16 ({', '.join(found)})")
+        return Choice("fp32", "auto: this CPU has no native bf16")
+    if requested == "bf16":
+        if gpus:
+            raise PrecisionError(f"{key}=bf16 is TensorFlow's CPU (oneDNN) rewrite; on GPUs use fp16 or auto.")
+        if bf16 is None:
+            raise PrecisionError(
+                f"{key}=bf16 cannot run on this CPU: it has no AVX-512, so oneDNN has no bfloat16 kernels and "
+                f"TensorFlow's fallback ones cannot run this model's NCHW layers. Use fp32 or auto "
+                f"(auto picks bf16 where the CPU has avx512_bf16 or amx_bf16).")
+        if bf16 == "emulated":
+            return Choice("bf16", "emulated with AVX-512: this CPU has no native bf16, expect it no faster "
+                                  "than float32")
+        return Choice("bf16", "")
+    if requested == "fp16":
+        if not gpus:
+            raise PrecisionError(f"{key}=fp16 needs a GPU: TensorFlow's float16 rewrite leaves CPU ops alone, so "
+                                 f"this run would be float32. On a CPU use bf16 or auto.")
+        if oldest < MIN_FP16_CAPABILITY:
+            raise PrecisionError(f"{key}=fp16 needs GPUs of compute capability >= 7.0: TensorFlow's float16 "
+                                 f"rewrite skips a GPU of {_capability(oldest)}, so this run would be float32.")
+        return Choice("fp16", "")
+    return Choice("fp32", "")
+
+
+@functools.lru_cache(maxsize=None)
+def resolve(requested, key="TRAIN.PRECISION"):
+    """The :class:`Choice` for ``requested`` on this machine (its CPU flags and visible GPUs)."""
+    if requested not in ("bf16", "fp16", "auto"):  # fp32, or an error that needs no look at the machine
+        return choose(requested, set(), [], key)
+    choice = choose(requested, cpu_flags(), gpu_capabilities(), key)
+    if choice.reason.startswith("emulated"):
+        from tensorpack.utils import logger
+        logger.warn(f"{key}=bf16 is {choice.reason}.")
+    return choice
+
+
+def describe(choice):
+    """'float32 (auto: this CPU has no native bf16)', 'bfloat16', ..."""
+    name = NAMES[choice.precision]
+    return f"{name} ({choice.reason})" if choice.reason else name

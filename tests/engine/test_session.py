@@ -1,0 +1,135 @@
+"""The session's precision rewrites, checked on what grappler makes of real graphs.
+
+Grappler is run offline (``tf_optimizer.OptimizeGraph``, nothing executes) with the exact session
+config of each precision: bf16 is TensorFlow's oneDNN rewrite, which acts on this CPU's graphs;
+fp16 is the CUDA rewrite, which acts on GPU ops only, so its graph's nodes are placed on a GPU and
+TensorFlow's own TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_SIMULATE_GPU switch stands in for one.
+The README's "Mixed precision" section lists what these tests check stays float32.
+"""
+import collections
+import re
+
+import pytest
+
+from maskplus.compat import tf, tfv1
+from maskplus.engine.session import session_config
+
+LOW = {tf.bfloat16.as_datatype_enum: "bf16", tf.float16.as_datatype_enum: "fp16"}
+#: ops that only move, gather, reshape or select values (ArgMax: the label accuracy summary): a bf16
+#: tensor passing through them is still the output of an op that was allowed in bf16, no
+#: arithmetic is done in it
+VALUE_PRESERVING = {"Cast", "Reshape", "Shape", "ShapeN", "Size", "Rank", "Transpose", "Identity", "IdentityN",
+                    "GatherV2", "GatherNd", "ConcatV2", "Slice", "StridedSlice", "Squeeze", "ExpandDims",
+                    "Pad", "MirrorPad", "Split", "SplitV", "Unpack", "Pack", "Tile", "Const", "ZerosLike", "ArgMax"}
+#: name scopes whose arithmetic must stay float32: losses, box coding and clipping, anchors,
+#: proposals and their NMS, sampling and IoU, RoIAlign's box coordinates, the level assignment,
+#: the gradient accumulation sums and the optimizer's update
+FLOAT32_SCOPES = re.compile(
+    r"(loss|cost|encode_bbox_target|decode_bbox_target|clip_boxes|grid_anchors|generate_fpn_proposals|"
+    r"generate_rpn_proposals|sample_fast_rcnn_targets|pairwise_iou|crop_and_resize|fpn_map_rois_to_levels|"
+    r"AccumGrad|AccumulatingOptimizer|Momentum|LossScal)")
+
+
+#: the ops TensorFlow's fallback (Eigen) kernels cannot run in bf16 in these models' NCHW layout
+EIGEN_NCHW_OPS = "MaxPool,AvgPool,MaxPoolGrad,AvgPoolGrad,Conv2DBackpropInput,Conv2DBackpropFilter"
+
+
+def emulate_bf16_without_avx512(monkeypatch):
+    """Lets the bf16 rewrite run on a CPU without AVX-512 (an explicit bf16 is refused there,
+    maskplus/precision.py): oneDNN has no bf16 kernels there and TensorFlow falls back to Eigen's,
+    which lack NCHW pooling and NCHW transposed/backward convolutions, so these ops are kept in
+    float32 through TensorFlow's list-editing variables. The convolutions' forward passes (NHWC
+    here, maskplus/compat.py), the matrix products and the element-wise ops run in bf16."""
+    from maskplus.precision import cpu_bf16, cpu_flags
+    if cpu_bf16(cpu_flags()) is None:
+        for edit in ("ALLOWLIST_REMOVE", "INFERLIST_REMOVE", "CLEARLIST_REMOVE", "DENYLIST_ADD"):
+            monkeypatch.setenv(f"TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_{edit}", EIGEN_NCHW_OPS)
+
+
+def _low_precision(node):
+    return {LOW[v.type] for v in node.attr.values() if v.type in LOW}
+
+
+def _rewrite(graph, fetch, precision, device=None):
+    from tensorflow.python.grappler import tf_optimizer
+    with graph.as_default():
+        graph.add_to_collection("train_op", fetch)
+        meta = tfv1.train.export_meta_graph(graph=graph)
+    if device:
+        for node in meta.graph_def.node:
+            node.device = device
+    return tf_optimizer.OptimizeGraph(session_config(precision), meta)
+
+
+def test_each_precision_sets_its_own_grappler_rewrite_and_nothing_else():
+    from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
+    fields = ("auto_mixed_precision", "auto_mixed_precision_onednn_bfloat16", "auto_mixed_precision_cpu",
+              "auto_mixed_precision_mkl")
+    on = {p: {f for f in fields if getattr(session_config(p).graph_options.rewrite_options, f) == RewriterConfig.ON}
+          for p in ("fp32", "bf16", "fp16")}
+    assert on == {"fp32": set(), "bf16": {"auto_mixed_precision_onednn_bfloat16"}, "fp16": {"auto_mixed_precision"}}
+    with pytest.raises(ValueError, match="got 'auto'"):  # auto is resolved before a session is made
+        session_config("auto")
+
+
+def _simulate_gpu(monkeypatch):
+    """Lets the CUDA rewrite act on ops placed on a GPU this machine does not have (it also takes
+    unplaced ops for GPU ones, hence only for graphs whose ops are all placed)."""
+    monkeypatch.setenv("TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_SIMULATE_GPU", "1")
+
+
+def _dense_graph():
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.constant(1.5, shape=[4, 8])
+        w = tfv1.get_variable("w", [8, 3])
+        out = tf.reduce_sum(tf.nn.relu(tf.matmul(x, w)))
+    return graph, out
+
+
+def test_the_rewrites_turn_a_matmul_into_bf16_on_cpu_and_fp16_on_a_gpu(monkeypatch):
+    kinds = {}
+    for case, device in (("fp32", None), ("bf16", None), ("fp16-on-cpu", None), ("fp16", "/device:GPU:0")):
+        if device:
+            _simulate_gpu(monkeypatch)
+        graph, out = _dense_graph()
+        rewritten = _rewrite(graph, out, case.split("-")[0], device)
+        kinds[case] = {n.op: _low_precision(n) for n in rewritten.node if n.op == "MatMul"}["MatMul"]
+    # fp16 leaves CPU ops alone: why train.py refuses fp16 without a GPU
+    assert kinds == {"fp32": set(), "bf16": {"bf16"}, "fp16": {"fp16"}, "fp16-on-cpu": set()}
+
+
+@pytest.fixture(scope="module")
+def training_graph():
+    """The tiny model's training graph with its own optimizer (momentum inside gradient
+    accumulation to 8 images, as one tower trains) and the float16 loss scaling."""
+    from tests.helpers import build_graph, config_snapshot, configure
+    from maskplus.modeling.loss_scale import LossScalingOptimizer
+    with config_snapshot():
+        configure()
+        graph, _, model = build_graph(True)
+        with graph.as_default():
+            opt = model.optimizer()
+            opt._opt = LossScalingOptimizer(opt._opt)  # as TRAIN.PRECISION=fp16 builds it on a GPU
+            train_op = opt.minimize(graph.get_tensor_by_name("total_cost:0"))
+    return graph, train_op
+
+
+@pytest.mark.parametrize("precision, device", [("bf16", None), ("fp16", "/device:GPU:0")])
+def test_losses_box_coding_nms_roialign_coordinates_and_sums_stay_float32(training_graph, precision, device,
+                                                                            monkeypatch):
+    if device:
+        _simulate_gpu(monkeypatch)
+    graph, train_op = training_graph
+    rewritten = _rewrite(graph, train_op, precision, device)
+    converted = collections.Counter(n.op for n in rewritten.node if _low_precision(n))
+    # the rewrite did act: the convolutions, forward and backward, run in the low precision
+    assert converted["Conv2D"] > 20 and converted["Conv2DBackpropFilter"] > 20, converted
+    offenders = [f"{n.op} {n.name}" for n in rewritten.node
+                 if not n.name.startswith("gradients/") and FLOAT32_SCOPES.search(n.name)
+                 and n.op not in VALUE_PRESERVING and _low_precision(n)]
+    assert offenders == []
+    checked = [n for n in rewritten.node
+               if n.op.startswith("NonMaxSuppression") or n.op in ("CropAndResize", "VariableV2", "ApplyMomentum")]
+    assert {n.op for n in checked} >= {"NonMaxSuppressionV3", "CropAndResize", "VariableV2", "ApplyMomentum"}
+    assert [f"{n.op} {n.name}" for n in checked if _low_precision(n)] == []
