@@ -131,8 +131,9 @@ def has_checkpoint(logdir):
     return os.path.isfile(os.path.join(logdir, "checkpoint")) or bool(glob.glob(os.path.join(logdir, "model-*.index")))
 
 
-def _looks_like_a_log_directory(logdir):
-    return any(os.path.exists(os.path.join(logdir, f)) for f in (RUN_INFO, "checkpoint", "log.log", "stats.json", LOCK))
+def _holds_working_directory(logdir):
+    here, there = os.path.realpath(os.getcwd()), os.path.realpath(logdir)
+    return here == there or here.startswith(there.rstrip(os.sep) + os.sep)
 
 
 def _timestamped(logdir):
@@ -244,6 +245,9 @@ def open_run_directory(logdir, action, identity):
         raise LogdirError(in_use_message(logdir, holder))
     notes = []
     resume = False
+    if holds_run and action in ("backup", "delete") and _holds_working_directory(logdir):
+        raise LogdirError(f"--logdir-action {action} would {'move' if action == 'backup' else 'delete'} {logdir}, "
+                          f"which holds the working directory: choose another --logdir.")
     if holds_run or (holder and action == "new"):
         if action == "resume":
             check_resumable(logdir, identity)
@@ -252,9 +256,7 @@ def open_run_directory(logdir, action, identity):
             backup = _timestamped(logdir)
             shutil.move(logdir, backup)
             notes.append(f"Log directory: the run that was in {logdir} was moved to {backup}; this run starts afresh.")
-        elif action == "delete":
-            if not _looks_like_a_log_directory(logdir):
-                raise LogdirError(f"{logdir} does not look like a log directory of train.py: not deleting it.")
+        elif action == "delete":  # only ever a directory holding a run.json or checkpoints
             shutil.rmtree(logdir)
             notes.append(f"Log directory: the run that was in {logdir} was deleted; this run starts afresh.")
         else:  # new
