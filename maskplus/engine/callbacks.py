@@ -286,7 +286,7 @@ class CheckedModelSaver(ModelSaver):
         try:
             self.last_checkpoint = self.saver.save(tfv1.get_default_session(), self.path,
                                                    global_step=tfv1.train.get_global_step(), write_meta_graph=False)
-        except (OSError, tf.errors.OpError) as e:
+        except (OSError, ValueError, tf.errors.OpError) as e:  # ValueError: the directory is gone
             raise CheckpointError(
                 f"A checkpoint could not be written to {self.checkpoint_dir} at step {self.global_step}: "
                 f"{_first_line(e)}. Training stopped; the checkpoints written before are intact. Free some space "
