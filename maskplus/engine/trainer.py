@@ -381,8 +381,11 @@ class _OneLineStopMessage(logging.Filter):
     The error that follows says what happened."""
 
     def filter(self, record):
-        message = record.getMessage()
-        if message.startswith("Training was stopped by exception") and "QueueInput" in message:
+        # record.msg, not getMessage(): Tensorpack logs "Training failed at global_step=" with an
+        # argument and no placeholder, which getMessage() cannot format
+        message = record.msg
+        if isinstance(message, str) and message.startswith("Training was stopped by exception") \
+                and "QueueInput" in message:
             record.msg, record.args = "Training was stopped: the input queue was closed.", ()
         return True
 
