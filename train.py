@@ -20,17 +20,22 @@ import os
 import signal
 import sys
 
+
+def _stop_outside_training(signum, _frame):
+    # outside training (before it starts, SaveOnSignal after) there is nothing to save: end
+    # cleanly, with the lock released, instead of a KeyboardInterrupt's traceback
+    raise SystemExit(f"Stopped on {signal.Signals(signum).name} outside the training steps: nothing to save.")
+
+
+for _signal in (signal.SIGTERM, signal.SIGINT):  # before the imports, which take seconds
+    signal.signal(_signal, _stop_outside_training)
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import maskplus  # noqa: E402,F401  (compat shims first)
 from config import ConfigError, config as cfg, finalize_configs  # noqa: E402
 from maskplus.cli import add_config_arguments, apply_config_arguments, fail  # noqa: E402
 from maskplus.engine.run_dir import ACTIONS  # noqa: E402
-
-
-def _stop_before_training(signum, _frame):
-    # outside training (before it starts, SaveOnSignal after) there is nothing to save: end cleanly, lock released
-    raise SystemExit(f"Stopped on {signal.Signals(signum).name} outside the training steps: nothing to save.")
 
 
 def print_config():
@@ -63,8 +68,6 @@ def main(argv=None):
     if args.minutes and cfg.TRAINER == "horovod":
         fail("--minutes does not work with TRAINER=horovod (each rank would fit its own schedule).")
 
-    for s in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(s, _stop_before_training)
     if cfg.TRAINER == "horovod":
         import horovod.tensorflow as hvd
         hvd.init()
