@@ -173,9 +173,10 @@ def _say(line):
 def check_validation_data():
     """Everything the run's evaluations will need, checked before its first step: each
     ``DATA.VAL`` dataset exists, loads and passes the training data's validation with every image
-    usable (each is scored), and has the training classes in the same order (evaluation maps the
-    model's labels to the json's categories by position: other names or another order would give
-    wrong AP). Nothing to check when the run never evaluates (``TRAIN.EVAL_PERIOD=0``)."""
+    usable (each is scored; image files are checked unless ``DATA.VALIDATE=False``), and has the
+    training classes in the same order (evaluation maps the model's labels to the json's categories
+    by position: other names or another order would give wrong AP). Nothing to check when the run
+    never evaluates (``TRAIN.EVAL_PERIOD=0``)."""
     from maskplus.data.coco import DatasetError, get_dataset
     from maskplus.data.validate import validate_dataset
     if not (cfg.TRAIN.EVAL_PERIOD > 0 and cfg.DATA.VAL):
@@ -185,7 +186,7 @@ def check_validation_data():
     for name in cfg.DATA.VAL:
         try:
             dataset = get_dataset(name)
-            report = validate_dataset(dataset, cfg.MODE_MASK, cfg.DATA.ABSOLUTE_COORD)
+            report = validate_dataset(dataset, cfg.MODE_MASK, cfg.DATA.ABSOLUTE_COORD, check_images=cfg.DATA.VALIDATE)
         except DatasetError as e:
             problems.append(str(e))
             continue
