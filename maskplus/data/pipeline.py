@@ -208,7 +208,8 @@ class LoaderFaults:
 
     def set_num_images(self, num_images):
         self.num_images = num_images
-        self.allowed = max(0, min(num_images - 1, math.ceil(self.max_fraction * num_images)))
+        # rounded first: 0.01 * 300 is 3.0000000000000004 in floating point, which must allow 3
+        self.allowed = max(0, min(num_images - 1, math.ceil(round(self.max_fraction * num_images, 6))))
 
     def listing(self, limit=20):
         lines = [f"{path} (image id {i}): {reason}" for (path, i), reason in list(self.skipped.items())[:limit]]

@@ -222,8 +222,9 @@ class SaveOnSignal(Callback):
             try:
                 data = os.read(self._read_fd, 64)
             except OSError:
-                return
-            if not data:  # closed after training
+                data = b""
+            if not data:  # the write end was closed after training
+                os.close(self._read_fd)
                 return
             for signum in data:
                 if signum in self.SIGNALS:

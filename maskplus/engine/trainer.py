@@ -7,6 +7,7 @@ towers and (with fewer than 8) accumulated to 8 images before an update.
 import json
 import logging
 import os
+import signal
 import time
 
 from tensorpack.callbacks import (EnableCallbackIf, EstimatedTimeLeft, MergeAllSummaries,
@@ -370,10 +371,9 @@ def raise_what_stopped_training(callbacks, faults, logdir):
         raise LoaderFaultError(f"{faults.error}\n{where}. Fix or remove these images (or raise "
                                f"DATA.LOADER_MAX_SKIPPED), then rerun the same command to resume.")
     if on_signal is not None and on_signal.received:
-        import signal
-        signum = int(getattr(signal, on_signal.received))
         raise TrainingInterrupted(f"Stopped on {on_signal.received}; the last checkpoint is "
-                                  f"{saved or '(none written)'}. Rerun the same command to resume.", signum)
+                                  f"{saved or '(none written)'}. Rerun the same command to resume.",
+                                  int(signal.Signals[on_signal.received]))
 
 
 class _OneLineStopMessage(logging.Filter):

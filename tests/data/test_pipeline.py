@@ -167,6 +167,7 @@ def test_loader_faults_are_counted_once_per_image_and_stop_past_the_limit():
     # never every image, whatever the limit: a run must keep something to train on
     assert pipeline.LoaderFaults(1.0, num_images=3).allowed == 2
     assert pipeline.LoaderFaults(0.0, num_images=10 ** 6).allowed == 0
+    assert pipeline.LoaderFaults(0.01, num_images=300).allowed == 3  # not 4: 0.01 * 300 = 3.0000000000000004
 
 
 def test_a_skipped_image_is_left_out_of_later_epochs_and_the_others_keep_their_seeds():
