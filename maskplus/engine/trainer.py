@@ -285,6 +285,17 @@ def check_data():
     check_validation_data()
 
 
+def check_initial_weights(load, logdir, action):
+    """The weights a fresh run starts from (``--load``, else ``BACKBONE.WEIGHTS``) exist and are
+    weights files, checked before the log directory is touched (not when a checkpoint there will
+    be resumed instead: then they are not read)."""
+    from maskplus.engine.checkpoint import resolve_checkpoint
+    if action == "resume" and os.path.isdir(logdir) and tf.train.latest_checkpoint(logdir):
+        return
+    if load or cfg.BACKBONE.WEIGHTS:
+        resolve_checkpoint(load or cfg.BACKBONE.WEIGHTS)
+
+
 def identity_of_this_run(preset, load, minutes):
     from maskplus.data.coco import get_dataset
     data = run_dir.data_fingerprint({n: get_dataset(n).json_path for n in cfg.DATA.TRAIN})
@@ -325,6 +336,7 @@ def train(logdir, load=None, preset=None, minutes=None, logdir_action="resume"):
     deadline = time.time() + 60 * minutes if minutes else None
     logger.addFilter(_OneLineStopMessage())
     check_data()
+    check_initial_weights(load, logdir, logdir_action)
     identity = identity_of_this_run(preset, load, minutes)
     plan = prepare_run_directory(logdir, logdir_action, identity)
     try:

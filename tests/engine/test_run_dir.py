@@ -176,3 +176,19 @@ def test_a_budgeted_runs_record_keeps_the_commands_identity_through_its_refits(t
     run_dir.check_resumable(str(tmp_path), resuming)  # no error
     assert run_dir.differences(run_dir.recorded_identity({"config": info["config"], "preset": "demo-cpu"}),
                                resuming)  # the refitted config alone would not have resumed
+
+
+def test_missing_initial_weights_are_found_before_the_log_directory_is_touched(tmp_path, cfg_override):
+    from maskplus.engine.checkpoint import CheckpointError
+    from maskplus.engine.trainer import check_initial_weights
+    cfg_override({"BACKBONE.WEIGHTS": str(tmp_path / "ImageNet-R50-AlignPadding.npz")})
+    with pytest.raises(CheckpointError, match="ImageNet-R50-AlignPadding.npz' does not exist"):
+        check_initial_weights(None, str(tmp_path / "run"), "resume")
+    with pytest.raises(CheckpointError, match="'/nowhere/model-5000' does not exist"):
+        check_initial_weights("/nowhere/model-5000", str(tmp_path / "run"), "resume")
+    # a run resumed from its checkpoint reads neither
+    logdir = _finished_run(tmp_path / "run", identity())
+    (logdir / "model-16.data-00000-of-00001").write_bytes(b"")
+    check_initial_weights("/nowhere/model-5000", str(logdir), "resume")
+    with pytest.raises(CheckpointError):
+        check_initial_weights("/nowhere/model-5000", str(logdir), "new")
