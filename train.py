@@ -75,7 +75,7 @@ def main(argv=None):
     from maskplus.engine.callbacks import NonFiniteLossError
     from maskplus.engine.checkpoint import CheckpointError
     from maskplus.engine.run_dir import LogdirError
-    from maskplus.engine.trainer import TrainingInterrupted
+    from maskplus.engine.trainer import TrainingEndedEarly, TrainingInterrupted
     try:
         finalize_configs(is_training=True)
         if args.print_config:
@@ -85,7 +85,7 @@ def main(argv=None):
         train(args.logdir, args.load, preset=args.preset, minutes=args.minutes, logdir_action=args.logdir_action)
     except ConfigError as e:
         sys.exit(f"Config error: {e}")
-    except (DatasetError, CheckpointError, NonFiniteLossError, LogdirError) as e:
+    except (DatasetError, CheckpointError, NonFiniteLossError, LogdirError, TrainingEndedEarly) as e:
         fail(str(e))
     except TrainingInterrupted as e:
         print(str(e), file=sys.stderr)

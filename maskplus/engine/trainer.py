@@ -44,6 +44,10 @@ def make_trainer():
     return SyncMultiGPUTrainerReplicated(towers, average=False, mode="nccl" if has_gpu else "cpu")
 
 
+class TrainingEndedEarly(RuntimeError):
+    """The main loop ended before the schedule's last step for no reason it reported."""
+
+
 class TrainingInterrupted(Exception):
     """Training stopped on a signal, after writing a checkpoint; ``signum`` is the signal's number."""
 
@@ -362,14 +366,15 @@ def _train_in(plan, load, preset, deadline, identity):
     where = describe_devices(cfg.TRAIN.NUM_GPUS, len(tf.config.list_physical_devices("GPU")))
     logger.info(where)
     console.say("  " + where)
-    launch_train_with_config(traincfg, make_trainer())
-    raise_what_stopped_training(traincfg.callbacks, faults, logdir)
+    trainer = make_trainer()
+    launch_train_with_config(traincfg, trainer)
+    raise_what_stopped_training(traincfg.callbacks, faults, logdir, trainer.loop.global_step)
 
 
-def raise_what_stopped_training(callbacks, faults, logdir):
-    """After the main loop: an error for what ended it early, which Tensorpack ends like a
-    finished run (a checkpoint that failed in an after-training save, the data loader's faults,
-    a signal)."""
+def raise_what_stopped_training(callbacks, faults, logdir, step):
+    """After the main loop, at ``step``: an error for what ended it early, which Tensorpack ends
+    like a finished run (a checkpoint that failed in an after-training save, the data loader's
+    faults, a signal, or anything else that ended the input before the schedule's last step)."""
     def find(kind):  # unwrapping Tensorpack's PeriodicCallback/EnableCallbackIf
         return next((getattr(c, "cb", c) for c in callbacks if isinstance(getattr(c, "cb", c), kind)), None)
 
@@ -386,6 +391,13 @@ def raise_what_stopped_training(callbacks, faults, logdir):
         raise TrainingInterrupted(f"Stopped on {on_signal.received}; the last checkpoint is "
                                   f"{saved or '(none written)'}. Rerun the same command to resume.",
                                   int(signal.Signals[on_signal.received]))
+    budget = find(time_budget.TimeBudget)
+    last = budget.total_steps if budget is not None else schedules.total_steps(cfg)
+    if last is None or step < last:
+        raise TrainingEndedEarly(
+            f"Training ended at step {step}, before the schedule's last step ({last or 'not planned yet'}): its "
+            f"input ended unexpectedly (the log says why). The last checkpoint is {saved or '(none written)'}; "
+            f"rerun the same command to resume.")
 
 
 class _OneLineStopMessage(logging.Filter):

@@ -161,23 +161,29 @@ def test_a_checkpoint_that_cannot_be_written_is_an_error_not_a_log_line(tmp_path
                 saver.trigger()
 
 
-def test_what_ended_the_main_loop_early_becomes_the_runs_error():
+def test_what_ended_the_main_loop_early_becomes_the_runs_error(cfg_override):
     from maskplus.data.pipeline import LoaderFaultError, LoaderFaults
-    from maskplus.engine.trainer import TrainingInterrupted, raise_what_stopped_training
+    from maskplus.engine.trainer import TrainingEndedEarly, TrainingInterrupted, raise_what_stopped_training
+    cfg_override({"TRAIN.LR_SCHEDULE": [6, 8, 12], "TRAIN.NUM_GPUS": 1, "TRAIN.STEPS_PER_EPOCH": 32,
+                  "TRAIN.LR_SCHEDULE_ROUNDING": "step"})  # the schedule ends at step 96
     saver = cb.CheckedModelSaver.__new__(cb.CheckedModelSaver)
     saver.last_checkpoint = "/logs/run/model-96"
     on_signal = cb.SaveOnSignal(_Saver())
     faults = LoaderFaults(0.5, num_images=10)
     guard = cb.LoaderFaultGuard(faults, saver)
     callbacks = [on_signal, guard, SimpleNamespace(cb=saver)]  # the saver wrapped, as by PeriodicCallback
-    raise_what_stopped_training(callbacks, faults, "/logs/run")  # a finished run: nothing
+    raise_what_stopped_training(callbacks, faults, "/logs/run", 96)  # a finished run: nothing
+    # the input ended with no reason given (an exception in the data thread: Tensorpack's main
+    # loop ends as at the end of the data, and the process would exit 0 with fewer steps)
+    with pytest.raises(TrainingEndedEarly, match=r"Training ended at step 40, before the schedule's last step \(96\)"):
+        raise_what_stopped_training(callbacks, faults, "/logs/run", 40)
     on_signal.received = "SIGTERM"
     with pytest.raises(TrainingInterrupted, match="Stopped on SIGTERM; the last checkpoint is /logs/run/model-96") as e:
-        raise_what_stopped_training(callbacks, faults, "/logs/run")
+        raise_what_stopped_training(callbacks, faults, "/logs/run", 40)
     assert e.value.signum == signal.SIGTERM
     faults.fail("The data loader could not use ...")
     with pytest.raises(LoaderFaultError, match="the last checkpoint is /logs/run/model-96. Fix or remove"):
-        raise_what_stopped_training(callbacks, faults, "/logs/run")
+        raise_what_stopped_training(callbacks, faults, "/logs/run", 40)
     guard.save_error = CheckpointError("disk full")  # in an after-training save, where Tensorpack only prints
     with pytest.raises(CheckpointError, match="disk full"):
-        raise_what_stopped_training(callbacks, faults, "/logs/run")
+        raise_what_stopped_training(callbacks, faults, "/logs/run", 96)
