@@ -277,9 +277,12 @@ def write_run_info(logdir, preset, identity):
     atomically: a kill never leaves half a record."""
     info = {"preset": preset, "seed": cfg.DATA.SEED, "config": cfg.to_dict(), "identity": identity}
     path = os.path.join(logdir, run_dir.RUN_INFO)
-    with open(path + ".tmp", "w") as f:
-        json.dump(info, f, indent=1, default=str)
-    os.replace(path + ".tmp", path)
+    try:
+        with open(path + ".tmp", "w") as f:
+            json.dump(info, f, indent=1, default=str)
+        os.replace(path + ".tmp", path)
+    except OSError as e:  # a full disk
+        raise run_dir.LogdirError(f"Cannot write {path}: {e.strerror or e}.") from None
 
 
 def check_data():
