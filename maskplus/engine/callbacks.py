@@ -279,7 +279,8 @@ class CheckedModelSaver(ModelSaver):
         try:
             super()._before_train()  # the graph's .meta file
         except (OSError, tf.errors.OpError) as e:
-            raise CheckpointError(f"Cannot write to the log directory {self.checkpoint_dir}: {_first_line(e)}") from None
+            raise CheckpointError(f"Cannot write to the log directory {self.checkpoint_dir}: "
+                                  f"{_first_line(e)}") from None
 
     last_checkpoint = None  # the path of the latest checkpoint this run wrote
 

@@ -186,7 +186,7 @@ class RunLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise LogdirError(f"Cannot write to the log directory {os.path.dirname(self.path)}: {e.strerror}.") from None
+            raise LogdirError(_unwritable(self.path, e)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -201,7 +201,7 @@ class RunLock:
             os.fsync(fd)
         except OSError as e:
             os.close(fd)
-            raise LogdirError(f"Cannot write to the log directory {os.path.dirname(self.path)}: {e.strerror}.") from None
+            raise LogdirError(_unwritable(self.path, e)) from None
         self.fd = fd
         return self
 
@@ -213,6 +213,10 @@ class RunLock:
                 pass
             os.close(self.fd)
             self.fd = None
+
+
+def _unwritable(path, error):
+    return f"Cannot write to the log directory {os.path.dirname(path)}: {error.strerror or error}."
 
 
 def in_use_message(logdir, holder):

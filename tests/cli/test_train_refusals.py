@@ -1,7 +1,6 @@
 """train.py refuses, before writing anything and with one clear line (no traceback), what would
 cost a run later or put a result under another run's label: another run's log directory,
 validation data that cannot be evaluated, nonsense config numbers."""
-import json
 import os
 import subprocess
 import sys

@@ -2,7 +2,6 @@
 once even while the main thread waits inside TensorFlow, a checkpoint that cannot be written is
 an error, and whatever ended the main loop early becomes the run's error or exit code. Also:
 dataset names become safe file names in the evaluation's outputs."""
-import json
 import os
 import signal
 import subprocess

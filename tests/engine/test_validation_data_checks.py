@@ -37,8 +37,9 @@ def test_a_validation_set_like_the_training_set_passes(evaluating):
 
 
 def test_a_missing_validation_split_is_named(evaluating):
-    with pytest.raises(DatasetError, match=r"DATA.VAL \['coco_val2017'\] cannot be evaluated, which this run would "
-                                           r"do every TRAIN.EVAL_PERIOD=1 epochs[^\n]*\n  Unknown dataset 'coco_val2017'"):
+    with pytest.raises(DatasetError, match=r"DATA.VAL \['coco_val2017'\] cannot be evaluated, which this run "
+                                           r"would do every TRAIN.EVAL_PERIOD=1 epochs[^\n]*\n  "
+                                           r"Unknown dataset 'coco_val2017'"):
         check_validation_data()
 
 
