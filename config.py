@@ -114,10 +114,20 @@ def parse_literal(text):
         return text  # a bare word such as GN or replicated
 
 
+#: The type a key whose default is None accepts (None itself always: "unset").
+_TYPES_OF_NONE_DEFAULTS = {"TRAIN.NUM_GPUS": int}
+
+
 def _coerce(key, value, old):
     """Check ``value`` against the type of the default ``old``, converting where it is lossless."""
     if old is None:
-        return value
+        wanted = _TYPES_OF_NONE_DEFAULTS.get(key)
+        if value is None or wanted is None:
+            return value
+        if isinstance(value, wanted) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"Config key '{key}' expects {wanted.__name__} or None (unset), got {value!r} "
+                          f"({type(value).__name__}).")
     if isinstance(old, bool):
         if isinstance(value, bool):
             return value
@@ -170,6 +180,10 @@ _C.DATA.NUM_WORKERS = 4               # data-loading processes; 0 runs in the tr
 _C.DATA.ABSOLUTE_COORD = True         # polygon coordinates in pixels (COCO) or in [0, 1]
 _C.DATA.SEED = -1                     # >= 0 makes shuffling and augmentation reproducible
 _C.DATA.VALIDATE = True               # check every image/annotation before training (see README)
+# Images the data loader may skip while training (unreadable or vanished files, images that fail
+# to resize or augment), as a fraction of the training images: ceil(fraction * images) are skipped
+# and named; one more stops the run with the list (0: stop at the first).
+_C.DATA.LOADER_MAX_SKIPPED = 0.01
 
 # ----------------------------------------------------------------- backbone
 _C.BACKBONE.WEIGHTS = ""              # ImageNet .npz, e.g. ImageNet-R50-AlignPadding.npz
@@ -204,8 +218,8 @@ _C.TRAIN.LR_SCHEDULE = "1x"           # "1x" = [120k, 160k, 180k], "kx" (k=2..9)
 _C.TRAIN.LR_SCHEDULE_ROUNDING = "epoch"
 _C.TRAIN.LR_DECAY = "step"            # after warm-up: "step" (x0.1 at each boundary), "linear" or "cosine" (to 0 at the last)
 _C.TRAIN.EVAL_PERIOD = 50             # epochs between evaluations (0: never)
-_C.TRAIN.CHECKPOINT_PERIOD = 20       # epochs between checkpoints
-_C.TRAIN.MAX_CHECKPOINTS = 10        # as the example's ModelSaver (which also keeps one per hour)
+_C.TRAIN.CHECKPOINT_PERIOD = 20       # epochs between checkpoints (>= 1)
+_C.TRAIN.MAX_CHECKPOINTS = 10         # as the example's ModelSaver (which also keeps one per hour)
 _C.TRAIN.GRADIENT_ACCUMULATION = True  # accumulate to a total batch of 8 with fewer towers
 _C.TRAIN.INTRA_OP_THREADS = 0         # TF intra-op threads; 0 = all cores (Tensorpack's session: 1)
 _C.TRAIN.BOUNDARY_AP = True           # compute Boundary AP in evaluations
@@ -368,10 +382,120 @@ def _c4_or_cascade_errors(c):
     return errors
 
 
+def _int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _numbers(v, n=None, low=None, positive=False):
+    """A list/tuple of ``n`` (any number if None, at least one) finite numbers, each > 0 or >= ``low``."""
+    return (isinstance(v, (list, tuple)) and len(v) >= 1 and (n is None or len(v) == n)
+            and all(_number(x) and (not positive or x > 0) and (low is None or x >= low) for x in v))
+
+
+def _ints(v, n=None, low=1):
+    return _numbers(v, n, low) and all(_int(x) for x in v)
+
+
+_AT_LEAST_1 = (lambda v: _int(v) and v >= 1, "an integer >= 1")
+_AT_LEAST_0 = (lambda v: _int(v) and v >= 0, "an integer >= 0")
+_POSITIVE = (lambda v: _number(v) and v > 0, "a number > 0")
+_NON_NEGATIVE = (lambda v: _number(v) and v >= 0, "a number >= 0")
+_FRACTION = (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]")
+_OVERLAP = (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]")
+
+#: The allowed values of every numeric key (lists: of every element), with what 0 or -1 means
+#: where they mean something. Checked first: the other checks may then rely on the types.
+_RANGES = {
+    "DATA.NUM_CATEGORY": (_AT_LEAST_0[0], "an integer >= 0 (0: from the training json)"),
+    "DATA.NUM_WORKERS": (_AT_LEAST_0[0], "an integer >= 0 (0: load in the training process)"),
+    "DATA.SEED": (lambda v: _int(v) and -1 <= v < 2 ** 32, "an integer in [0, 2**32) or -1 (not seeded)"),
+    "DATA.LOADER_MAX_SKIPPED": (_FRACTION[0], "a fraction of the training images in [0, 1] (0: stop at the first)"),
+    "BACKBONE.RESNET_NUM_BLOCKS": (lambda v: _ints(v, 4), "4 integers >= 1"),
+    "BACKBONE.FREEZE_AT": (lambda v: v in (0, 1, 2) and _int(v), "0, 1 or 2"),
+    "TRAIN.NUM_GPUS": (lambda v: v is None or _AT_LEAST_1[0](v),
+                       "an integer >= 1, or None (all visible GPUs, or 1 CPU tower)"),
+    "TRAIN.WEIGHT_DECAY": _NON_NEGATIVE,
+    "TRAIN.BASE_LR": _POSITIVE,
+    "TRAIN.WARMUP": (_AT_LEAST_0[0], "an integer >= 0 (steps; 0: no warm-up)"),
+    "TRAIN.WARMUP_INIT_LR": _NON_NEGATIVE,
+    "TRAIN.STEPS_PER_EPOCH": _AT_LEAST_1,
+    "TRAIN.STARTING_EPOCH": _AT_LEAST_1,
+    "TRAIN.LR_SCHEDULE": (lambda v: isinstance(v, str) or _numbers(v, positive=True),
+                          "'1x'..'9x' or a list of step counts > 0"),
+    "TRAIN.EVAL_PERIOD": (_AT_LEAST_0[0], "an integer >= 0 (epochs; 0: never evaluate)"),
+    "TRAIN.CHECKPOINT_PERIOD": (_AT_LEAST_1[0], "an integer >= 1 (epochs)"),
+    "TRAIN.MAX_CHECKPOINTS": _AT_LEAST_1,
+    "TRAIN.INTRA_OP_THREADS": (_AT_LEAST_0[0], "an integer >= 0 (0: one per core)"),
+    "PREPROC.TRAIN_SHORT_EDGE_SIZE": (lambda v: _ints(v, 2) and v[0] <= v[1], "[min, max], integers >= 1, min <= max"),
+    "PREPROC.TEST_SHORT_EDGE_SIZE": _POSITIVE,
+    "PREPROC.MAX_SIZE": _POSITIVE,
+    "PREPROC.PIXEL_MEAN": (lambda v: _numbers(v, 3), "3 numbers (R, G, B)"),
+    "PREPROC.PIXEL_STD": (lambda v: _numbers(v, 3, positive=True), "3 numbers > 0 (R, G, B)"),
+    "RPN.ANCHOR_STRIDE": _AT_LEAST_1,
+    "RPN.ANCHOR_SIZES": (lambda v: _numbers(v, positive=True), "a list of numbers > 0"),
+    "RPN.ANCHOR_RATIOS": (lambda v: _numbers(v, positive=True), "a list of numbers > 0"),
+    "RPN.POSITIVE_ANCHOR_THRESH": _OVERLAP,
+    "RPN.NEGATIVE_ANCHOR_THRESH": _FRACTION,
+    "RPN.FG_RATIO": _OVERLAP,
+    "RPN.BATCH_PER_IM": _AT_LEAST_1,
+    "RPN.MIN_SIZE": _NON_NEGATIVE,
+    "RPN.PROPOSAL_NMS_THRESH": _OVERLAP,
+    "RPN.CROWD_OVERLAP_THRESH": _NON_NEGATIVE,
+    "RPN.HEAD_DIM": _AT_LEAST_1,
+    **{f"RPN.{k}": _AT_LEAST_1 for k in ("TRAIN_PRE_NMS_TOPK", "TRAIN_POST_NMS_TOPK", "TEST_PRE_NMS_TOPK",
+                                          "TEST_POST_NMS_TOPK", "TRAIN_PER_LEVEL_NMS_TOPK", "TEST_PER_LEVEL_NMS_TOPK")},
+    "FRCNN.BATCH_PER_IM": _AT_LEAST_1,
+    "FRCNN.BBOX_REG_WEIGHTS": (lambda v: _numbers(v, 4, positive=True), "4 numbers > 0"),
+    "FRCNN.FG_THRESH": _OVERLAP,
+    "FRCNN.FG_RATIO": _OVERLAP,
+    "FPN.NUM_CHANNEL": _AT_LEAST_1,
+    "FPN.FRCNN_CONV_HEAD_DIM": _AT_LEAST_1,
+    "FPN.FRCNN_FC_HEAD_DIM": _AT_LEAST_1,
+    "CASCADE.IOUS": (lambda v: _numbers(v) and all(0 < x <= 1 for x in v), "numbers in (0, 1]"),
+    "CASCADE.BBOX_REG_WEIGHTS": (lambda v: isinstance(v, (list, tuple)) and all(_numbers(w, positive=True) for w in v),
+                                 "lists of numbers > 0"),
+    "MRCNN.HEAD_DIM": _AT_LEAST_1,
+    "MRCNN.TRAIN_MAX_FG_PER_IM": (_AT_LEAST_0[0], "an integer >= 0 (0: every foreground RoI)"),
+    "TEST.FRCNN_NMS_THRESH": _OVERLAP,
+    "TEST.RESULT_SCORE_THRESH": _FRACTION,
+    "TEST.RESULT_SCORE_THRESH_VIS": _FRACTION,
+    "TEST.RESULTS_PER_IM": _AT_LEAST_1,
+    "TEST.MASK_BATCH_MULTIPLE": (_AT_LEAST_1[0], "an integer >= 1 (1: no padding)"),
+    "MASKPLUS.CONTEXT_FUSION_LEVEL": (lambda v: _int(v) and 2 <= v <= 5, "2, 3, 4 or 5 (P2..P5)"),
+    "MASKPLUS.CONTEXT_FUSION_DIMS": (lambda v: _ints(v), "a list of integers >= 1"),
+    "MASKPLUS.DECONV_PYRAMID_DIM": _AT_LEAST_1,
+    "MASKPLUS.BOUNDARY_REFINEMENT_MODULES": _AT_LEAST_1,
+    "MASKPLUS.BOUNDARY_REFINEMENT_GROWTH": (lambda v: _ints(v, 2), "2 integers >= 1"),
+    "MASKPLUS.QUASI_MULTITASK_WEIGHT": _NON_NEGATIVE,
+    "MASKPLUS.MASK_LOSS_ALPHA": (lambda v: isinstance(v, (list, tuple)) and len(v) >= 1
+                                 and all(_numbers(p, 2, low=0) for p in v)
+                                 and [p[0] for p in v] == sorted(p[0] for p in v),
+                                 "[[step, alpha], ...]: steps >= 0 increasing, alphas >= 0"),
+}
+
+
+def _range_errors(c):
+    """One line per key whose value is outside its allowed values (see ``_RANGES``)."""
+    errors = []
+    for key, (allowed, description) in _RANGES.items():
+        value = c.get(key)
+        if not allowed(value):
+            errors.append(f"{key}={value!r}: must be {description}.")
+    return errors
+
+
 def _check_consistency(c):
     """Combinations that would fail deep inside the graph; named here instead."""
-    errors = []
+    errors = _range_errors(c)
+    if errors:  # the checks below rely on the values' types
+        raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(errors))
     errors.extend(_c4_or_cascade_errors(c))
+    if c.BACKBONE.FREEZE_AFFINE and c.BACKBONE.NORM != "FreezeBN":
+        errors.append(f"BACKBONE.FREEZE_AFFINE=True only works with BACKBONE.NORM=FreezeBN, got '{c.BACKBONE.NORM}'.")
     if c.BACKBONE.NORM not in _NORMS:
         errors.append(f"BACKBONE.NORM must be one of {_NORMS}, got '{c.BACKBONE.NORM}'.")
     if c.FPN.NORM not in ("None", "GN"):
@@ -382,27 +506,22 @@ def _check_consistency(c):
         errors.append(f"FPN.MRCNN_HEAD_FUNC must be one of {_MRCNN_HEADS}, got '{c.FPN.MRCNN_HEAD_FUNC}'.")
     if c.FPN.PROPOSAL_MODE not in ("Level", "Joint"):
         errors.append(f"FPN.PROPOSAL_MODE must be 'Level' or 'Joint', got '{c.FPN.PROPOSAL_MODE}'.")
+    if c.RPN.NEGATIVE_ANCHOR_THRESH > c.RPN.POSITIVE_ANCHOR_THRESH:
+        errors.append(f"RPN.NEGATIVE_ANCHOR_THRESH={c.RPN.NEGATIVE_ANCHOR_THRESH} must not exceed "
+                      f"RPN.POSITIVE_ANCHOR_THRESH={c.RPN.POSITIVE_ANCHOR_THRESH}.")
     if c.MODE_FPN and len(c.RPN.ANCHOR_SIZES) != len(c.FPN.ANCHOR_STRIDES):
         errors.append(f"RPN.ANCHOR_SIZES {tuple(c.RPN.ANCHOR_SIZES)} needs one size per FPN level of "
                       f"FPN.ANCHOR_STRIDES {tuple(c.FPN.ANCHOR_STRIDES)}.")
     if c.MODE_FPN and tuple(c.FPN.ANCHOR_STRIDES) != (4, 8, 16, 32, 64):
         errors.append(f"FPN.ANCHOR_STRIDES must be (4, 8, 16, 32, 64) for P2-P6, got {tuple(c.FPN.ANCHOR_STRIDES)}.")
-    if len(c.BACKBONE.RESNET_NUM_BLOCKS) != 4 or min(c.BACKBONE.RESNET_NUM_BLOCKS) < 1:
-        errors.append(f"BACKBONE.RESNET_NUM_BLOCKS needs 4 positive block counts, got {c.BACKBONE.RESNET_NUM_BLOCKS}.")
     if c.BACKBONE.NORM_INIT not in ("example", "unit"):
         errors.append(f"BACKBONE.NORM_INIT must be 'example' or 'unit', got '{c.BACKBONE.NORM_INIT}'.")
-    if c.BACKBONE.FREEZE_AT not in (0, 1, 2):
-        errors.append(f"BACKBONE.FREEZE_AT must be 0, 1 or 2, got {c.BACKBONE.FREEZE_AT}.")
     if "gn" in c.FPN.FRCNN_HEAD_FUNC and c.FPN.NORM != "GN":
         errors.append(f"FPN.FRCNN_HEAD_FUNC={c.FPN.FRCNN_HEAD_FUNC} is a GN head: set FPN.NORM=GN as well.")
     if "gn" in c.FPN.MRCNN_HEAD_FUNC and c.FPN.NORM != "GN":
         errors.append(f"FPN.MRCNN_HEAD_FUNC={c.FPN.MRCNN_HEAD_FUNC} is a GN head: set FPN.NORM=GN as well.")
     if c.TRAINER not in ("replicated", "horovod"):
         errors.append(f"TRAINER must be 'replicated' or 'horovod', got '{c.TRAINER}'.")
-    if len(c.PREPROC.TRAIN_SHORT_EDGE_SIZE) != 2 or c.PREPROC.TRAIN_SHORT_EDGE_SIZE[0] > c.PREPROC.TRAIN_SHORT_EDGE_SIZE[1]:
-        errors.append(f"PREPROC.TRAIN_SHORT_EDGE_SIZE must be [min, max], got {c.PREPROC.TRAIN_SHORT_EDGE_SIZE}.")
-    if not 0 < c.FRCNN.FG_RATIO <= 1 or not 0 < c.RPN.FG_RATIO <= 1:
-        errors.append("FRCNN.FG_RATIO and RPN.FG_RATIO must be in (0, 1].")
     mp = c.MASKPLUS
     if mp.BOUNDARY_REFINEMENT not in ("none", "original", "improved"):
         errors.append(f"MASKPLUS.BOUNDARY_REFINEMENT must be none, original or improved, got '{mp.BOUNDARY_REFINEMENT}'.")
@@ -413,11 +532,6 @@ def _check_consistency(c):
         if not mp.CONTEXT_FUSION_DIMS or mp.CONTEXT_FUSION_DIMS[-1] != c.FPN.NUM_CHANNEL:
             errors.append(f"MASKPLUS.CONTEXT_FUSION_DIMS {mp.CONTEXT_FUSION_DIMS} must end with "
                           f"FPN.NUM_CHANNEL={c.FPN.NUM_CHANNEL}: its output is added to the RoI features.")
-        if mp.CONTEXT_FUSION_LEVEL not in (2, 3, 4, 5):
-            errors.append(f"MASKPLUS.CONTEXT_FUSION_LEVEL must be 2-5 (P2..P5), got {mp.CONTEXT_FUSION_LEVEL}.")
-    alpha = mp.MASK_LOSS_ALPHA
-    if not alpha or any(len(p) != 2 for p in alpha) or [p[0] for p in alpha] != sorted(p[0] for p in alpha):
-        errors.append(f"MASKPLUS.MASK_LOSS_ALPHA must be [[step, alpha], ...] with increasing steps, got {alpha}.")
     if errors:
         raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(errors))
 
@@ -447,8 +561,6 @@ def finalize_configs(is_training, num_gpus=None):
         c.DATA.TRAIN = (c.DATA.TRAIN,)
     if isinstance(c.DATA.VAL, str):
         c.DATA.VAL = (c.DATA.VAL,)
-    if c.BACKBONE.NORM != "FreezeBN":
-        assert not c.BACKBONE.FREEZE_AFFINE, "BACKBONE.FREEZE_AFFINE only makes sense with FreezeBN."
     _check_consistency(c)
 
     if c.DATA.CLASS_NAMES == "coco":

@@ -7,18 +7,35 @@ Examples:
     horovodrun -np 8 python train.py --config TRAINER=horovod ... (see README)
 
 ``--minutes M`` fits the schedule's length to a time budget (see maskplus/engine/time_budget.py).
-A log directory that already holds a checkpoint is resumed from it (step, learning rate and
-optimizer state); ``--load`` starts from a checkpoint or .npz instead.
+A log directory that holds a run is resumed from its checkpoint (step, learning rate and optimizer
+state) when its run.json records the same run as this command; otherwise train.py stops before
+writing anything and names the differences (``--logdir-action`` offers the other choices).
+``--load`` starts a new run from a checkpoint or .npz.
+
+SIGTERM or Ctrl-C: a checkpoint is written after the current step (an evaluation is abandoned)
+and train.py exits with 128 + the signal's number; a second one stops at once.
 """
 import argparse
 import os
+import signal
 import sys
+
+
+def _stop_outside_training(signum, _frame):
+    # outside training (before it starts, SaveOnSignal after) there is nothing to save: end
+    # cleanly, with the lock released, instead of a KeyboardInterrupt's traceback
+    raise SystemExit(f"Stopped on {signal.Signals(signum).name} outside the training steps: nothing to save.")
+
+
+for _signal in (signal.SIGTERM, signal.SIGINT):  # before the imports, which take seconds
+    signal.signal(_signal, _stop_outside_training)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import maskplus  # noqa: E402,F401  (compat shims first)
 from config import ConfigError, config as cfg, finalize_configs  # noqa: E402
 from maskplus.cli import add_config_arguments, apply_config_arguments, fail  # noqa: E402
+from maskplus.engine.run_dir import ACTIONS  # noqa: E402
 
 
 def print_config():
@@ -33,6 +50,11 @@ def main(argv=None):
     add_config_arguments(parser)
     parser.add_argument("--load", help="initialise from a TF checkpoint or .npz (whole model)")
     parser.add_argument("--logdir", default="train_log/maskplus", help="log and checkpoint directory")
+    parser.add_argument("--logdir-action", choices=ACTIONS, default="resume",
+                        help="when --logdir holds a run: resume it if its run.json agrees with this command, "
+                             "else stop without writing (resume, the default); move it to <logdir>-<time> and "
+                             "start afresh (backup); delete it and start afresh (delete); leave it and train in "
+                             "a fresh <logdir>-<time> (new)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the finalised config and the schedule in steps, then exit (no graph, no images)")
     parser.add_argument("--minutes", type=float,
@@ -52,15 +74,22 @@ def main(argv=None):
     from maskplus.data.coco import DatasetError
     from maskplus.engine.callbacks import NonFiniteLossError
     from maskplus.engine.checkpoint import CheckpointError
+    from maskplus.engine.run_dir import LogdirError
+    from maskplus.engine.trainer import TrainingEndedEarly, TrainingInterrupted
     try:
         finalize_configs(is_training=True)
         if args.print_config:
             print_config()
             return
         from maskplus.engine.trainer import train
-        train(args.logdir, args.load, preset=args.preset, minutes=args.minutes)
-    except (ConfigError, DatasetError, CheckpointError, NonFiniteLossError) as e:
+        train(args.logdir, args.load, preset=args.preset, minutes=args.minutes, logdir_action=args.logdir_action)
+    except ConfigError as e:
+        sys.exit(f"Config error: {e}")
+    except (DatasetError, CheckpointError, NonFiniteLossError, LogdirError, TrainingEndedEarly) as e:
         fail(str(e))
+    except TrainingInterrupted as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(128 + e.signum)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,17 @@ holding the checkpoints, the evaluation (AP table with bbox, segm and Boundary A
 PNGs for a few validation images, curves.png (loss and AP against training time) and demo.log:
 everything the steps printed (config, model summary, statistics), of which the console shows
 only progress bars and a few lines per phase (``--verbose`` shows it all).
+
+Ctrl-C (or SIGTERM) is passed on to the running step: train.py writes a checkpoint and stops, the
+demo stops after it and ``--resume`` continues; a second Ctrl-C stops train.py at once.
 """
 import argparse
+import functools
 import glob
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -46,38 +51,78 @@ demo_schedule = _load("maskplus/presets.py").demo_schedule
 #: AVX2-only AMD EPYC, where a run also ended ~5 s past its budget)
 OUTSIDE_TRAINING_SECONDS = 35
 CONSOLE_FD = _load("maskplus/console.py").CONSOLE_FD  # the variable train.py/predict.py read
+die_with_parent = _load("maskplus/lifetime.py").die_with_parent
 
 
 class Runner:
     """Runs the demo's steps. Quiet: each step's output goes to ``log_path``; train.py and
     predict.py get the console as the file descriptor in MASKPLUS_CONSOLE_FD for their progress
-    bar and few lines. Verbose: everything on the console, as before."""
+    bar and few lines. Verbose: everything on the console, as before.
 
-    def __init__(self, log_path, quiet):
-        self.log_path, self.quiet = log_path, quiet
+    Each step runs in a process group of its own, so that a Ctrl-C at the terminal reaches only
+    this script, which passes it on once per Ctrl-C (train.py: the first writes a checkpoint,
+    the second stops at once; other steps and their processes get SIGTERM) and waits for the step
+    to end; a step gets SIGTERM if this script dies."""
+
+    def __init__(self, log_path, quiet, resume_hint=""):
+        self.log_path, self.quiet, self.resume_hint = log_path, quiet, resume_hint
         self.console_fd = os.dup(sys.stdout.fileno()) if quiet else None
+        self.child, self.child_handles_signals, self.interrupted = None, False, None
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, self._pass_on)
+
+    def _pass_on(self, signum, _frame):
+        self.interrupted = signum
+        if self.child is not None and self.child.poll() is None:
+            if self.child_handles_signals:
+                self.child.send_signal(signum)
+            else:  # the step and any processes it started
+                try:
+                    os.killpg(self.child.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        else:  # between steps
+            self._stopped()
+
+    def _stopped(self):
+        name = signal.Signals(self.interrupted).name
+        print(f"\ndemo: stopped on {name}{self.resume_hint}", file=sys.stderr, flush=True)
+        sys.exit(128 + self.interrupted)
+
+    def _wait(self, cmd, **kwargs):
+        """Run ``cmd`` to its end (see the class doc); its exit code."""
+        self.child_handles_signals = os.path.basename(cmd[1]) == "train.py"
+        self.child = subprocess.Popen(cmd, cwd=ROOT, process_group=0,
+                                      preexec_fn=functools.partial(die_with_parent, os.getpid(), signal.SIGTERM),
+                                      **kwargs)
+        try:
+            return self.child.wait()
+        finally:
+            self.child = None
+            if self.interrupted:
+                self._stopped()
 
     def run(self, cmd, show_stderr=False):
         """Run ``cmd`` from the repository root; on failure, show the end of its log and exit."""
         if not self.quiet:
             print("+ " + " ".join(cmd), flush=True)
-            proc = subprocess.run(cmd, cwd=ROOT)
-            if proc.returncode != 0:
-                sys.exit(f"demo: command failed with exit code {proc.returncode}")
+            code = self._wait(cmd)
+            if code != 0:
+                sys.exit(f"demo: command failed with exit code {code}")
             return
         with open(self.log_path, "a") as log:
             log.write("+ " + " ".join(cmd) + "\n")
             log.flush()
             start = log.tell()
             env = dict(os.environ, **{CONSOLE_FD: str(self.console_fd)})
-            proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=None if show_stderr else log, env=env,
-                                  pass_fds=(self.console_fd,))
-        if proc.returncode != 0:
+            code = self._wait(cmd, stdout=log, stderr=None if show_stderr else log, env=env,
+                              pass_fds=(self.console_fd,))
+        if code != 0:
             with open(self.log_path) as log:
                 log.seek(start)
                 tail = log.read().splitlines()[-25:]
             sys.exit("\n".join(tail) + f"\ndemo: {os.path.basename(cmd[1])} failed with exit code "
-                     f"{proc.returncode}; its whole output is in {self.log_path}")
+                     f"{code}; its whole output is in {self.log_path}")
 
 
 def dataset_ready(data):
@@ -175,7 +220,8 @@ def main(argv=None):
     logdir = os.path.abspath(run_directory(args.out, args.resume))
     os.makedirs(logdir, exist_ok=True)
     log_path = os.path.join(logdir, "demo.log")
-    runner = Runner(log_path, quiet=not args.verbose)
+    runner = Runner(log_path, quiet=not args.verbose,
+                    resume_hint=" (run the same command with --resume to continue from the last checkpoint)")
     what = f"{args.steps} training steps" if args.steps else f"a {args.minutes:g}-minute budget"
     print(f"MaskPlus demo ({what}) in {logdir}")
     ensure_dataset(runner, data, args.train_images, args.val_images)

@@ -123,3 +123,61 @@ def test_fractional_schedule_steps_are_kept():
     with config_snapshot():
         configure({"TRAIN.LR_SCHEDULE": [66, 72.75, 75]})
         assert cfg.TRAIN.LR_SCHEDULE == [66, 72.75, 75]
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("TRAIN.STEPS_PER_EPOCH=0", "TRAIN.STEPS_PER_EPOCH=0: must be an integer >= 1"),  # ZeroDivisionError before
+    ("TRAIN.CHECKPOINT_PERIOD=0", "TRAIN.CHECKPOINT_PERIOD=0: must be an integer >= 1 (epochs)"),
+    ("TRAIN.EVAL_PERIOD=-1", "TRAIN.EVAL_PERIOD=-1: must be an integer >= 0 (epochs; 0: never evaluate)"),
+    ("TRAIN.BASE_LR=-0.01", "TRAIN.BASE_LR=-0.01: must be a number > 0"),
+    ("TRAIN.BASE_LR=1e999", "TRAIN.BASE_LR=inf: must be a number > 0"),
+    ("DATA.NUM_WORKERS=-2", "DATA.NUM_WORKERS=-2: must be an integer >= 0"),
+    ("DATA.SEED=-5", "DATA.SEED=-5: must be an integer in [0, 2**32) or -1 (not seeded)"),
+    ("DATA.LOADER_MAX_SKIPPED=1.5", "DATA.LOADER_MAX_SKIPPED=1.5: must be a fraction of the training images in [0, 1]"),
+    ("RPN.POSITIVE_ANCHOR_THRESH=1.5", "RPN.POSITIVE_ANCHOR_THRESH=1.5: must be a number in (0, 1]"),
+    ("TEST.RESULTS_PER_IM=0", "TEST.RESULTS_PER_IM=0: must be an integer >= 1"),
+    ("PREPROC.PIXEL_STD=[58.4,0,57.4]", "PREPROC.PIXEL_STD=[58.4, 0, 57.4]: must be 3 numbers > 0"),
+    ("BACKBONE.RESNET_NUM_BLOCKS=[1,'a',1,1]", "BACKBONE.RESNET_NUM_BLOCKS=[1, 'a', 1, 1]: must be 4 integers >= 1"),
+    ("MASKPLUS.MASK_LOSS_ALPHA=[[0,-1.5]]", "MASKPLUS.MASK_LOSS_ALPHA=[[0, -1.5]]: must be [[step, alpha], ...]"),
+    ("TRAIN.LR_SCHEDULE=[0,10,20]", "TRAIN.LR_SCHEDULE=[0, 10, 20]: must be '1x'..'9x' or a list of step counts > 0"),
+])
+def test_out_of_range_numbers_are_config_errors_naming_the_key_and_the_allowed_values(arg, message):
+    with config_snapshot(), pytest.raises(ConfigError) as e:
+        cfg.update_args([arg])
+        configure({}, tiny=False)
+    assert message in str(e.value), str(e.value)
+    assert str(e.value).startswith("Invalid configuration:")
+
+
+def test_every_numeric_key_has_its_allowed_values():
+    """A new numeric key without a range check fails here."""
+    import config as config_module
+    from tests.helpers import config_snapshot as snapshot
+    with snapshot():
+        numeric = []
+        for key, value in cfg.items_flat():
+            values = value if isinstance(value, (list, tuple)) else [value]
+            flat = [v for x in values for v in (x if isinstance(x, (list, tuple)) else [x])]
+            if key == "TRAIN.NUM_GPUS" or (flat and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                        for v in flat)):
+                numeric.append(key)
+    # derived at finalisation, or (FPN.ANCHOR_STRIDES) required to be exactly P2-P6's strides
+    derived = {"DATA.NUM_CLASS", "RPN.NUM_ANCHOR", "FPN.RESOLUTION_REQUIREMENT", "FPN.ANCHOR_STRIDES"}
+    assert len(numeric) > 50
+    assert [k for k in numeric if k not in config_module._RANGES and k not in derived] == []
+
+
+@pytest.mark.parametrize("value", ["abc", "[1]", "2.5", "True", "'2'"])
+def test_the_tower_count_accepts_only_an_integer(value):
+    # its default is None ("all visible GPUs"), so the default's type cannot check it
+    with config_snapshot(), pytest.raises(ConfigError, match="Config key 'TRAIN.NUM_GPUS' expects int or None"):
+        cfg.update_args([f"TRAIN.NUM_GPUS={value}"])
+    with config_snapshot():
+        cfg.update_args(["TRAIN.NUM_GPUS=2"])
+        assert cfg.TRAIN.NUM_GPUS == 2
+
+
+def test_freezing_the_affine_parameters_of_a_non_frozen_norm_is_a_config_error_even_under_python_O():
+    with config_snapshot(), pytest.raises(ConfigError, match="BACKBONE.FREEZE_AFFINE=True only works with "
+                                                             "BACKBONE.NORM=FreezeBN, got 'GN'"):
+        configure({"BACKBONE.FREEZE_AFFINE": True})

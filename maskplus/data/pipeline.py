@@ -4,26 +4,43 @@ Training datapoints are dicts whose keys are exactly the model's input names
 (``ResNetFPNModel.inputs()``); Tensorpack 0.11's ``QueueInput``/``FeedInput`` feed a dict
 datapoint by looking up each placeholder's op name, and require the same number of entries.
 
+Loader faults: a record whose mapping fails (an image that cannot be read or has vanished, one
+that cannot be resized or augmented) becomes a skip marker instead of killing its loader process;
+the training process names it, leaves it out of the rest of the run, and stops the run (via
+:class:`LoaderFaults`, which the trainer watches) once more images failed than
+``DATA.LOADER_MAX_SKIPPED`` allows. Loader processes die with the training process, however it
+ends (a parent-death signal).
+
 Reproducibility: the source dataflow draws, for each record, a 32-bit seed from a RandomState
 seeded by ``DATA.SEED`` (when >= 0); all augmentation randomness and anchor sampling of that
 datapoint comes from ``RandomState(that seed)``. So results do not depend on which worker process
 maps a record (the order in which workers return datapoints may still vary when
 ``DATA.NUM_WORKERS > 0``).
 """
+import math
+import os
+import signal
 import warnings
 
 import cv2
 import numpy as np
-from tensorpack.dataflow import DataFlow, MapData, MultiProcessMapData
+from tensorpack.dataflow import DataFlow, MapData, ProxyDataFlow
+from tensorpack.dataflow.base import DataFlowTerminated
+from tensorpack.dataflow.parallel_map import MultiProcessMapDataZMQ
 from tensorpack.utils import logger
+
+from maskplus.lifetime import die_with_parent
 
 from maskplus.data import transforms as T
 from maskplus.data.anchors import c4_anchor_targets, multilevel_anchor_targets
 from maskplus.data.coco import DatasetError, get_dataset, load_training_records
 from maskplus.data.image_io import read_image
 
-__all__ = ["TrainingMapper", "SeededRecords", "get_train_dataflow", "get_eval_dataflow",
-           "polygons_to_mask", "train_input_names"]
+__all__ = ["TrainingMapper", "SeededRecords", "LoaderFaults", "LoaderFaultError", "get_train_dataflow",
+           "get_eval_dataflow", "polygons_to_mask", "train_input_names"]
+
+#: the key of the marker a mapper returns for a record it could not map: (file name, image id, reason)
+SKIPPED = "__loader_skipped__"
 
 
 def _cfg():
@@ -63,13 +80,16 @@ def polygons_to_mask(polygons, height, width):
 class SeededRecords(DataFlow):
     """Yields ``(record, seed)`` over a list of records, reshuffled every epoch.
 
-    With ``seed >= 0`` the order and the per-record seeds are reproducible.
+    With ``seed >= 0`` the order and the per-record seeds are reproducible. Records whose
+    ``(file_name, image_id)`` is in ``excluded`` (a live container: the loader's skips) are left
+    out; they still draw their seeds, so the others keep theirs.
     """
 
-    def __init__(self, records, shuffle=True, seed=-1):
+    def __init__(self, records, shuffle=True, seed=-1, excluded=()):
         self.records = records
         self.shuffle = shuffle
         self.seed = seed
+        self.excluded = excluded
         self.rng = None
 
     def __len__(self):
@@ -84,11 +104,20 @@ class SeededRecords(DataFlow):
         order = self.rng.permutation(len(self.records)) if self.shuffle else np.arange(len(self.records))
         seeds = self.rng.randint(0, 2 ** 31 - 1, size=len(order))
         for i, s in zip(order, seeds):
-            yield self.records[int(i)], int(s)
+            record = self.records[int(i)]
+            if (record["file_name"], record["image_id"]) not in self.excluded:
+                yield record, int(s)
+
+
+def skipped(record, reason):
+    """The marker a mapper returns instead of a datapoint when ``record`` cannot be used."""
+    return {SKIPPED: (record["file_name"], int(record["image_id"]), " ".join(str(reason).split()))}
 
 
 class TrainingMapper:
-    """``(record, seed) -> datapoint dict`` or ``None`` (skipped). Picklable; reads the config
+    """``(record, seed) -> datapoint dict``, ``None`` (no usable box left: skipped, as in the
+    example) or a :func:`skipped` marker (the record failed: unreadable image, resize error...).
+    Never raises, so that a loader process survives any record. Picklable; reads the config
     values it needs at construction, so worker processes need no config of their own."""
 
     def __init__(self, cfg=None):
@@ -99,17 +128,20 @@ class TrainingMapper:
         self.keep_empty = not cfg.DATA.FILTER_EMPTY_ANNOTATIONS
         self.anchor_cfg = _AnchorCfg(cfg)
         self.input_names = train_input_names(cfg)
-        self.num_unreadable = 0
 
     def __call__(self, dp):
+        try:
+            return self.map(dp)
+        except Exception as e:  # cv2.error, MemoryError, a file vanishing mid-read, ...
+            kind = type(e).__name__ if type(e).__module__ == "builtins" else f"{type(e).__module__}.{type(e).__name__}"
+            return skipped(dp[0], f"{kind}: {e}")
+
+    def map(self, dp):
         record, seed = dp
         rng = np.random.RandomState(seed)
         img = read_image(record["file_name"], (record["width"], record["height"]))
         if img is None:
-            self.num_unreadable += 1
-            logger.warn(f"Cannot read image {record['file_name']}; skipped "
-                        f"({self.num_unreadable} unreadable so far in this process).")
-            return None
+            return skipped(record, "the file is missing or is not a readable image")
         h0, w0 = img.shape[:2]
         short = rng.randint(self.short_range[0], self.short_range[1] + 1)
         # as the example: float32 before resizing, so the interpolated values are not rounded to uint8
@@ -159,6 +191,118 @@ class TrainingMapper:
         return {k: ret[k] for k in self.input_names}
 
 
+class LoaderFaultError(DatasetError):
+    """Too many training images failed in the data loader, or a loader process died."""
+
+
+class LoaderFaults:
+    """The images the data loader failed on during a run: named once each (and left out of the
+    rest of the run), counted, and turned into an error once there are more than ``ceil(max_fraction
+    * num_images)`` of them (never all images: a run must have something to train on). Shared by
+    the dataflow's thread, which records, and the trainer, which stops on :attr:`error`."""
+
+    def __init__(self, max_fraction, num_images=0):
+        self.max_fraction = max_fraction
+        self.skipped = {}  # (file name, image id) -> reason, in order of failure
+        self.error = None
+        self.set_num_images(num_images)
+
+    def set_num_images(self, num_images):
+        self.num_images = num_images
+        # rounded first: 0.01 * 300 is 3.0000000000000004 in floating point, which must allow 3
+        self.allowed = max(0, min(num_images - 1, math.ceil(round(self.max_fraction * num_images, 6))))
+
+    def listing(self, limit=20):
+        lines = [f"{path} (image id {i}): {reason}" for (path, i), reason in list(self.skipped.items())[:limit]]
+        if len(self.skipped) > limit:
+            lines.append(f"... and {len(self.skipped) - limit} more (all of them in the log)")
+        return lines
+
+    def record(self, path, image_id, reason):
+        """Count a failed image (once); True while the run may go on."""
+        if (path, image_id) in self.skipped:  # in flight twice (a buffer spanning two epochs)
+            return self.error is None
+        self.skipped[(path, image_id)] = reason
+        n = len(self.skipped)
+        logger.warn(f"Data loader: skipped {path} (image id {image_id}): {reason}. It is left out of the rest of "
+                    f"the run ({n} skipped, {self.allowed} allowed by DATA.LOADER_MAX_SKIPPED={self.max_fraction:g} "
+                    f"of {self.num_images} images).")
+        if n > self.allowed and self.error is None:
+            self.fail(f"The data loader could not use {n} of the {self.num_images} training images, more than "
+                      f"DATA.LOADER_MAX_SKIPPED={self.max_fraction:g} allows ({self.allowed}):\n  "
+                      + "\n  ".join(self.listing()))
+        return self.error is None
+
+    def fail(self, message):
+        if self.error is None:
+            self.error = message
+            logger.error(message)
+
+
+class SkipFailedRecords(ProxyDataFlow):
+    """Drops the mapper's :func:`skipped` markers after recording them in ``faults``; ends the
+    dataflow (Tensorpack then closes the training queue) once ``faults`` has an error."""
+
+    def __init__(self, ds, faults):
+        super().__init__(ds)
+        self.faults = faults
+
+    def __iter__(self):
+        for dp in self.ds:
+            if isinstance(dp, dict) and SKIPPED in dp:
+                if not self.faults.record(*dp[SKIPPED]):
+                    raise DataFlowTerminated()
+                continue
+            yield dp
+
+
+class _LoaderProcess(MultiProcessMapDataZMQ._Worker):
+    """A loader process that is killed when the training process ends, however it ends (Tensorpack
+    asks for that through python-prctl, which is not a dependency)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.trainer_pid = os.getpid()
+
+    def run(self):
+        die_with_parent(self.trainer_pid)
+        # the trainer's signal handling is not ours: Tensorpack ends us with SIGTERM, and Ctrl-C
+        # (sent to the whole process group) is the trainer's to handle
+        try:
+            signal.set_wakeup_fd(-1)
+        except ValueError:  # forked from another thread than the main one: none was inherited
+            pass
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        super().run()
+
+
+class LoaderProcesses(MultiProcessMapDataZMQ):
+    """Tensorpack's multi-process map whose processes die with the trainer, and which reports a
+    process that died (killed by the OOM killer, a crash in native code) instead of waiting
+    forever for its datapoints."""
+
+    POLL_SECONDS = 5
+
+    def __init__(self, ds, num_proc, map_func, buffer_size, faults):
+        super().__init__(ds, num_proc=num_proc, map_func=map_func, buffer_size=buffer_size)
+        self.faults = faults
+
+    def _create_worker(self, id, pipename, hwm):
+        return _LoaderProcess(id, self.map_func, pipename, hwm)
+
+    def _recv(self):
+        while not self.socket.poll(1000 * self.POLL_SECONDS):
+            dead = [p for p in self._procs if not p.is_alive()]
+            if dead:
+                codes = ", ".join(f"pid {p.pid}: exit code {p.exitcode}" for p in dead)
+                self.faults.fail(f"{len(dead)} data-loading process(es) died ({codes}; a negative code is the "
+                                 f"signal that killed it, -9 often the out-of-memory killer). Rerun the same "
+                                 f"command to resume, with fewer DATA.NUM_WORKERS if memory is short.")
+                raise DataFlowTerminated()
+        return super()._recv()
+
+
 class _Node:
     pass
 
@@ -179,7 +323,7 @@ class _AnchorCfg:
         self.RPN.BATCH_PER_IM = int(cfg.RPN.BATCH_PER_IM)
 
 
-def get_train_dataflow():
+def get_train_dataflow(faults=None):
     """An infinite-epoch DataFlow of training dicts (see module doc) over ``DATA.TRAIN``.
 
     Keys: ``image`` float32 [H, W, 3] BGR (unpadded), ``anchor_labels_lvl{2..6}`` int32
@@ -187,21 +331,24 @@ def get_train_dataflow():
     to a multiple of ``FPN.ANCHOR_STRIDES[3]``; C4 models instead: ``anchor_labels``,
     ``anchor_boxes`` on the H//16 x W//16 map), ``gt_boxes`` float32 [N, 4], ``gt_labels`` int64 [N]
     and, with ``MODE_MASK``, ``gt_masks_packed`` uint8 [N, H, ceil(W/8)] (``np.packbits`` on axis -1).
-    Unreadable images are skipped, and so are images left without a box unless
-    ``DATA.FILTER_EMPTY_ANNOTATIONS=False`` (then they train as all-negative, as in the example).
+    Images that fail in the mapper are recorded in ``faults`` (a :class:`LoaderFaults`, by default
+    a new one allowing ``DATA.LOADER_MAX_SKIPPED``) and skipped; so are images left without a box
+    unless ``DATA.FILTER_EMPTY_ANNOTATIONS=False`` (then they train as all-negative, as in the example).
     """
     cfg = _cfg()
     records = load_training_records(cfg.DATA.TRAIN)
     logger.info(f"Training dataflow: {len(records)} images from {', '.join(cfg.DATA.TRAIN)}.")
-    ds = SeededRecords(records, shuffle=True, seed=int(cfg.DATA.SEED))
+    if faults is None:
+        faults = LoaderFaults(cfg.DATA.LOADER_MAX_SKIPPED)
+    faults.set_num_images(len(records))
+    ds = SeededRecords(records, shuffle=True, seed=int(cfg.DATA.SEED), excluded=faults.skipped)
     mapper = TrainingMapper(cfg)
     workers = int(cfg.DATA.NUM_WORKERS)
     if workers > 0:
-        ds = MultiProcessMapData(ds, num_proc=workers, map_func=mapper,
-                                 buffer_size=min(len(records), 64))
+        ds = LoaderProcesses(ds, workers, mapper, min(len(records), 64), faults)
     else:
         ds = MapData(ds, mapper)
-    return ds
+    return SkipFailedRecords(ds, faults)
 
 
 def _shard(n, shard, num_shards):

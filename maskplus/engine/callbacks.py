@@ -1,19 +1,42 @@
-"""Training callbacks of our own: evaluation, memory, a non-finite-loss guard, save-on-signal."""
+"""Training callbacks of our own: evaluation, memory, a non-finite-loss guard, save-on-signal,
+checked checkpoint saving and the data loader's fault limit."""
 import collections
+import hashlib
 import os
+import re
 import resource
 import signal
+import sys
+import threading
 import time
 
 import numpy as np
-from tensorpack.callbacks import Callback
+from tensorpack.callbacks import Callback, ModelSaver
 from tensorpack.train.base import StopTraining
 from tensorpack.utils import logger
 
 from config import config as cfg
 from maskplus import console
 from maskplus.compat import tf, tfv1
+from maskplus.engine.checkpoint import CheckpointError
 from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, inference_outputs
+
+#: set when a SIGTERM/SIGINT asked training to stop: long work between steps (evaluation) ends early
+STOP_REQUESTED = threading.Event()
+
+
+class EvaluationAbandoned(Exception):
+    """An evaluation was given up because training is stopping on a signal."""
+
+
+def file_name_part(name):
+    """``name`` (a dataset name, possibly from DATA.CUSTOM) made safe inside a file name: other
+    characters than letters, digits and ``._+-`` become ``_``, plus a short hash of the name when
+    anything was replaced, so that two names never share a file."""
+    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", name).lstrip(".")
+    if safe != name or not safe:
+        safe = f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"
+    return safe
 
 
 class NonFiniteLossError(RuntimeError):
@@ -47,21 +70,36 @@ class EvalCallback(Callback):
         if self._chief:
             self.predictor = self.trainer.get_predictor(INFERENCE_INPUTS, inference_outputs())
 
+    def _stoppable_predictor(self, *args):
+        # checked before every image: a signal abandons the evaluation within one forward pass
+        if STOP_REQUESTED.is_set():
+            raise EvaluationAbandoned()
+        return self.predictor(*args)
+
     def _trigger_epoch(self):
         if not self._chief or (self.epochs is not None and self.epoch_num not in self.epochs):
             return
+        try:
+            for name in cfg.DATA.VAL:
+                self._evaluate(name)
+        except EvaluationAbandoned:
+            logger.warn(f"The evaluation at step {self.global_step} was abandoned: training is stopping on a signal.")
+            console.say(f"  step {self.global_step}: evaluation abandoned (stopping on a signal)")
+
+    def _evaluate(self, name):
         from maskplus.engine.evaluate import run_inference, score_results
-        for name in cfg.DATA.VAL:
-            path = os.path.join(self.output_dir, f"outputs{self.global_step}-{name}.json")
-            start = time.time()
-            run_inference(self.predictor, name, path)
-            metrics = score_results(name, path)
-            for key, value in metrics.items():
-                if value is not None:
-                    self.trainer.monitors.put_scalar(f"{name}/{key}", value)
-            self.trainer.monitors.put_scalar(f"{name}/eval_seconds", time.time() - start)
-            console.say(f"  step {self.global_step}: {ap_summary(metrics)} on {name} "
-                        f"({time.time() - start:.0f} s to evaluate)")
+        path = os.path.join(self.output_dir, f"outputs{self.global_step}-{file_name_part(name)}.json")
+        start = time.time()
+        run_inference(self._stoppable_predictor, name, path)
+        if STOP_REQUESTED.is_set():
+            raise EvaluationAbandoned()
+        metrics = score_results(name, path)
+        for key, value in metrics.items():
+            if value is not None:
+                self.trainer.monitors.put_scalar(f"{name}/{key}", value)
+        self.trainer.monitors.put_scalar(f"{name}/eval_seconds", time.time() - start)
+        console.say(f"  step {self.global_step}: {ap_summary(metrics)} on {name} "
+                    f"({time.time() - start:.0f} s to evaluate)")
 
 
 def ap_summary(metrics):
@@ -148,28 +186,159 @@ class NonFiniteLossGuard(Callback):
                 f"checkpoint in the log directory.")
 
 
+def say(line, error=False):
+    """A line for the log and for whoever watches the run (the console of a quiet demo run)."""
+    (logger.error if error else logger.info)(line)
+    console.say("  " + line)
+
+
 class SaveOnSignal(Callback):
-    """On SIGTERM or SIGINT, finish the current step, write a checkpoint and stop cleanly."""
+    """On SIGTERM or SIGINT (Ctrl-C): abandon an evaluation in progress, finish the current step,
+    write a checkpoint and stop; :attr:`received` then names the signal (train.py exits with
+    128 + its number). A second SIGTERM/SIGINT stops the process at once, without a checkpoint.
+
+    A watcher thread reads the signals from Python's wakeup file descriptor, so that the second
+    one acts even while the main thread waits inside TensorFlow (where Python handlers wait)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self, saver):
         self.saver = saver  # a ModelSaver callback (also registered with the trainer)
-        self._received = None
+        self.received = None
+        self.save_error = None  # a CheckpointError of the save after training (Tensorpack would only print it)
+        self._saved = False
+        self._write_fd = None
 
     def _before_train(self):
-        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        STOP_REQUESTED.clear()
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._write_fd, False)
+        self._previous_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        self._previous = {s: signal.signal(s, lambda *_: None) for s in self.SIGNALS}  # the watcher acts
+        threading.Thread(target=self._watch, name="SaveOnSignal watcher", daemon=True).start()
 
-    def _handle(self, signum, _frame):
-        self._received = signal.Signals(signum).name
+    def _watch(self):
+        while True:
+            try:
+                data = os.read(self._read_fd, 64)
+            except OSError:
+                data = b""
+            if not data:  # the write end was closed after training
+                os.close(self._read_fd)
+                return
+            for signum in data:
+                if signum in self.SIGNALS:
+                    self._on_signal(signal.Signals(signum).name, signum)
+
+    def _on_signal(self, name, signum):
+        if self.received is None:
+            self.received = name
+            STOP_REQUESTED.set()
+            say(f"{name} received: stopping after the current step with a checkpoint (an evaluation in progress "
+                f"is abandoned); another SIGTERM or Ctrl-C stops at once, without one.")
+            return
+        say(f"Second {name}: stopped at once, without writing a checkpoint; rerun the same command to resume "
+            f"from the last one in the log directory.", error=True)
+        sys.stderr.write(f"Stopped at once on a second {name}: no checkpoint was written for the last steps.\n")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    def _save_and_stop(self):
+        logger.info(f"{self.received} received: saving a checkpoint at step {self.global_step} and stopping.")
+        self._saved = True
+        self.saver.trigger()
+        raise StopTraining()
 
     def _trigger_step(self):
-        if self._received:
-            logger.info(f"{self._received} received: saving a checkpoint at step {self.global_step} and stopping.")
-            self.saver.trigger()
-            raise StopTraining()
+        if self.received and not self._saved:
+            self._save_and_stop()
+
+    def _before_epoch(self):
+        # a signal during the previous epoch's evaluation: no need for another step
+        if self.received and not self._saved:
+            self._save_and_stop()
 
     def _after_train(self):
+        if self._write_fd is None:
+            return
+        signal.set_wakeup_fd(self._previous_fd)
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+        os.close(self._write_fd)  # ends the watcher
+        if self.received and not self._saved and sys.exc_info()[0] is None:
+            # the signal came during the last epoch's evaluation, after its checkpoint: save anyway
+            self._saved = True
+            self.save_error = save_after_training(self.saver)
+
+
+class CheckedModelSaver(ModelSaver):
+    """Tensorpack's ModelSaver, except that a checkpoint that cannot be written (a full disk, lost
+    permissions) stops training with a :class:`CheckpointError` instead of a line in the log."""
+
+    def _before_train(self):
+        try:
+            super()._before_train()  # the graph's .meta file
+        except (OSError, tf.errors.OpError) as e:
+            raise CheckpointError(f"Cannot write to the log directory {self.checkpoint_dir}: "
+                                  f"{_first_line(e)}") from None
+
+    last_checkpoint = None  # the path of the latest checkpoint this run wrote
+
+    def _trigger(self):
+        try:
+            self.last_checkpoint = self.saver.save(tfv1.get_default_session(), self.path,
+                                                   global_step=tfv1.train.get_global_step(), write_meta_graph=False)
+        except (OSError, ValueError, tf.errors.OpError) as e:  # ValueError: the directory is gone
+            raise CheckpointError(
+                f"A checkpoint could not be written to {self.checkpoint_dir} at step {self.global_step}: "
+                f"{_first_line(e)}. Training stopped; the checkpoints written before are intact. Free some space "
+                f"(or fix the permissions), then rerun the same command to resume from the last one.") from None
+        logger.info(f"Model saved to {self.last_checkpoint}.")
+
+
+def save_after_training(saver):
+    """Trigger ``saver`` from ``_after_train`` (where Tensorpack prints an exception and goes on):
+    returns the CheckpointError, if any, for the trainer to raise."""
+    try:
+        saver.trigger()
+    except CheckpointError as e:
+        return e
+    return None
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+class LoaderFaultGuard(Callback):
+    """Stops training, with a checkpoint, once the data loader has failed on more images than
+    ``DATA.LOADER_MAX_SKIPPED`` allows (see :class:`maskplus.data.pipeline.LoaderFaults`; the
+    trainer then raises its error), and logs the count of skipped images every epoch."""
+
+    def __init__(self, faults, saver):
+        self.faults, self.saver = faults, saver
+        self.save_error = None
+        self._saved = False
+
+    def _trigger_step(self):
+        if self.faults.error and not self._saved:
+            self._saved = True
+            self.saver.trigger()
+            raise StopTraining("the data loader failed")
+
+    def _trigger_epoch(self):
+        self.trainer.monitors.put_scalar("loader_skipped_images", len(self.faults.skipped))
+
+    def _after_train(self):
+        # also when the loader ended the input queue (the main loop then stops as at the end of
+        # the data); not after an exception such as a non-finite loss, whose weights must not be saved
+        if self.faults.error and not self._saved and sys.exc_info()[0] is None:
+            self._saved = True
+            self.save_error = save_after_training(self.saver)
+        elif self.faults.skipped:
+            logger.warn(f"The data loader skipped {len(self.faults.skipped)} training images during this run:\n  "
+                        + "\n  ".join(self.faults.listing()))
 
 
 class HorovodSyncCheck(Callback):

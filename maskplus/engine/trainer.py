@@ -5,10 +5,12 @@ The schedule semantics are the Tensorpack example's: steps in the config are for
 towers and (with fewer than 8) accumulated to 8 images before an update.
 """
 import json
+import logging
 import os
+import signal
 import time
 
-from tensorpack.callbacks import (EnableCallbackIf, EstimatedTimeLeft, MergeAllSummaries, ModelSaver,
+from tensorpack.callbacks import (EnableCallbackIf, EstimatedTimeLeft, MergeAllSummaries,
                                   MovingAverageSummary, PeriodicCallback, RunUpdateOps, ThroughputTracker)
 from tensorpack.input_source import QueueInput
 from tensorpack.tfutils.sesscreate import NewSessionCreator
@@ -19,11 +21,11 @@ from tensorpack.utils import logger
 from config import config as cfg
 from maskplus import console
 from maskplus.compat import tf, tfv1
-from maskplus.data.pipeline import get_train_dataflow
-from maskplus.engine import schedules, time_budget
-from maskplus.engine.callbacks import (DUMP_VARIABLES_ENV, DumpVariablesAtEnd, EvalCallback, HorovodSyncCheck,
-                                      NonFiniteLossGuard, ResourceLogger, RunProgress, SaveOnSignal,
-                                      EpochsOnSchedule, is_chief, process_rank)
+from maskplus.data.pipeline import LoaderFaultError, LoaderFaults, get_train_dataflow
+from maskplus.engine import run_dir, schedules, time_budget
+from maskplus.engine.callbacks import (DUMP_VARIABLES_ENV, CheckedModelSaver, DumpVariablesAtEnd, EvalCallback,
+                                      HorovodSyncCheck, LoaderFaultGuard, NonFiniteLossGuard, ResourceLogger,
+                                      RunProgress, SaveOnSignal, EpochsOnSchedule, is_chief, process_rank)
 from maskplus.engine.checkpoint import CheckpointInit, checkpoint_global_step
 from maskplus.engine.session import session_config
 from maskplus.precision import describe, resolve
@@ -43,11 +45,25 @@ def make_trainer():
     return SyncMultiGPUTrainerReplicated(towers, average=False, mode="nccl" if has_gpu else "cpu")
 
 
-def make_callbacks(logdir, budget=None):
+class TrainingEndedEarly(RuntimeError):
+    """The main loop ended before the schedule's last step for no reason it reported."""
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on a signal, after writing a checkpoint; ``signum`` is the signal's number."""
+
+    def __init__(self, message, signum):
+        super().__init__(message)
+        self.signum = signum
+
+
+def make_callbacks(logdir, budget=None, faults=None):
     """Our callbacks; with a :class:`time_budget.TimeBudget` the evaluations are made at its
-    planned evaluation steps instead of every so many epochs, and checkpoints there too."""
+    planned evaluation steps instead of every so many epochs, and checkpoints there too. With
+    ``faults`` (the data loader's :class:`LoaderFaults`) training stops once they are too many."""
     factor = schedules.step_factor(cfg.TRAIN.NUM_GPUS)
-    saver = ModelSaver(max_to_keep=cfg.TRAIN.MAX_CHECKPOINTS, keep_checkpoint_every_n_hours=1, checkpoint_dir=logdir)
+    saver = CheckedModelSaver(max_to_keep=cfg.TRAIN.MAX_CHECKPOINTS, keep_checkpoint_every_n_hours=1,
+                              checkpoint_dir=logdir)
 
     def periodic(callback, every_k_epochs, also_periodic=False):
         if budget is None:
@@ -63,6 +79,7 @@ def make_callbacks(logdir, budget=None):
         *([EpochsOnSchedule(cfg.TRAIN.STEPS_PER_EPOCH, schedules.total_steps(cfg))] if unbudgeted else []),
         periodic(saver, cfg.TRAIN.CHECKPOINT_PERIOD, also_periodic=True),
         SaveOnSignal(saver),
+        *([LoaderFaultGuard(faults, saver)] if faults is not None else []),
         schedules.StepScheduleSetter("learning_rate", lambda step: schedules.learning_rate_at(step, cfg)),
         *([EstimatedTimeLeft(median=True)] if unbudgeted else []),
         ThroughputTracker(samples_per_step=cfg.TRAIN.NUM_GPUS),
@@ -86,9 +103,10 @@ def make_callbacks(logdir, budget=None):
     return callbacks
 
 
-def make_time_budget(deadline, logdir, preset):
+def make_time_budget(deadline, logdir, preset, identity=None):
     """A :class:`time_budget.TimeBudget` that ends the run by ``deadline`` with the configured
-    schedule's shape, putting each fitted plan into the config (and run.json)."""
+    schedule's shape, putting each fitted plan into the config (and run.json, whose ``identity``
+    stays the command's: a resumed budgeted run is compared on what the user set, not the refits)."""
     # the budget's epochs vary in length, so its plan's LR drops fall on exact steps, not epoch starts
     cfg.freeze(False)
     cfg.TRAIN.LR_SCHEDULE_ROUNDING = "step"
@@ -109,7 +127,7 @@ def make_time_budget(deadline, logdir, preset):
         finally:
             cfg.freeze()
         if is_chief():
-            write_run_info(logdir, preset)
+            write_run_info(logdir, preset, identity)
 
     val_images = 0
     if eval_every:
@@ -132,20 +150,76 @@ def quiet_console_callbacks(total_steps):
 
 def initial_weights(load, logdir):
     """Session init and starting step: resume from ``logdir`` if it has a checkpoint (every
-    variable must fit), else ``--load`` (as the example: variables of another shape, e.g. the
-    class-specific outputs when fine-tuning on other classes, are skipped and reported), else
-    ``BACKBONE.WEIGHTS`` (as the example: every variable of the file whose name the graph has).
-    """
+    variable must fit; train() has checked that the directory's run is this one), else ``--load``
+    (as the example: variables of another shape, e.g. the class-specific outputs when fine-tuning
+    on other classes, are skipped and reported), else ``BACKBONE.WEIGHTS`` (as the example: every
+    variable of the file whose name the graph has). Says in one line which it is."""
     resume = tf.train.latest_checkpoint(logdir) if logdir and os.path.isdir(logdir) else None
     if resume:
+        step = checkpoint_global_step(resume)
+        also = f"; --load {load} started this run and is not read again" if load else ""
+        _say(f"Weights: resuming from the log directory's latest checkpoint {resume} (step {step}){also}.")
         logger.info(f"Resuming from the latest checkpoint in the log directory: {resume}")
-        return CheckpointInit(resume), checkpoint_global_step(resume)
+        return CheckpointInit(resume), step
     if load:
+        _say(f"Weights: --load {load} (the log directory holds no checkpoint).")
         return CheckpointInit(load, ignore_mismatch=True), checkpoint_global_step(load)
     if cfg.BACKBONE.WEIGHTS:
+        _say(f"Weights: BACKBONE.WEIGHTS {cfg.BACKBONE.WEIGHTS} (no --load, no checkpoint in the log directory).")
         return CheckpointInit(cfg.BACKBONE.WEIGHTS), 0
-    logger.warn("Training from scratch: no --load and no BACKBONE.WEIGHTS.")
+    _say("Weights: none, training from scratch (no --load, no BACKBONE.WEIGHTS, no checkpoint in the log directory).")
     return None, 0
+
+
+def _say(line):
+    logger.info(line)
+    console.say("  " + line)
+
+
+def check_validation_data():
+    """Everything the run's evaluations will need, checked before its first step: each
+    ``DATA.VAL`` dataset exists, loads and passes the training data's validation with every image
+    usable (each is scored; image files are checked unless ``DATA.VALIDATE=False``), and has the
+    training classes in the same order (evaluation maps the model's labels to the json's categories
+    by position: other names or another order would give wrong AP). Nothing to check when the run
+    never evaluates (``TRAIN.EVAL_PERIOD=0``)."""
+    from maskplus.data.coco import DatasetError, get_dataset
+    from maskplus.data.validate import validate_dataset
+    if not (cfg.TRAIN.EVAL_PERIOD > 0 and cfg.DATA.VAL):
+        return
+    classes = list(cfg.DATA.CLASS_NAMES[1:])
+    problems = []
+    for name in cfg.DATA.VAL:
+        try:
+            dataset = get_dataset(name)
+            report = validate_dataset(dataset, cfg.MODE_MASK, cfg.DATA.ABSOLUTE_COORD, check_images=cfg.DATA.VALIDATE)
+        except DatasetError as e:
+            problems.append(str(e))
+            continue
+        logger.info(report.summary())
+        problems += report.errors
+        for reason, ids in sorted(report.skipped_images.items()):
+            files = [report.image_files.get(i, "?") for i in ids[:5]]
+            problems.append(f"Dataset '{name}': {len(ids)} x {reason}: {', '.join(files)}"
+                            f"{' ...' if len(ids) > 5 else ''} (image ids {ids[:5]}); every validation image "
+                            f"is scored, so each must be readable")
+        if dataset.class_names != classes:
+            problems.append(_class_mismatch(name, dataset.class_names, classes))
+    if problems:
+        raise DatasetError(f"DATA.VAL {list(cfg.DATA.VAL)} cannot be evaluated, which this run would do every "
+                           f"TRAIN.EVAL_PERIOD={cfg.TRAIN.EVAL_PERIOD} epochs (set TRAIN.EVAL_PERIOD=0 to train "
+                           f"without evaluations):\n  " + "\n  ".join(problems))
+
+
+def _class_mismatch(name, val_classes, classes):
+    if sorted(val_classes) == sorted(classes):
+        return (f"Dataset '{name}' has the training classes in another order (by category id): {val_classes} "
+                f"vs {classes}. Evaluation maps labels to categories by position, so its AP would be wrong: "
+                f"give its categories ids in the training order.")
+    only_val = [c for c in val_classes if c not in classes]
+    only_train = [c for c in classes if c not in val_classes]
+    return (f"Dataset '{name}' has other classes than the training data ({len(val_classes)} vs {len(classes)}; "
+            f"only in '{name}': {only_val[:10]}, only in the training data: {only_train[:10]}).")
 
 
 def validate_training_data():
@@ -163,11 +237,10 @@ def validate_training_data():
         raise DatasetError("The training data cannot be used:\n  " + "\n  ".join(errors))
 
 
-def build_train_config(logdir, load=None, deadline=None, preset=None):
+def build_train_config(logdir, load=None, deadline=None, preset=None, identity=None, faults=None):
     """The run's TrainConfig; with a ``deadline`` (``time.time()`` value) the schedule is fitted
-    to end by then (see :mod:`maskplus.engine.time_budget`)."""
-    if cfg.DATA.VALIDATE:
-        validate_training_data()
+    to end by then (see :mod:`maskplus.engine.time_budget`). The data must have been checked
+    (:func:`check_data`)."""
     session_init, start_step = initial_weights(load, logdir)
     steps_per_epoch = cfg.TRAIN.STEPS_PER_EPOCH
     max_epoch = schedules.max_epoch(cfg)
@@ -175,7 +248,7 @@ def build_train_config(logdir, load=None, deadline=None, preset=None):
     budget = None
     if deadline is not None:
         # epochs of varying length (the budget sets each); the budget, not max_epoch, ends the run
-        budget = make_time_budget(deadline, logdir, preset)
+        budget = make_time_budget(deadline, logdir, preset, identity)
         from tensorpack.callbacks import JSONWriter
         previous = JSONWriter.load_existing_epoch_number(logdir) if start_step else None
         starting_epoch, max_epoch = (previous or 0) + 1, 10 ** 9
@@ -188,8 +261,8 @@ def build_train_config(logdir, load=None, deadline=None, preset=None):
         extra = quiet_console_callbacks(lambda: budget.total_steps if budget else schedules.total_steps(cfg))
     return TrainConfig(
         model=model_for_config(),
-        data=QueueInput(get_train_dataflow()),
-        callbacks=make_callbacks(logdir, budget),
+        data=QueueInput(get_train_dataflow(faults)),
+        callbacks=make_callbacks(logdir, budget, faults),
         extra_callbacks=extra,
         session_init=session_init,
         session_creator=NewSessionCreator(config=session_config(resolve(cfg.TRAIN.PRECISION).precision)),
@@ -199,29 +272,151 @@ def build_train_config(logdir, load=None, deadline=None, preset=None):
     )
 
 
-def write_run_info(logdir, preset):
-    """``<logdir>/run.json``: what this run is (preset, seed, full config), for the table tools."""
-    info = {"preset": preset, "seed": cfg.DATA.SEED, "config": cfg.to_dict()}
-    with open(os.path.join(logdir, "run.json"), "w") as f:
-        json.dump(info, f, indent=1, default=str)
+def write_run_info(logdir, preset, identity):
+    """``<logdir>/run.json``: what this run is (preset, seed, full config) for the table tools,
+    and its identity, which a resume must match (:mod:`maskplus.engine.run_dir`). Written
+    atomically: a kill never leaves half a record."""
+    info = {"preset": preset, "seed": cfg.DATA.SEED, "config": cfg.to_dict(), "identity": identity}
+    path = os.path.join(logdir, run_dir.RUN_INFO)
+    try:
+        with open(path + ".tmp", "w") as f:
+            json.dump(info, f, indent=1, default=str)
+        os.replace(path + ".tmp", path)
+    except OSError as e:  # a full disk
+        raise run_dir.LogdirError(f"Cannot write {path}: {e.strerror or e}.") from None
 
 
-def train(logdir, load=None, preset=None, minutes=None):
-    """Train with the finalised global config, logging to ``logdir``; with ``minutes``, fit the
-    schedule so that training (graph building included) ends that many minutes from now."""
+def check_data():
+    """Everything about the data the run will need, checked before the log directory is touched."""
+    if cfg.DATA.VALIDATE:
+        validate_training_data()
+    check_validation_data()
+
+
+def check_initial_weights(load, logdir, action):
+    """The weights a fresh run starts from (``--load``, else ``BACKBONE.WEIGHTS``) exist and are
+    weights files, checked before the log directory is touched (not when a checkpoint there will
+    be resumed instead: then they are not read)."""
+    from maskplus.engine.checkpoint import resolve_checkpoint
+    if action == "resume" and os.path.isdir(logdir) and tf.train.latest_checkpoint(logdir):
+        return
+    if load or cfg.BACKBONE.WEIGHTS:
+        resolve_checkpoint(load or cfg.BACKBONE.WEIGHTS)
+
+
+def identity_of_this_run(preset, load, minutes):
+    from maskplus.data.coco import get_dataset
+    data = run_dir.data_fingerprint({n: get_dataset(n).json_path for n in cfg.DATA.TRAIN})
+    return run_dir.run_identity(cfg.to_dict(), preset, load, minutes, data)
+
+
+def prepare_run_directory(logdir, action, identity):
+    """The chief checks the directory against this run, acts on it and locks it; the other Horovod
+    ranks get its decision (so that all stop, or all use the same directory, never some waiting)."""
+    plan, error = None, None
+    if is_chief():
+        try:
+            plan = run_dir.open_run_directory(logdir, action, identity)
+        except run_dir.LogdirError as e:
+            error = str(e)
+    if cfg.TRAINER == "horovod":
+        decision = broadcast_from_chief({"error": error, "path": plan.path if plan else None})
+        if not is_chief():
+            error = decision["error"]
+            plan = run_dir.RunDirectory(decision["path"], None, []) if decision["path"] else None
+    if error:
+        raise run_dir.LogdirError(error)
+    return plan
+
+
+def broadcast_from_chief(obj):
+    """``obj`` as Horovod rank 0 has it, on every rank (on the CPU, in a graph of its own)."""
+    from horovod.tensorflow.functions import broadcast_object
+    with tf.Graph().as_default(), tfv1.Session(config=tfv1.ConfigProto(device_count={"GPU": 0})) as sess:
+        return broadcast_object(obj, root_rank=0, session=sess, name="maskplus_run_directory")
+
+
+def train(logdir, load=None, preset=None, minutes=None, logdir_action="resume"):
+    """Train with the finalised global config, logging to ``logdir`` (or where ``logdir_action``
+    puts it, see :mod:`maskplus.engine.run_dir`); with ``minutes``, fit the schedule so that
+    training (graph building included) ends that many minutes from now. Everything is checked
+    before anything is written; a run stopped by a signal raises :class:`TrainingInterrupted`."""
     deadline = time.time() + 60 * minutes if minutes else None
+    logger.addFilter(_OneLineStopMessage())
+    check_data()
+    check_initial_weights(load, logdir, logdir_action)
+    identity = identity_of_this_run(preset, load, minutes)
+    plan = prepare_run_directory(logdir, logdir_action, identity)
+    try:
+        _train_in(plan, load, preset, deadline, identity)
+    finally:
+        if plan.lock is not None:
+            plan.lock.release()
+
+
+def _train_in(plan, load, preset, deadline, identity):
+    logdir = plan.path
     if is_chief():
         logger.set_logger_dir(logdir, action="k")
     else:
         logger.set_logger_dir(os.path.join(logdir, f"rank{process_rank()}"), action="k")
+    for line in plan.notes:
+        _say(line)
     logger.info("Config:\n" + str(cfg))
     if is_chief():
-        write_run_info(logdir, preset)
-    traincfg = build_train_config(logdir, load, deadline, preset)
+        write_run_info(logdir, preset, identity)
+    faults = LoaderFaults(cfg.DATA.LOADER_MAX_SKIPPED)
+    traincfg = build_train_config(logdir, load, deadline, preset, identity, faults)
     where = describe_devices(cfg.TRAIN.NUM_GPUS, gpu_names(), describe(resolve(cfg.TRAIN.PRECISION)))
     logger.info(where)
     console.say("  " + where)
-    launch_train_with_config(traincfg, make_trainer())
+    trainer = make_trainer()
+    launch_train_with_config(traincfg, trainer)
+    raise_what_stopped_training(traincfg.callbacks, faults, logdir, trainer.loop.global_step)
+
+
+def raise_what_stopped_training(callbacks, faults, logdir, step):
+    """After the main loop, at ``step``: an error for what ended it early, which Tensorpack ends
+    like a finished run (a checkpoint that failed in an after-training save, the data loader's
+    faults, a signal, or anything else that ended the input before the schedule's last step)."""
+    def find(kind):  # unwrapping Tensorpack's PeriodicCallback/EnableCallbackIf
+        return next((getattr(c, "cb", c) for c in callbacks if isinstance(getattr(c, "cb", c), kind)), None)
+
+    on_signal, guard, saver = find(SaveOnSignal), find(LoaderFaultGuard), find(CheckedModelSaver)
+    for c in (on_signal, guard):
+        if c is not None and c.save_error is not None:
+            raise c.save_error
+    saved = saver.last_checkpoint if saver is not None else None
+    if faults.error:
+        where = f"Training stopped; the last checkpoint is {saved}" if saved else "Training stopped"
+        raise LoaderFaultError(f"{faults.error}\n{where}. Fix or remove these images (or raise "
+                               f"DATA.LOADER_MAX_SKIPPED), then rerun the same command to resume.")
+    if on_signal is not None and on_signal.received:
+        raise TrainingInterrupted(f"Stopped on {on_signal.received}; the last checkpoint is "
+                                  f"{saved or '(none written)'}. Rerun the same command to resume.",
+                                  int(signal.Signals[on_signal.received]))
+    budget = find(time_budget.TimeBudget)
+    last = budget.total_steps if budget is not None else schedules.total_steps(cfg)
+    if last is None or step < last:
+        raise TrainingEndedEarly(
+            f"Training ended at step {step}, before the schedule's last step ({last or 'not planned yet'}): its "
+            f"input ended unexpectedly (the log says why). The last checkpoint is {saved or '(none written)'}; "
+            f"rerun the same command to resume.")
+
+
+class _OneLineStopMessage(logging.Filter):
+    """Tensorpack logs whatever ended its main loop; when the data loader closed the input queue
+    that is TensorFlow's error with the queue op's definition stack, which reads like a crash.
+    The error that follows says what happened."""
+
+    def filter(self, record):
+        # record.msg, not getMessage(): Tensorpack logs "Training failed at global_step=" with an
+        # argument and no placeholder, which getMessage() cannot format
+        message = record.msg
+        if isinstance(message, str) and message.startswith("Training was stopped by exception") \
+                and "QueueInput" in message:
+            record.msg, record.args = "Training was stopped: the input queue was closed.", ()
+        return True
 
 
 def gpu_names():

@@ -103,3 +103,48 @@ def test_the_progress_bar_rate_leaves_out_the_evaluations_between_epochs(monkeyp
     assert abs(bar.format_dict["rate"] - 2.0) < 0.2  # steps per second of training, not of the pause
     assert abs(bar.format_dict["elapsed"] - 20) < 1.5
     progress._after_train()
+
+
+_FAKE_TRAINING = """
+import signal, sys, time
+def stop(signum, frame):
+    time.sleep(1.0)  # a checkpoint takes a while to write: a SIGKILL 0.25 s later would lose it
+    with open({marker!r}, "w") as f:
+        f.write(signal.Signals(signum).name)
+    sys.exit(128 + signum)
+signal.signal(signal.SIGINT, stop)
+signal.signal(signal.SIGTERM, stop)
+print("ready to be stopped", flush=True)
+while True:
+    time.sleep(0.1)
+"""
+
+_DEMO_RUNNING_IT = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("demo", {demo!r})
+demo = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(demo)
+runner = demo.Runner({log!r}, quiet=True, resume_hint=" (resume hint)")
+runner.run([sys.executable, {train!r}])
+print("the demo went on", flush=True)
+"""
+
+
+def test_ctrl_c_reaches_training_as_sigint_and_the_demo_waits_for_its_checkpoint(tmp_path):
+    """A terminal's Ctrl-C goes to its foreground process group: here the demo's. The demo passes
+    it on to train.py (in a group of its own) and waits; subprocess.run would SIGKILL it 0.25 s later."""
+    import signal
+    marker, log = tmp_path / "stopped-by", tmp_path / "demo.log"
+    (tmp_path / "train.py").write_text(_FAKE_TRAINING.format(marker=str(marker)))
+    script = _DEMO_RUNNING_IT.format(demo=os.path.join(ROOT, "scripts", "demo.py"), log=str(log),
+                                     train=str(tmp_path / "train.py"))
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, process_group=0,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (log.exists() and "ready to be stopped" in log.read_text()) and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+    stdout, stderr = proc.communicate(timeout=60)
+    assert marker.read_text() == "SIGINT"  # the training's handler ran to its end
+    assert proc.returncode == 128 + signal.SIGINT and "the demo went on" not in stdout
+    assert "demo: stopped on SIGINT (resume hint)" in stderr and "Traceback" not in stderr

@@ -1,6 +1,6 @@
 """The rest of the Mask R-CNN family through the command-line tools: a tiny ResNet-C4 and a tiny
-Cascade R-CNN each train a few steps with train.py (finite losses), resume in a second train.py
-run on the same log directory, are evaluated with COCO AP by predict.py --evaluate (bbox and segm
+Cascade R-CNN each train a few steps with train.py (finite losses), continue on a longer schedule
+in a second train.py run started from the checkpoint (--load, every variable restored), are evaluated with COCO AP by predict.py --evaluate (bbox and segm
 results), and are exported by predict.py --export-serving to a SavedModel that plain TensorFlow
 runs with the in-process predictor's results. One trained log directory per model is shared by
 the tests (module fixtures); the whole file took 194 s on the 2-core AMD EPYC while other jobs
@@ -26,7 +26,8 @@ MODELS = {
     "cascade": ["FPN.CASCADE=True"],
 }
 #: Real steps = batch-8 steps x 8 (one tower); epochs of 2 steps, a checkpoint after each. The
-#: first run ends at step 4, the second (a longer schedule) continues from there to step 6.
+#: first run ends at step 4, the second (a longer schedule: another run, in its own log directory)
+#: continues from its checkpoint to step 6.
 SCHEDULE = ["TRAIN.NUM_GPUS=1", "TRAIN.GRADIENT_ACCUMULATION=False", "TRAIN.STEPS_PER_EPOCH=2",
             "TRAIN.CHECKPOINT_PERIOD=1", "TRAIN.WARMUP=2"]
 FIRST, SECOND = "TRAIN.LR_SCHEDULE=[0.5,0.5,0.5]", "TRAIN.LR_SCHEDULE=[0.5,0.5,0.75]"
@@ -71,12 +72,14 @@ def dataset(tmp_path_factory):
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def trained(request, dataset, tmp_path_factory):
-    """(model name, log directory, the two train.py outputs, stats.json entries of the first run)."""
+    """(model name, the second run's log directory, the two train.py outputs, stats.json entries of
+    the first run)."""
     name = request.param
-    logdir = tmp_path_factory.mktemp(f"train-{name}")
-    first = train(dataset, logdir, *MODELS[name], *SCHEDULE, FIRST)
-    first_stats = stats(logdir)
-    second = train(dataset, logdir, *MODELS[name], *SCHEDULE, SECOND)
+    first_logdir = tmp_path_factory.mktemp(f"train-{name}")
+    first = train(dataset, first_logdir, *MODELS[name], *SCHEDULE, FIRST)
+    first_stats = stats(first_logdir)
+    logdir = tmp_path_factory.mktemp(f"longer-{name}")
+    second = train(dataset, logdir, *MODELS[name], *SCHEDULE, SECOND, extra=["--load", str(first_logdir / "model-4")])
     return name, str(logdir), first.stdout + first.stderr, second.stdout + second.stderr, first_stats
 
 
@@ -103,11 +106,13 @@ def predicted(trained, dataset, tmp_path_factory):
     return name, logdir, results, saved, out
 
 
-def test_trains_with_finite_losses_then_resumes_to_the_end_of_the_longer_schedule(trained):
+def test_trains_with_finite_losses_then_continues_from_its_checkpoint_to_the_end_of_a_longer_schedule(trained):
     name, logdir, first_out, second_out, first = trained
     assert [e["global_step"] for e in first] == [2, 4]
-    assert "Resuming from the latest checkpoint" in second_out and "Start training with global_step=4" in second_out
-    second = stats(logdir)[len(first):]
+    assert "Weights: --load" in second_out and "Start training with global_step=4" in second_out
+    # every variable of the graph, optimizer state included, came from the checkpoint
+    assert "Loaded " in second_out and "are not in the file" not in second_out and "another shape" not in second_out
+    second = stats(logdir)
     assert [e["global_step"] for e in second] == [6]
     for entry in first + second:
         missing = [k for k in LOSSES[name] + ["total_cost"] if k not in entry]

@@ -1,4 +1,5 @@
 import os
+import time
 
 import numpy as np
 import pytest
@@ -126,12 +127,82 @@ def test_same_seed_gives_same_datapoints(tiny_coco, cfg_override):
                for x, y in zip(a, c))
 
 
-def test_unreadable_image_is_skipped(tiny_coco):
+def test_unreadable_image_is_skipped_named_and_counted(tiny_coco):
     os.remove(tiny_coco / "train2017" / "000000000002.jpg")
-    ds = pipeline.get_train_dataflow()
+    faults = pipeline.LoaderFaults(0.5)
+    ds = pipeline.get_train_dataflow(faults)
     ds.reset_state()
     dps = list(ds)                                   # one epoch over the two records
     assert len(dps) == 1 and dps[0]["image"].shape[:2] == (60, 80)
+    path = str(tiny_coco / "train2017" / "000000000002.jpg")
+    assert faults.skipped == {(path, 2): "the file is missing or is not a readable image"} and faults.error is None
+
+
+def test_the_mapper_turns_any_failure_into_a_named_skip_instead_of_raising(tiny_coco, cfg_override):
+    """An exception would end a loader process for good (Tensorpack never replaces it: a hang)."""
+    import cv2
+    cfg_override({"PREPROC.MAX_SIZE": 128.0})  # 1000 px wide to 128: 0.128 rows
+    strip = tiny_coco / "train2017" / "strip.png"
+    cv2.imwrite(str(strip), np.full((1, 1000, 3), 90, np.uint8))  # 1 row: resizes to 0 rows
+    record = dict(_record(1), file_name=str(strip), height=1, width=1000, image_id=77)
+    out = pipeline.TrainingMapper()((record, 0))
+    (path, image_id, reason), = out.values()
+    assert (path, image_id) == (str(strip), 77) and reason.startswith("cv2.error: ") and "\n" not in reason
+    gone = dict(_record(1), file_name=str(tiny_coco / "train2017" / "vanished.jpg"))
+    assert list(pipeline.TrainingMapper()((gone, 0)).values()) == [
+        (gone["file_name"], 1, "the file is missing or is not a readable image")]
+
+
+def test_loader_faults_are_counted_once_per_image_and_stop_past_the_limit():
+    faults = pipeline.LoaderFaults(0.01, num_images=250)  # ceil(2.5): 3 images may be skipped
+    assert faults.allowed == 3
+    for i in range(3):
+        assert faults.record(f"/img/{i}.jpg", i, "bad")
+    assert faults.record("/img/0.jpg", 0, "bad again")  # the same image in flight twice: counted once
+    assert len(faults.skipped) == 3 and faults.error is None
+    assert not faults.record("/img/9.jpg", 9, "bad")
+    assert faults.error.startswith("The data loader could not use 4 of the 250 training images, more than "
+                                   "DATA.LOADER_MAX_SKIPPED=0.01 allows (3):")
+    assert "/img/9.jpg (image id 9): bad" in faults.error
+    # never every image, whatever the limit: a run must keep something to train on
+    assert pipeline.LoaderFaults(1.0, num_images=3).allowed == 2
+    assert pipeline.LoaderFaults(0.0, num_images=10 ** 6).allowed == 0
+    assert pipeline.LoaderFaults(0.01, num_images=300).allowed == 3  # not 4: 0.01 * 300 = 3.0000000000000004
+
+
+def test_a_skipped_image_is_left_out_of_later_epochs_and_the_others_keep_their_seeds():
+    records = [{"file_name": f"/img/{i}.jpg", "image_id": i} for i in range(5)]
+    excluded = {}
+    ds = pipeline.SeededRecords(records, seed=3, excluded=excluded)
+    ds.reset_state()
+    first = [(r["image_id"], s) for r, s in ds]
+    excluded[("/img/2.jpg", 2)] = "vanished"
+    ds.reset_state()
+    again = [(r["image_id"], s) for r, s in ds]
+    assert again == [(i, s) for i, s in first if i != 2]
+
+
+def test_loader_processes_survive_a_failing_image_and_report_dead_ones_instead_of_hanging(tiny_coco, cfg_override):
+    import signal
+    import cv2
+    from tensorpack.dataflow.base import DataFlowTerminated
+    cfg_override({"DATA.NUM_WORKERS": 2, "PREPROC.MAX_SIZE": 128.0})
+    cv2.imwrite(str(tiny_coco / "train2017" / "000000000002.jpg"), np.full((1, 1000, 3), 90, np.uint8))
+    faults = pipeline.LoaderFaults(0.5)
+    ds = pipeline.get_train_dataflow(faults)
+    dps = _first(ds, 6)  # several epochs of the one good image: the processes live on
+    assert len(dps) == 6 and all(int(dp["image_id"]) == 1 for dp in dps)
+    assert list(faults.skipped) == [(str(tiny_coco / "train2017" / "000000000002.jpg"), 2)]
+    processes = ds.ds._procs
+    for p in processes:
+        os.kill(p.pid, signal.SIGKILL)  # e.g. the out-of-memory killer
+    start = time.time()
+    with pytest.raises(DataFlowTerminated):
+        for _ in ds:
+            pass
+    assert time.time() - start < 4 * pipeline.LoaderProcesses.POLL_SECONDS
+    assert "2 data-loading process(es) died" in faults.error and "exit code -9" in faults.error
+    del ds
 
 
 def test_multiprocess_workers_yield_datapoints(tiny_coco, cfg_override):

@@ -55,3 +55,23 @@ def test_two_gloo_ranks_train_with_finite_losses_and_agree_on_the_variables(data
     moved = [n for n in init if not np.allclose(ranks[0][n], init[n], rtol=0, atol=1e-7)]
     assert len(moved) > 0.75 * len(init), (len(moved), len(init))  # P4-P6 get no gradient on 64-px images
     assert ranks[0]["global_step"] == ranks[1]["global_step"] == 16
+
+
+def test_every_rank_stops_with_rank_0_when_it_refuses_the_log_directory(dataset, tmp_path):
+    """Only rank 0 reads, writes and locks the log directory; the others follow its decision, so
+    that none waits forever in the first all-reduce for a rank that has exited."""
+    if not _horovod_available():
+        if os.environ.get("MASKPLUS_REQUIRE_HOROVOD") or os.environ.get("CI"):
+            pytest.fail("Horovod is not installed: `make test` runs scripts/install_horovod.sh")
+        pytest.skip("Horovod not installed (bash scripts/install_horovod.sh)")
+    from tests.cli.test_train_refusals import _record_a_finished_run
+    logdir = tmp_path / "run"
+    _record_a_finished_run(dataset, logdir, None, ["TRAIN.BASE_LR=0.01"])
+    cmd = [HOROVODRUN, "-np", "2", "-H", "localhost:2", "--gloo", sys.executable, os.path.join(ROOT, "train.py"),
+           "--logdir", str(logdir), "--config", f"DATA.BASEDIR={dataset}", *TINY_ARGS, "TRAINER=horovod"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode != 0
+    refusals = [line for line in proc.stdout.splitlines() + proc.stderr.splitlines() if "holds another run" in line]
+    assert any(line.startswith("[0]") for line in refusals) and any(line.startswith("[1]") for line in refusals)
+    assert "TRAINER 'replicated' -> 'horovod'" in refusals[0]
+    assert sorted(os.listdir(logdir)) == ["checkpoint", "model-16.index", "run.json"]

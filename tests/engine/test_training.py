@@ -65,7 +65,8 @@ def test_one_tower_learns_the_tiny_dataset(dataset, tmp_path):
 # two replicated towers: tests/engine/test_replicated_equivalence.py (same update as one tower accumulating)
 
 
-def test_a_stopped_run_resumes_at_its_checkpoint_with_the_same_learning_rate(dataset, tmp_path):
+def test_a_finished_run_continues_on_a_longer_schedule_from_its_checkpoint_with_the_same_learning_rate(
+        dataset, tmp_path):
     common = ["TRAIN.NUM_GPUS=1", "TRAIN.STEPS_PER_EPOCH=8", "TRAIN.WARMUP=4", "TRAIN.CHECKPOINT_PERIOD=1",
               "TRAIN.BASE_LR=0.02", "MASKPLUS.BIASED_TRAINING=True", "MASKPLUS.MASK_LOSS_ALPHA=[[0,1.5],[3,1.0]]"]
     # first run: schedule ends at 2 batch-8 steps = 16 steps; lr drops at step 8 (1 batch-8 step)
@@ -73,18 +74,20 @@ def test_a_stopped_run_resumes_at_its_checkpoint_with_the_same_learning_rate(dat
     first = stats(tmp_path)
     first_alpha = stats(tmp_path, "mask_loss_alpha")
     assert first[-1]["global_step"] == 16
-    # second run, same logdir, longer schedule: resumes at 16, not 0
-    proc = train(dataset, tmp_path, *common, "TRAIN.LR_SCHEDULE=[1,2,4]")
+    # a longer schedule is another run (its own directory, tests/cli/test_train_refusals.py), started
+    # from the checkpoint with --load: it continues at step 16, not 0
+    longer = tmp_path / "longer"
+    proc = train(dataset, longer, *common, "TRAIN.LR_SCHEDULE=[1,2,4]", extra=["--load", str(tmp_path / "model-16")])
     out = proc.stdout + proc.stderr
-    assert "Resuming from the latest checkpoint" in out and "global_step=16" in out
-    second = stats(tmp_path)[len(first):]
+    assert f"Weights: --load {tmp_path / 'model-16'}" in out and "global_step=16" in out
+    second = stats(longer)
     assert [e["global_step"] for e in second] == [24, 32]
     # lr (logged at each epoch end): 0.02 before step 8, x0.1 from step 8, x0.01 from step 16;
-    # the resumed run continues at x0.01 instead of restarting the warm-up
+    # the continued run goes on at x0.01 instead of restarting the warm-up
     lrs = [(e["global_step"], round(e["learning_rate"], 8)) for e in first + second]
     assert lrs == [(8, 0.002), (16, 0.0002), (24, 0.0002), (32, 0.0002)]
     # alpha: 1.5 until batch-8 step 3 = step 24, then 1.0, across the restart
-    alphas = [(e["global_step"], e["mask_loss_alpha"]) for e in stats(tmp_path, "mask_loss_alpha")]
+    alphas = [(e["global_step"], e["mask_loss_alpha"]) for e in first_alpha + stats(longer, "mask_loss_alpha")]
     assert alphas == first_alpha_expected(first_alpha) + [(16, 1.5), (24, 1.0)], alphas
 
 

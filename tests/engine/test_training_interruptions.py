@@ -1,5 +1,6 @@
 """Long runs must not lose work: SIGTERM saves, SIGKILL resumes from the last checkpoint, and a
-non-finite loss stops the run with a message instead of checkpointing NaNs."""
+non-finite loss stops the run with a message instead of checkpointing NaNs. The signal tests run
+with the loader processes users get (DATA.NUM_WORKERS=4), which must end with the trainer."""
 import os
 import signal
 import subprocess
@@ -7,12 +8,26 @@ import sys
 import time
 
 
+from tests.engine.test_loader_faults import processes_of
 from tests.engine.test_training import ROOT, TINY_ARGS, stats, train
 
 
 def _command(dataset, logdir, *config):
     return [sys.executable, os.path.join(ROOT, "train.py"), "--logdir", str(logdir),
             "--config", f"DATA.BASEDIR={dataset}", *TINY_ARGS, "TRAIN.NUM_GPUS=1", *config]
+
+
+def _loader_processes(proc):
+    """The trainer's child processes (its loader processes, forked with its command line)."""
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _wait_until_gone(logdir, timeout=30):
+    start = time.time()
+    while processes_of(logdir) and time.time() - start < timeout:
+        time.sleep(0.5)
+    return processes_of(logdir)
 
 
 def _wait_for(predicate, proc, timeout=240):
@@ -36,32 +51,48 @@ def test_sigterm_writes_a_checkpoint_and_stops_cleanly(dataset, tmp_path):
     log = tmp_path / "out.txt"
     with open(log, "w") as out:
         proc = subprocess.Popen(_command(dataset, tmp_path, "TRAIN.LR_SCHEDULE=[500,600,700]",
-                                         "TRAIN.STEPS_PER_EPOCH=10000"), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+                                         "TRAIN.STEPS_PER_EPOCH=10000", "DATA.NUM_WORKERS=4"),
+                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         _wait_for(lambda: "Start Epoch 1" in log.read_text(), proc)
-        time.sleep(3)
+        assert len(_loader_processes(proc)) == 4
+        # a second run on the directory of a live one is refused (its lock), whatever it asks
+        second = subprocess.run(_command(dataset, tmp_path, "TRAIN.LR_SCHEDULE=[500,600,700]",
+                                         "TRAIN.STEPS_PER_EPOCH=10000", "DATA.NUM_WORKERS=4"),
+                                capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert second.returncode == 1 and f"Error: {tmp_path} is in use by a training run that is still going " \
+            f"(pid {proc.pid} on host" in second.stderr, second.stderr[-2000:]
         assert _checkpoints(tmp_path) == []  # nothing saved yet: the epoch is long
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 0
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM
     text = log.read_text()
-    assert "SIGTERM received: saving a checkpoint" in text
+    assert "SIGTERM received: saving a checkpoint" in text and "Traceback" not in text
     saved = _checkpoints(tmp_path)
     assert len(saved) == 1 and saved[0] > 0
+    assert f"Stopped on SIGTERM; the last checkpoint is {tmp_path / f'model-{saved[0]}'}. Rerun the same " \
+           f"command to resume." in text
+    assert _wait_until_gone(tmp_path) == [] and not (tmp_path / "train.lock").exists()
 
 
 def test_a_killed_run_restarted_with_the_same_command_resumes_from_its_checkpoint(dataset, tmp_path):
-    config = ["TRAIN.LR_SCHEDULE=[6,7,8]", "TRAIN.STEPS_PER_EPOCH=8", "TRAIN.CHECKPOINT_PERIOD=1"]
+    config = ["TRAIN.LR_SCHEDULE=[6,7,8]", "TRAIN.STEPS_PER_EPOCH=8", "TRAIN.CHECKPOINT_PERIOD=1",
+              "DATA.NUM_WORKERS=4"]
     log = tmp_path / "first.txt"
     with open(log, "w") as out:
         proc = subprocess.Popen(_command(dataset, tmp_path, *config), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         _wait_for(lambda: os.path.exists(tmp_path / "checkpoint") and _checkpoints(tmp_path), proc)
+        assert len(_loader_processes(proc)) == 4
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
+    # no handler runs on SIGKILL: the loader processes end by their parent-death signal
+    assert _wait_until_gone(tmp_path) == []
     saved = _checkpoints(tmp_path)[-1]
     assert saved % 8 == 0 and saved < 64
     proc = subprocess.run(_command(dataset, tmp_path, *config), capture_output=True, text=True, timeout=600, cwd=ROOT)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert f"Start training with global_step={saved}" in out
+    assert "taking over the lock left by a run that ended without releasing it" in out
+    assert f"Weights: resuming from the log directory's latest checkpoint {tmp_path / f'model-{saved}'}" in out
     assert stats(tmp_path)[-1]["global_step"] == 64
 
 
@@ -79,18 +110,19 @@ def test_a_non_finite_loss_stops_training_with_the_step_losses_and_images(datase
 
 
 def test_a_save_interrupted_midway_leaves_the_previous_checkpoint_in_use(dataset, tmp_path):
-    # A first run leaves complete checkpoints; then we leave behind what a kill during the next
-    # save would: TF writes the data shards under a temporary name and updates the "checkpoint"
-    # index only after the files are complete, so a partial save is never pointed at.
-    train(dataset, tmp_path, "TRAIN.NUM_GPUS=1", "TRAIN.LR_SCHEDULE=[1,1,1]", "TRAIN.STEPS_PER_EPOCH=8",
-          "TRAIN.CHECKPOINT_PERIOD=1")
-    assert _checkpoints(tmp_path) == [8]
+    # A first run leaves complete checkpoints; then we turn its last one into what a kill during
+    # that save would have left: TF writes the data shards under a temporary name and updates the
+    # "checkpoint" index only after the files are complete, so a partial save is never pointed at.
+    config = ["TRAIN.NUM_GPUS=1", "TRAIN.LR_SCHEDULE=[2,2,2]", "TRAIN.STEPS_PER_EPOCH=8", "TRAIN.CHECKPOINT_PERIOD=1"]
+    train(dataset, tmp_path, *config)
+    assert _checkpoints(tmp_path) == [8, 16]
+    (tmp_path / "model-16.index").unlink()
+    (tmp_path / "model-16.data-00000-of-00001").write_bytes(b"\x00" * 50)  # no index: incomplete
     partial = tmp_path / "model-16_temp" / "part-00000-of-00001.data-00000-of-00001"
     partial.parent.mkdir()
     partial.write_bytes(b"\x00" * 100)
-    (tmp_path / "model-16.data-00000-of-00001").write_bytes(b"\x00" * 50)  # no index: incomplete
-    proc = train(dataset, tmp_path, "TRAIN.NUM_GPUS=1", "TRAIN.LR_SCHEDULE=[2,2,2]", "TRAIN.STEPS_PER_EPOCH=8",
-                 "TRAIN.CHECKPOINT_PERIOD=1")
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "model-8"\nall_model_checkpoint_paths: "model-8"\n')
+    proc = train(dataset, tmp_path, *config)  # the same command resumes
     out = proc.stdout + proc.stderr
     assert "Resuming from the latest checkpoint in the log directory" in out and "model-8" in out
     assert "Start training with global_step=8" in out

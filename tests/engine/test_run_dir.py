@@ -1,0 +1,194 @@
+"""A log directory is one experiment: which config differences block a resume, what each
+--logdir-action does with an existing directory, the lock, and a time budget's refits (which
+must not count as differences when its run is resumed)."""
+import json
+import os
+
+import pytest
+
+from maskplus.engine import run_dir
+from maskplus.engine.run_dir import LogdirError, open_run_directory, run_identity
+
+CONFIG = {"TRAIN": {"BASE_LR": 0.01, "LR_SCHEDULE": [2, 3, 4], "EVAL_PERIOD": 50, "CHECKPOINT_PERIOD": 20},
+          "DATA": {"BASEDIR": "/data/coco", "NUM_WORKERS": 4, "VAL": ["coco_val2017"], "SEED": 0,
+                   "CUSTOM": {}},
+          "BACKBONE": {"WEIGHTS": "/data/ImageNet-R50-AlignPadding.npz", "NORM": "FreezeBN"},
+          "TEST": {"RESULT_SCORE_THRESH": 0.05}}
+DATA = {"coco_train2017": "sha256:0123456789abcdef"}
+
+
+def identity(preset="baseline", load=None, minutes=None, data=DATA, **changes):
+    config = json.loads(json.dumps(CONFIG))
+    for dotted, value in changes.items():
+        group, key = dotted.split("__")
+        config[group][key] = value
+    return run_identity(config, preset, load, minutes, data)
+
+
+def test_harmless_keys_and_moved_files_do_not_change_a_runs_identity():
+    assert identity() == identity(DATA__NUM_WORKERS=0, DATA__VAL=["other"], TRAIN__EVAL_PERIOD=0,
+                                  TRAIN__CHECKPOINT_PERIOD=1, TEST__RESULT_SCORE_THRESH=0.5,
+                                  DATA__BASEDIR="/moved/coco", minutes=None,
+                                  BACKBONE__WEIGHTS="/elsewhere/ImageNet-R50-AlignPadding.npz")
+    # a time budget's length differs on every resume: only whether there is one counts
+    assert identity(minutes=14.2) == identity(minutes=3.0) != identity()
+
+
+def test_what_changes_the_model_data_schedule_or_label_is_named_old_to_new():
+    old = identity()
+    new = identity(preset="deconv-pyramid", TRAIN__BASE_LR=0.02, DATA__SEED=1, load="/x/COCO-R50.npz",
+                   data={"coco_train2017": "sha256:fedcba9876543210"},
+                   BACKBONE__WEIGHTS="/data/ImageNet-R101-AlignPadding.npz")
+    diff = run_dir.differences(old, new)
+    assert sorted(diff) == sorted([
+        "TRAIN.BASE_LR 0.01 -> 0.02", "DATA.SEED 0 -> 1", "--preset 'baseline' -> 'deconv-pyramid'",
+        "--load None -> 'COCO-R50.npz'", "training data {'coco_train2017': 'sha256:0123456789abcdef'} -> "
+        "{'coco_train2017': 'sha256:fedcba9876543210'}",
+        "BACKBONE.WEIGHTS 'ImageNet-R50-AlignPadding.npz' -> 'ImageNet-R101-AlignPadding.npz'"])
+
+
+def _finished_run(path, ident):
+    path.mkdir()
+    (path / "run.json").write_text(json.dumps({"preset": "baseline", "config": CONFIG, "identity": ident}))
+    (path / "checkpoint").write_text('model_checkpoint_path: "model-16"\n')
+    (path / "model-16.index").write_bytes(b"\x00" * 10)
+    (path / "log.log").write_text("the old run's log\n")
+    return path
+
+
+def _snapshot(path):
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in path.rglob("*")}
+
+
+def test_another_run_is_refused_naming_the_differences_and_nothing_is_written(tmp_path):
+    logdir = _finished_run(tmp_path / "run", identity())
+    before = _snapshot(logdir)
+    with pytest.raises(LogdirError) as e:
+        open_run_directory(str(logdir), "resume", identity(preset="deconv-pyramid", TRAIN__BASE_LR=0.02))
+    message = str(e.value)
+    assert "\n" not in message
+    assert "TRAIN.BASE_LR 0.01 -> 0.02" in message and "--preset 'baseline' -> 'deconv-pyramid'" in message
+    assert "nothing was written" in message and "--logdir-action new" in message
+    assert _snapshot(logdir) == before and sorted(os.listdir(tmp_path)) == ["run"]
+
+
+def test_checkpoints_without_a_record_are_not_resumed(tmp_path):
+    logdir = _finished_run(tmp_path / "run", identity())
+    (logdir / "run.json").unlink()
+    with pytest.raises(LogdirError, match="holds checkpoints but no run.json"):
+        open_run_directory(str(logdir), "resume", identity())
+
+
+def test_the_same_run_resumes_and_the_lock_keeps_a_second_live_run_out(tmp_path):
+    logdir = _finished_run(tmp_path / "run", identity())
+    plan = open_run_directory(str(logdir), "resume", identity(DATA__NUM_WORKERS=0))
+    try:
+        assert plan.resume and plan.path == str(logdir)
+        lock = json.loads((logdir / "train.lock").read_text())
+        assert lock["pid"] == os.getpid()
+        for action in ("resume", "backup", "delete"):
+            with pytest.raises(LogdirError, match=f"in use by a training run that is still going .pid {os.getpid()}"):
+                open_run_directory(str(logdir), action, identity())
+        assert (logdir / "model-16.index").exists()
+        other = open_run_directory(str(logdir), "new", identity())  # leaves the live run alone
+        other.lock.release()
+        assert other.path.startswith(str(logdir) + "-") and not other.resume
+    finally:
+        plan.lock.release()
+    assert not (logdir / "train.lock").exists()
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_message(tmp_path):
+    logdir = _finished_run(tmp_path / "run", identity())
+    # what a SIGKILLed run leaves: the file, but no process holding its flock any more
+    (logdir / "train.lock").write_text(json.dumps({"pid": 999999, "host": "gpu7", "started": "2026-01-02T03:04:05"}))
+    plan = open_run_directory(str(logdir), "resume", identity())
+    plan.lock.release()
+    assert any("taking over the lock left by a run that ended without releasing it (pid 999999 on host gpu7" in n
+               for n in plan.notes), plan.notes
+
+
+@pytest.mark.parametrize("action", ["backup", "delete", "new"])
+def test_the_other_actions_start_afresh_and_say_where_the_old_run_is(tmp_path, action):
+    logdir = _finished_run(tmp_path / "run", identity())
+    before = _snapshot(logdir)
+    plan = open_run_directory(str(logdir), action, identity(TRAIN__BASE_LR=0.02))
+    plan.lock.release()
+    assert not plan.resume and not run_dir.has_checkpoint(plan.path)
+    others = sorted(p for p in os.listdir(tmp_path) if p != "run")
+    if action == "backup":
+        assert plan.path == str(logdir) and len(others) == 1 and others[0].startswith("run-")
+        moved = tmp_path / others[0]
+        assert {p.relative_to(moved) for p in moved.rglob("*")} == {p.relative_to(logdir) for p in before}
+    elif action == "delete":
+        assert plan.path == str(logdir) and others == [] and os.listdir(logdir) == []
+    else:
+        assert plan.path == str(tmp_path / others[0]) and _snapshot(logdir) == before
+    assert str(tmp_path / (others[0] if others else "run")) in " ".join(plan.notes) or action == "delete"
+
+
+def test_backup_or_delete_never_touch_the_working_directory(tmp_path, monkeypatch):
+    logdir = _finished_run(tmp_path / "run", identity())
+    (logdir / "sub").mkdir()
+    monkeypatch.chdir(logdir / "sub")
+    for action in ("backup", "delete"):
+        with pytest.raises(LogdirError, match="holds the working directory"):
+            open_run_directory(str(logdir), action, identity())
+    assert (logdir / "model-16.index").exists()
+
+
+def test_a_log_directory_that_cannot_be_written_is_an_error_before_training(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(LogdirError, match="Cannot create the log directory"):
+        open_run_directory(str(tmp_path / "file" / "run"), "resume", identity())
+    with pytest.raises(LogdirError, match="is a file, not a directory"):
+        open_run_directory(str(tmp_path / "file"), "resume", identity())
+
+
+def test_a_budgeted_runs_record_keeps_the_commands_identity_through_its_refits(tmp_path, dataset):
+    """--minutes rewrites TRAIN.LR_SCHEDULE (and the alpha schedule) in the config and run.json as
+    it fits the run; demo.py --resume then resumes it: the recorded identity must stay the one
+    of the command, not of the refitted config."""
+    from config import config as cfg
+    from maskplus.engine import trainer
+    from maskplus.engine.time_budget import plan_for
+    from tests.helpers import config_snapshot, configure
+    with config_snapshot():
+        configure({"DATA.BASEDIR": dataset, "DATA.TRAIN": ("coco_train2017",), "DATA.VAL": ("coco_train2017",),
+                   "TRAIN.LR_SCHEDULE": [2, 3, 4], "TRAIN.STEPS_PER_EPOCH": 8, "TRAIN.EVAL_PERIOD": 0,
+                   "MASKPLUS.BIASED_TRAINING": True, "MASKPLUS.MASK_LOSS_ALPHA": [[0, 1.5], [1, 1.0]]},
+                  class_names=("cat", "dog"))
+        command = trainer.identity_of_this_run("demo-cpu", None, 14.0)
+        trainer.write_run_info(str(tmp_path), "demo-cpu", command)
+        budget = trainer.make_time_budget(1e12, str(tmp_path), "demo-cpu", command)
+        budget._apply_plan(plan_for(1153, budget.shape))  # what a fit does
+        info = json.loads((tmp_path / "run.json").read_text())
+        assert info["config"]["TRAIN"]["LR_SCHEDULE"][-1] == pytest.approx(1153 / 8)  # the refit is recorded
+        assert cfg.TRAIN.LR_SCHEDULE_ROUNDING == "step"
+    # what the resuming command computes, from the config it gives (not the refitted one)
+    with config_snapshot():
+        configure({"DATA.BASEDIR": dataset, "DATA.TRAIN": ("coco_train2017",), "DATA.VAL": ("coco_train2017",),
+                   "TRAIN.LR_SCHEDULE": [2, 3, 4], "TRAIN.STEPS_PER_EPOCH": 8, "TRAIN.EVAL_PERIOD": 0,
+                   "MASKPLUS.BIASED_TRAINING": True, "MASKPLUS.MASK_LOSS_ALPHA": [[0, 1.5], [1, 1.0]]},
+                  class_names=("cat", "dog"))
+        resuming = trainer.identity_of_this_run("demo-cpu", None, 9.5)
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "model-300"\n')
+    run_dir.check_resumable(str(tmp_path), resuming)  # no error
+    assert run_dir.differences(run_dir.recorded_identity({"config": info["config"], "preset": "demo-cpu"}),
+                               resuming)  # the refitted config alone would not have resumed
+
+
+def test_missing_initial_weights_are_found_before_the_log_directory_is_touched(tmp_path, cfg_override):
+    from maskplus.engine.checkpoint import CheckpointError
+    from maskplus.engine.trainer import check_initial_weights
+    cfg_override({"BACKBONE.WEIGHTS": str(tmp_path / "ImageNet-R50-AlignPadding.npz")})
+    with pytest.raises(CheckpointError, match="ImageNet-R50-AlignPadding.npz' does not exist"):
+        check_initial_weights(None, str(tmp_path / "run"), "resume")
+    with pytest.raises(CheckpointError, match="'/nowhere/model-5000' does not exist"):
+        check_initial_weights("/nowhere/model-5000", str(tmp_path / "run"), "resume")
+    # a run resumed from its checkpoint reads neither
+    logdir = _finished_run(tmp_path / "run", identity())
+    (logdir / "model-16.data-00000-of-00001").write_bytes(b"")
+    check_initial_weights("/nowhere/model-5000", str(logdir), "resume")
+    with pytest.raises(CheckpointError):
+        check_initial_weights("/nowhere/model-5000", str(logdir), "new")
