@@ -3,7 +3,8 @@ one computes (paper sections 3.1-3.5)."""
 import numpy as np
 import pytest
 
-from tests.helpers import build_graph, config_snapshot, configure, synthetic_datapoint, train_steps, variable_shapes
+from tests.helpers import (build_graph, config_snapshot, configure, position_dependent_map, roi_align_reference,
+                           synthetic_datapoint, train_steps, variable_shapes)
 from maskplus.compat import tf, tfv1
 from maskplus.presets import PRESETS, preset_overrides
 
@@ -151,6 +152,25 @@ def test_contextual_fusion_sees_outside_the_roi(fusion_on):
         before, _, _ = _mask_branch(feats, box)
         after, _, _ = _mask_branch(changed, box)
     assert (np.abs(after - before).max() > 1e-4) == fusion_on
+
+
+@pytest.mark.parametrize("level", [2, 5])
+def test_contextual_fusion_pools_the_real_image_not_the_padding_on_its_level(level):
+    """The full-image RoI of 3.1 is [0, 0, w, h] of the real 50 x 90 image (padded to 64 x 96) at
+    the level's stride: its 14 x 14 RoIAlign (no conv in between, CONTEXT_FUSION_DIMS empty)
+    equals a slow NumPy RoIAlign of that level's map, which differs by position."""
+    from maskplus.techniques.contextual_fusion import global_context
+    strides = (4, 8, 16, 32, 64)
+    feats = [position_dependent_map(64 // s, 96 // s, offset=100.0 * k) for k, s in zip(range(2, 7), strides)]
+    with config_snapshot():
+        configure({"MASKPLUS.CONTEXT_FUSION": True})
+        with tf.Graph().as_default(), tfv1.Session() as sess:
+            context = sess.run(global_context([tf.constant(f) for f in feats], tf.constant([50, 90]), level, []))
+    box = np.array([0, 0, 90, 50]) / strides[level - 2]
+    assert context.shape == (1, 2, 14, 14)
+    for c in range(2):
+        np.testing.assert_allclose(context[0, c], roi_align_reference(feats[level - 2][0, c], box, 14),
+                                   rtol=1e-4, atol=1e-3)
 
 
 def test_deconv_pyramid_is_the_identity_skip_when_its_weights_are_zero():
