@@ -47,8 +47,9 @@ def test_epoch_rounding_with_two_towers_drops_at_the_start_of_the_epoch_of_each_
 def test_the_warm_up_is_in_real_steps_whatever_the_tower_count(towers):
     with config_snapshot():
         _configure(towers, "step")
-        rates = [schedules.learning_rate_at(s, cfg) for s in (0, 25, 49, 50)]
-    assert rates == pytest.approx([0.002, 0.011, 0.002 + 0.018 * 49 / 50, 0.02])
+        rates = [schedules.learning_rate_at(s, cfg) for s in (0, 25, 49, 50, 60, 120)]
+    # BASE_LR from real step 50 on, also where a warm-up of 50 batch-8 steps would still climb
+    assert rates == pytest.approx([0.002, 0.011, 0.002 + 0.018 * 49 / 50, 0.02, 0.02, 0.02])
 
 
 @pytest.mark.parametrize("decay, middle", [("linear", 0.01), ("cosine", 0.01)])
