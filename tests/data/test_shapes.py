@@ -52,6 +52,15 @@ def test_training_and_validation_images_are_drawn_from_different_generators(gene
     assert boxes["val2017"] and not boxes["val2017"] & boxes["train2017"]
 
 
+def test_an_annotation_box_is_the_tight_box_of_the_visible_pixels():
+    visible = np.zeros((40, 60), np.uint8)
+    visible[3:8, 10:20] = 1  # rows 3..7, columns 10..19
+    visible[12, 25] = 1      # one more pixel: the box reaches row 12, column 25
+    ann = shapes._annotation(7, 2, 1, visible)
+    assert ann["bbox"] == [10.0, 3.0, 16.0, 10.0] and ann["area"] == 51.0
+    assert ann["category_id"] == 2 and ann["image_id"] == 2 and ann["iscrowd"] == 0
+
+
 def test_polygons_rasterise_back_to_the_drawn_visible_masks():
     rng = np.random.default_rng(0)
     checked = 0

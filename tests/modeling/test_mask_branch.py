@@ -1,11 +1,13 @@
-"""The mask loss of the training graph against a NumPy reference: Mask R-CNN's L_mask, the mean
-per-pixel sigmoid cross-entropy of each foreground RoI's own class channel."""
+"""The mask losses of the training graph against a NumPy reference: Mask R-CNN's L_mask, the mean
+per-pixel sigmoid cross-entropy of each foreground RoI's own class channel, and the quasi-multitask
+losses (3.4) the same way at 14 x 14 and 56 x 56."""
 import numpy as np
 
 from tests.helpers import build_graph, config_snapshot, configure, synthetic_datapoint
 from maskplus.compat import tfv1
 
 MASK_BIAS = [-2.0, 0.5, 3.0]  # added to the logits of classes 1, 2, 3: channels differ clearly
+PREDICTORS = ("maskrcnn/conv", "quasi_multitask/half/conv", "quasi_multitask/double/conv")
 
 
 def _suffix(graph, suffix):
@@ -13,22 +15,31 @@ def _suffix(graph, suffix):
     return graph.get_tensor_by_name(name + ":0")
 
 
-def test_the_mask_loss_reads_each_rois_own_class_channel():
+def test_the_mask_losses_read_each_rois_own_class_channel():
     dp = synthetic_datapoint()  # gts of classes 1 and 3
     with config_snapshot():
-        configure({"FRCNN.FG_THRESH": 0.6}, training=True)
+        configure({"FRCNN.FG_THRESH": 0.6, "MASKPLUS.QUASI_MULTITASK": ["0.5x", "2x"]}, training=True)
         graph, ph, _ = build_graph(True)
         with graph.as_default(), tfv1.Session() as sess:
             tfv1.set_random_seed(0)
             sess.run(tfv1.global_variables_initializer())
-            [v for v in tfv1.global_variables() if v.op.name == "maskrcnn/conv/b"][0].load(MASK_BIAS, sess)
-            fetch = {"logits": graph.get_tensor_by_name("maskrcnn/conv/output:0"),
-                     "labels": _suffix(graph, "fg_labels"), "targets": _suffix(graph, "sampled_fg_mask_targets"),
-                     "loss": graph.get_tensor_by_name("maskrcnn_loss/maskrcnn_loss:0")}
+            for v in tfv1.global_variables():
+                if v.op.name in [p + "/b" for p in PREDICTORS]:
+                    v.load(MASK_BIAS, sess)
+            fetch = {"labels": _suffix(graph, "fg_labels"),
+                     28: (graph.get_tensor_by_name("maskrcnn/conv/output:0"), _suffix(graph, "sampled_fg_mask_targets"),
+                          graph.get_tensor_by_name("maskrcnn_loss/maskrcnn_loss:0"))}
+            for size, scale in ((14, "half"), (56, "double")):  # QUASI_MULTITASK_WEIGHT is 1
+                fetch[size] = (graph.get_tensor_by_name(f"quasi_multitask/{scale}/conv/output:0"),
+                               _suffix(graph, f"mask_targets_{size}"),
+                               graph.get_tensor_by_name(f"quasi_multitask_loss_{size}/quasi_multitask_loss_{size}:0"))
             out = sess.run(fetch, {ph[k]: v for k, v in dp.items()})
-    labels, logits, targets = out["labels"], out["logits"].astype(np.float64), out["targets"]
-    assert {1, 3} <= set(labels.tolist()) and logits.shape == (len(labels), 3, 28, 28)
-    own = logits[np.arange(len(labels)), labels - 1]
-    # sigmoid CE of logit x and target t: max(x, 0) - x t + log(1 + exp(-|x|))
-    expected = np.mean(np.maximum(own, 0) - own * targets + np.log1p(np.exp(-np.abs(own))))
-    assert abs(out["loss"] - expected) < 1e-5 * expected
+    labels = out["labels"]
+    assert {1, 3} <= set(labels.tolist())
+    for size in (28, 14, 56):
+        logits, targets, loss = out[size]
+        assert logits.shape == (len(labels), 3, size, size) and targets.shape == (len(labels), size, size)
+        own = logits.astype(np.float64)[np.arange(len(labels)), labels - 1]
+        # sigmoid CE of logit x and target t: max(x, 0) - x t + log(1 + exp(-|x|))
+        expected = np.mean(np.maximum(own, 0) - own * targets + np.log1p(np.exp(-np.abs(own))))
+        assert abs(loss - expected) < 1e-5 * expected, size
