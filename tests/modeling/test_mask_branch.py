@@ -43,3 +43,18 @@ def test_the_mask_losses_read_each_rois_own_class_channel():
         # sigmoid CE of logit x and target t: max(x, 0) - x t + log(1 + exp(-|x|))
         expected = np.mean(np.maximum(own, 0) - own * targets + np.log1p(np.exp(-np.abs(own))))
         assert abs(loss - expected) < 1e-5 * expected, size
+
+
+def test_mask_targets_are_zero_where_a_sample_falls_outside_the_image():
+    """As the example (crop_and_resize with pad_border=False): a gt mask is sampled at the centres
+    of a size x size grid over the RoI, and a sample outside the image's pixel centres [0.5, w - 0.5]
+    reads 0 instead of the border pixel. A 7 x 7 box at the corner of an all-ones 20 x 30 mask, at
+    14 x 14: samples at 0.25, 0.75, ..., so the first row and column are 0, the rest 1."""
+    from maskplus.compat import tf
+    from maskplus.modeling.model_mrcnn import mask_targets
+    with tf.Graph().as_default(), tfv1.Session() as sess:
+        got = sess.run(mask_targets(tf.ones([1, 20, 30], tf.uint8), tf.constant([[0.0, 0.0, 7.0, 7.0]]),
+                                    tf.constant([0]), 14))
+    expected = np.ones((1, 14, 14))
+    expected[:, 0, :] = expected[:, :, 0] = 0
+    np.testing.assert_allclose(got, expected, atol=1e-6)
