@@ -37,7 +37,8 @@ def tiny_shapes():
 def test_report_lists_fresh_and_unused_variables(tmp_path, tiny_shapes):
     path = str(tmp_path / "m.npz")
     # as Tensorpack: a value of another shape but the variable's number of elements is reshaped
-    flat = np.random.RandomState(1).standard_normal(int(np.prod(tiny_shapes["fpn/posthoc_3x3_p3/W"]))).astype(np.float32)
+    shape = tiny_shapes["fpn/posthoc_3x3_p3/W"]
+    flat = np.random.RandomState(1).standard_normal(int(np.prod(shape))).astype(np.float32)
     _random_npz(path, tiny_shapes, drop=("maskrcnn/conv/W", "maskrcnn/conv/b"),
                 extra={"some/old/var:0": np.zeros(3, np.float32), "fpn/posthoc_3x3_p3/W:0": flat})
     with config_snapshot():
@@ -46,7 +47,7 @@ def test_report_lists_fresh_and_unused_variables(tmp_path, tiny_shapes):
     assert report.missing == ["maskrcnn/conv/W", "maskrcnn/conv/b"]
     assert report.unused == ["some/old/var"] and report.skipped == []
     assert len(report.restored) == len(tiny_shapes) - 2
-    np.testing.assert_array_equal(values["fpn/posthoc_3x3_p3/W"], flat.reshape(tiny_shapes["fpn/posthoc_3x3_p3/W"]))
+    np.testing.assert_array_equal(values["fpn/posthoc_3x3_p3/W"], flat.reshape(shape))
     assert "2 graph variables are not in the file" in str(report) and "maskrcnn/conv/W" in str(report)
 
 

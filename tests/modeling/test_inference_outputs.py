@@ -63,8 +63,8 @@ def _run_inference_outputs(proposals, box_logits, label_logits, image_hw, overri
     with config_snapshot():
         configure(dict({"MODE_MASK": False}, **(overrides or {})), training=False)
         with tf.Graph().as_default() as graph, TowerContext("", is_training=False):
-            head = FastRCNNHead(BoxProposals(tf.constant(proposals)), tf.constant(box_logits), tf.constant(label_logits),
-                                None, cfg.FRCNN.BBOX_REG_WEIGHTS)
+            head = FastRCNNHead(BoxProposals(tf.constant(proposals)), tf.constant(box_logits),
+                                tf.constant(label_logits), None, cfg.FRCNN.BBOX_REG_WEIGHTS)
             ResNetFPNModel().inference_outputs(None, head, tf.constant(image_hw))
             with tfv1.Session() as sess:
                 return sess.run([graph.get_tensor_by_name(f"output/{n}:0") for n in ("boxes", "scores", "labels")])
@@ -125,9 +125,11 @@ MASK_BIAS = [-2.0, 0.5, 3.0]  # the mask head's constant logit for classes 1, 2,
 
 @pytest.fixture(scope="module")
 def inference():
-    """The tiny model's inference graph on a 90 x 120 image, with box deltas and class scores
-    spread by hand (so decoding, clipping and NMS matter) and the mask head's last layer set to
-    a constant logit per class: its proposals, head outputs and final outputs."""
+    """The tiny model's inference graph on a 90 x 120 image, its box outputs moved by hand (a
+    delta of (3, -2, 1, -0.5) in weighted units plus noise) and its class outputs spread by larger
+    random weights, the mask head's last layer set to a constant logit per class: the graph's
+    proposals, head outputs and final outputs. The head outputs to final outputs step is the one
+    the NumPy reference checks here: the wiring the designed cases above cannot see."""
     rng = np.random.RandomState(4)
     with config_snapshot():
         configure({}, training=False)
