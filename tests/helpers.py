@@ -125,3 +125,41 @@ def train_steps(graph, placeholders, model, datapoint, steps=2, lr=0.01):
         with tfv1.Session() as sess:
             sess.run(tfv1.global_variables_initializer())
             return [sess.run([cost, train_op], feed)[0] for _ in range(steps)]
+
+
+def bilinear_sample(img, y, x):
+    """Bilinear sample of a 2-D map at (y, x), pixel centres at integers, the border replicated."""
+    import numpy as np
+    h, w = img.shape
+    y = min(max(y, 0.0), h - 1.0)
+    x = min(max(x, 0.0), w - 1.0)
+    y0, x0 = int(np.floor(y)), int(np.floor(x))
+    y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, w - 1)
+    dy, dx = y - y0, x - x0
+    return (img[y0, x0] * (1 - dy) * (1 - dx) + img[y0, x1] * (1 - dy) * dx
+            + img[y1, x0] * dy * (1 - dx) + img[y1, x1] * dy * dx)
+
+
+def roi_align_reference(fmap, box, res):
+    """Slow RoIAlign of one 2-D map: each of res x res bins averages 2 x 2 samples at the centres of
+    its sub-cells; ``box`` in map pixels, pixel i covering [i, i + 1) (so its centre is i + 0.5)."""
+    import numpy as np
+    x1, y1, x2, y2 = box
+    bw, bh = (x2 - x1) / res, (y2 - y1) / res
+    out = np.zeros((res, res))
+    for i in range(res):
+        for j in range(res):
+            samples = [bilinear_sample(fmap, y1 + (i + (sy + 0.5) / 2) * bh - 0.5, x1 + (j + (sx + 0.5) / 2) * bw - 0.5)
+                       for sy in range(2) for sx in range(2)]
+            out[i, j] = np.mean(samples)
+    return out
+
+
+def position_dependent_map(height, width, channels=2, offset=0.0):
+    """float32 1 x C x H x W map whose value differs with the channel, the row and the column
+    (smooth but not linear, so a crop taken at the wrong place or scale shows)."""
+    import numpy as np
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    maps = [offset + 10 * c + 5 * np.sin(0.7 * y + 0.2 * c) + 3 * np.cos(0.45 * x) + 0.05 * x * y
+            for c in range(channels)]
+    return np.stack(maps)[None].astype(np.float32)

@@ -1,6 +1,7 @@
 """``predict.py --export-serving/--export-pb`` through the command line, on a 150 x 230 image
-that needs resizing (to 70 x 128 at the tiny test size): boxes in image coordinates, compared
-with the in-process predictor, which maps boxes back by the same rule (whatever that rule is).
+that needs resizing (to 83 x 128 at the tiny test size: a short edge of 96 would make it 147 wide,
+above the 128 cap): boxes in image coordinates, compared with the in-process predictor, which
+maps boxes back by the same rule (whatever that rule is).
 
 The exported graph resizes with TensorFlow's bilinear resize and the predictor with OpenCV's, so
 the image is smooth (the two agree within about a grey level there) and boxes are matched with a

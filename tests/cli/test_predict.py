@@ -141,6 +141,14 @@ def test_evaluate_with_a_model_replaces_an_old_results_file_keeps_it_and_pycocot
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
     gt = COCO(os.path.join(dataset, "annotations", "instances_train2017.json"))
+    # the results speak the json's language: its category ids (2, 7; not the labels 1, 2), xywh
+    # boxes inside each (non-square) image, masks of the image's size
+    for r in results:
+        img = gt.imgs[r["image_id"]]
+        x, y, w, h = r["bbox"]
+        assert r["category_id"] in (2, 7) and w >= 0 and h >= 0
+        assert x + w <= img["width"] + 0.01 and y + h <= img["height"] + 0.01, (r["bbox"], img)
+        assert r["segmentation"]["size"] == [img["height"], img["width"]]
     for iou_type in ("bbox", "segm"):
         ev = COCOeval(gt, gt.loadRes(out), iou_type)
         ev.evaluate()

@@ -55,6 +55,18 @@ def test_gt_equal_to_anchor_is_positive_far_negative_outside_ignored():
     assert np.all(boxes[labels != 1] == 0)
 
 
+def test_only_anchors_inside_a_wide_image_are_candidates():
+    """A 48 x 112 (h x w) image: anchor (i, j) = [16j - 16, 16i - 16, 16j + 16, 16i + 16] lies inside
+    for rows 1..2 (16i + 16 <= 48) and columns 1..6 (16j + 16 <= 112); without a gt all of those
+    (12 < the batch of 256) are negatives and every other anchor is ignored."""
+    anchors = A.grid_anchors(16, 32, [1.0], 4, 8).reshape(-1, 4)  # the field of a 64 x 128 padded image
+    labels, _ = A.anchor_targets(anchors, 48, 112, np.zeros((0, 4)), np.zeros((0, 4)), np.random.RandomState(0),
+                                 **LABEL_KW)
+    expected = -np.ones((4, 8), np.int32)
+    expected[1:3, 1:7] = 0
+    np.testing.assert_array_equal(labels.reshape(4, 8), expected)
+
+
 def test_best_anchor_of_each_gt_positive_even_below_threshold():
     anchors = _anchor_setup()
     gt = np.array([[0, 0, 28, 28]], np.float32)   # IoU with anchor 5 = 784/1024 ~ 0.77
@@ -79,8 +91,9 @@ def test_crowd_overlap_ignores_anchors():
     crowd = np.array([[20, 20, 64, 64]], np.float32)
     kw = dict(LABEL_KW, crowd_overlap_thresh=0.5)
     labels, _ = A.anchor_targets(anchors, 64, 64, gt, crowd, np.random.RandomState(0), **kw)
-    assert labels[10] == -1          # [24,24,56,56] lies fully inside the crowd region
-    assert labels[5] == 1            # [8,8,40,40] has 20x20/32x32 = 0.39 of its area in the crowd
+    # IoA = the share of the anchor inside the crowd box, threshold 0.5 between the two
+    assert labels[10] == -1          # [16,16,48,48]: 28x28 / 32x32 = 0.77 in the crowd (its IoU: 0.36)
+    assert labels[5] == 1            # [0,0,32,32], the gt itself: 12x12 / 32x32 = 0.14 in the crowd
 
 
 def test_sampling_respects_batch_limits_and_no_gt_gives_negatives():

@@ -96,6 +96,18 @@ def test_resize_scales_boxes_and_masks(tiny_coco):
     assert abs(int(_unpack(dp)[0].sum()) - 48 * 36) <= 60
 
 
+def test_boxes_scale_by_their_own_axis_factor(tiny_coco, cfg_override):
+    """Image 2 (50 wide, 70 high) to a short edge of 61: 61 x 85 (70 * 1.22 = 85.4 rounds to 85),
+    so x scales by 61 / 50 = 1.22 and y by 85 / 70 = 1.2143: its rectangle [5, 30, 45, 60] becomes
+    [6.1, 36.43, 54.9, 72.86] (the same when flipped: it is centred in x), its mask within it."""
+    cfg_override({"PREPROC.TRAIN_SHORT_EDGE_SIZE": [61, 61]})
+    dp = pipeline.TrainingMapper()((_record(2), 0))
+    assert dp["image"].shape[:2] == (85, 61)
+    np.testing.assert_allclose(dp["gt_boxes"][0], [5 * 61 / 50, 30 * 85 / 70, 45 * 61 / 50, 60 * 85 / 70], rtol=1e-5)
+    ys, xs = np.nonzero(_unpack(dp)[0])
+    assert 36 <= ys.min() and ys.max() <= 72 and 6 <= xs.min() and xs.max() <= 54
+
+
 def test_flip_moves_image_boxes_and_masks_together(tiny_coco):
     results = {}
     for seed in range(20):
@@ -231,11 +243,8 @@ def test_dict_datapoint_feeds_the_model_placeholders(tiny_coco):
     from maskplus.compat import tf, tfv1
     from tensorpack.input_source.input_source import _make_feeds
     from tensorpack.input_source.input_source_base import build_or_reuse_placeholder
-    try:
-        from maskplus.modeling.generalized_rcnn import ResNetFPNModel
-        specs = ResNetFPNModel().inputs()
-    except ImportError as e:  # the model is developed separately
-        pytest.skip(f"model not importable: {e}")
+    from maskplus.modeling.generalized_rcnn import ResNetFPNModel
+    specs = ResNetFPNModel().inputs()
     (dp,) = _first(pipeline.get_train_dataflow(), 1)
     with tf.Graph().as_default():
         phs = [build_or_reuse_placeholder(s) for s in specs]

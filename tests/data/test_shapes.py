@@ -38,6 +38,29 @@ def test_same_seed_gives_identical_files_and_another_seed_differs(generated, tmp
             assert filecmp.cmp(os.path.join(generated, split, img), os.path.join(again, split, img), shallow=False)
 
 
+def test_training_and_validation_images_are_drawn_from_different_generators(generated):
+    """Image k of val2017 is not image k of train2017 (a shared generator would put the
+    validation images into the training set), nor are their annotations."""
+    for k in range(1, 5):
+        name = f"{k:012d}.jpg"
+        assert not filecmp.cmp(os.path.join(generated, "train2017", name), os.path.join(generated, "val2017", name),
+                               shallow=False), name
+    boxes = {}
+    for split in ("train2017", "val2017"):
+        data = json.load(open(os.path.join(generated, "annotations", f"instances_{split}.json")))
+        boxes[split] = {(a["image_id"], tuple(a["bbox"])) for a in data["annotations"] if a["image_id"] <= 4}
+    assert boxes["val2017"] and not boxes["val2017"] & boxes["train2017"]
+
+
+def test_an_annotation_box_is_the_tight_box_of_the_visible_pixels():
+    visible = np.zeros((40, 60), np.uint8)
+    visible[3:8, 10:20] = 1  # rows 3..7, columns 10..19
+    visible[12, 25] = 1      # one more pixel: the box reaches row 12, column 25
+    ann = shapes._annotation(7, 2, 1, visible)
+    assert ann["bbox"] == [10.0, 3.0, 16.0, 10.0] and ann["area"] == 51.0
+    assert ann["category_id"] == 2 and ann["image_id"] == 2 and ann["iscrowd"] == 0
+
+
 def test_polygons_rasterise_back_to_the_drawn_visible_masks():
     rng = np.random.default_rng(0)
     checked = 0
@@ -109,8 +132,16 @@ def test_annotations_load_with_pycocotools_and_our_loader(generated, cfg_overrid
 def test_summary_counts_instances_by_category_and_size(generated):
     s = shapes.summarize(os.path.join(generated, "annotations", "instances_val2017.json"))
     data = json.load(open(os.path.join(generated, "annotations", "instances_val2017.json")))
-    assert s["images"] == 4 and s["instances"] == len(data["annotations"]) == sum(s["per_category"].values())
-    assert s["small"] + s["medium"] + s["large"] == pytest.approx(1.0)
+    anns = data["annotations"]
+    assert s["images"] == 4 and s["instances"] == len(anns) == sum(s["per_category"].values())
+    names = dict(zip(range(1, 5), shapes.CATEGORIES))
+    assert s["per_category"] == {n: sum(a["category_id"] == c for a in anns) for c, n in names.items()}
+    # COCO's size classes: area below 32^2, from 32^2 to below 96^2, from 96^2
+    areas = [a["area"] for a in anns]
+    assert 0 < s["small"] < 1  # the split has small objects and others, so the bounds matter
+    assert s["small"] == pytest.approx(sum(a < 1024 for a in areas) / len(areas))
+    assert s["medium"] == pytest.approx(sum(1024 <= a < 9216 for a in areas) / len(areas))
+    assert s["large"] == pytest.approx(sum(a >= 9216 for a in areas) / len(areas))
 
 
 def test_forked_workers_are_refused_once_tensorflow_is_loaded(tmp_path):

@@ -60,6 +60,9 @@ def test_image_files_missing_unreadable_or_of_the_wrong_size_are_skipped_by_id(t
     (_ann(1, 1, bbox=(10, 10, 0, 20)), "bbox with zero or negative area"),
     (_ann(1, 1, bbox=(10, 10, -5, 20)), "bbox with zero or negative area"),
     (_ann(1, 1, bbox=(100, 10, 20, 20)), "bbox outside the image"),
+    # the image is 64 wide and 48 high: y from 50 lies below it, although 50 < 64
+    (_ann(1, 1, bbox=(10, 50, 20, 10)), "bbox outside the image"),
+    (_ann(1, 1, bbox=(10, -30, 20, 25)), "bbox outside the image"),
     (_ann(1, 1, bbox=(float("nan"), 10, 20, 20)), "bbox has NaN/inf coordinates"),
     (_ann(1, 1, seg=[[10, 10, 30, 30]]), "polygon with fewer than 3 points"),
     (_ann(1, 1, seg=[[10, 10, 20, 20, 30, 30]]), "polygon with zero area"),
@@ -72,6 +75,13 @@ def test_each_unusable_annotation_is_skipped_with_its_reason_and_id(tmp_path, an
     assert dict(report.skipped_annotations) == {reason: [1]}
     assert report.errors == []
     assert f"1 x {reason} (annotation ids 1)" in report.summary()
+
+
+def test_a_box_right_of_x_48_in_a_64_px_wide_image_is_inside(tmp_path):
+    """x from 50 is inside a 64 x 48 (w x h) image: only a check against the height would drop it."""
+    ds = _write(str(tmp_path), [_img(1)], [_ann(1, 1, bbox=(50, 10, 10, 20))])
+    report = validate_dataset(ds)
+    assert not report.skipped_annotations and report.errors == []
 
 
 def test_crowd_annotations_are_kept_as_crowd_and_counted(tmp_path, cfg_override):

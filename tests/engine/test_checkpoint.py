@@ -36,15 +36,18 @@ def tiny_shapes():
 
 def test_report_lists_fresh_and_unused_variables(tmp_path, tiny_shapes):
     path = str(tmp_path / "m.npz")
-    arrays = _random_npz(path, tiny_shapes, drop=("maskrcnn/conv/W", "maskrcnn/conv/b"),
-                         extra={"some/old/var:0": np.zeros(3, np.float32)})
+    # as Tensorpack: a value of another shape but the variable's number of elements is reshaped
+    shape = tiny_shapes["fpn/posthoc_3x3_p3/W"]
+    flat = np.random.RandomState(1).standard_normal(int(np.prod(shape))).astype(np.float32)
+    _random_npz(path, tiny_shapes, drop=("maskrcnn/conv/W", "maskrcnn/conv/b"),
+                extra={"some/old/var:0": np.zeros(3, np.float32), "fpn/posthoc_3x3_p3/W:0": flat})
     with config_snapshot():
         configure({}, training=False)
         report, values = _load(path)
     assert report.missing == ["maskrcnn/conv/W", "maskrcnn/conv/b"]
-    assert report.unused == ["some/old/var"]
+    assert report.unused == ["some/old/var"] and report.skipped == []
     assert len(report.restored) == len(tiny_shapes) - 2
-    np.testing.assert_array_equal(values["fpn/posthoc_3x3_p3/W"], arrays["fpn/posthoc_3x3_p3/W:0"])
+    np.testing.assert_array_equal(values["fpn/posthoc_3x3_p3/W"], flat.reshape(shape))
     assert "2 graph variables are not in the file" in str(report) and "maskrcnn/conv/W" in str(report)
 
 
@@ -129,6 +132,28 @@ def test_a_directory_without_a_checkpoint_is_named(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(CheckpointError, match="neither a .npz file nor a TensorFlow checkpoint"):
         read_checkpoint(str(tmp_path / "notes.txt"))
+
+
+def test_a_model_file_holds_no_training_state(tmp_path):
+    """The model's own optimiser (momentum, accumulation) creates its slots, counter, step and
+    learning rate; a model file (as the model zoo's) holds the weights and BN statistics only."""
+    from tensorpack.tfutils.common import get_global_step_var
+    from maskplus.compat import tf
+    from maskplus.modeling.generalized_rcnn import ResNetFPNModel
+    with config_snapshot():
+        configure({"TRAIN.NUM_GPUS": 1, "TRAIN.GRADIENT_ACCUMULATION": True, "MASKPLUS.BIASED_TRAINING": True})
+        with tf.Graph().as_default(), tfv1.Session() as sess:
+            w = tfv1.get_variable("head/W", initializer=tf.ones([3]))
+            tfv1.get_variable("head/bn/mean/EMA", initializer=tf.zeros([3]), trainable=False)
+            from maskplus.techniques.biased_training import mask_loss_alpha
+            loss = tf.reduce_sum(w * w) * mask_loss_alpha()
+            ResNetFPNModel().optimizer().minimize(loss, global_step=get_global_step_var())
+            names = {v.op.name for v in tfv1.global_variables()}
+            assert {"head/W/Momentum", "head/W/AccumGrad", "AccumGrad/counter", "global_step", "learning_rate",
+                    "mask_loss_alpha"} <= names, names  # the training state is there
+            sess.run(tfv1.global_variables_initializer())
+            export_npz(sess, str(tmp_path / "m.npz"))
+    assert sorted(read_checkpoint(str(tmp_path / "m.npz"))) == ["head/W", "head/bn/mean/EMA"]
 
 
 def test_export_then_load_round_trips_every_model_variable(tmp_path):

@@ -85,3 +85,25 @@ def test_the_exported_resize_follows_the_predict_rule(h, w):
         want = resized_shape(h, w, cfg.PREPROC.TEST_SHORT_EDGE_SIZE, cfg.PREPROC.MAX_SIZE)
     assert out.shape[:2] == want
     np.testing.assert_allclose(sc, [want[0] / h, want[1] / w], rtol=1e-6)
+
+
+@pytest.mark.parametrize("per_axis", [False, True])
+def test_the_exported_graph_maps_boxes_back_like_predict(per_axis):
+    """A 150 x 230 image resized to 100 x 153: boxes go back by one scale sqrt(sy * sx) and x2, y2
+    are clipped at the width and the height (the example), or per axis with BOX_SCALE_PER_AXIS;
+    the expected values are the ones test_faithfulness.py works out by hand."""
+    from maskplus.compat import tf
+    from maskplus.engine.export import _unresize_boxes
+    boxes = np.array([[10, 20, 100, 90], [140, 0, 153, 100]], np.float32)
+    sy, sx = 100 / 150, 153 / 230
+    if per_axis:
+        expected = [[10 / sx, 20 / sy, 100 / sx, 90 / sy], [140 / sx, 0, 230, 150]]
+    else:
+        s = np.sqrt(sy * sx)
+        expected = [[10 / s, 20 / s, 100 / s, 90 / s], [140 / s, 0, 153 / s, 150]]
+    with config_snapshot():
+        configure({"TEST.BOX_SCALE_PER_AXIS": per_axis}, training=False)
+        with tf.Graph().as_default(), tfv1.Session() as sess:
+            got = sess.run(_unresize_boxes(tf.constant(boxes), tf.constant([sy, sx], tf.float32),
+                                           tf.constant([150.0, 230.0])))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)

@@ -30,6 +30,14 @@ def test_the_boundary_of_a_20px_square_is_the_ring_within_d(side, d):
     np.testing.assert_array_equal(region, square - inner)
 
 
+@pytest.mark.parametrize("h, w", [(30, 90), (90, 30)])
+def test_d_comes_from_the_diagonal_of_a_non_square_image(h, w):
+    # diagonal sqrt(30^2 + 90^2) = 94.9 -> d = round(1.90) = 2 (the short side alone would give
+    # round(0.02 * 42.4) = 1, the long one round(2.55) = 3)
+    square = _square(h, w, 5, 5, 20)
+    np.testing.assert_array_equal(boundary_region(square), square - _square(h, w, 7, 7, 16))
+
+
 def test_a_mask_cut_by_the_image_border_has_its_boundary_along_the_border():
     corner = _square(50, 50, 0, 0, 20)        # touches the top and left border, d = 1
     assert boundary_region(corner).sum() == 76  # the border counts as outside: the full ring

@@ -131,3 +131,45 @@ def test_detections_become_coco_results_with_category_ids_and_rles():
     assert res[0]["category_id"] == 42 and res[0]["image_id"] == 7 and res[0]["bbox"] == [10.0, 20.0, 5.0, 5.0]
     assert res[0]["score"] == 0.9123 and isinstance(res[0]["segmentation"]["counts"], str)
     np.testing.assert_array_equal(mask_util.decode(res[0]["segmentation"]), mask)
+
+
+def test_results_of_non_square_boxes_score_one_with_plain_pycocotools():
+    """Our xyxy detections with contiguous labels, converted to COCO results, are scored by plain
+    pycocotools (loadRes + COCOeval, not our wrapper) against a hand-made ground truth of tall and
+    wide boxes whose category ids are not 1..K: matching boxes and masks give AP 1. Swapped w/h,
+    unmapped labels or a transposed mask would miss. The false positive at 0.90004 listed before
+    the true positive at 0.90006 ranks below it only if scores keep 4 digits (0.9000 < 0.9001)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    sizes = {1: (80, 100), 2: (90, 60)}  # image id: (height, width)
+    # (image, category id, x, y, w, h): category 3 "tall", 9 "wide"
+    objects = [(1, 9, 10.5, 20.25, 30, 12), (1, 3, 50, 5, 8, 40.5), (2, 9, 5, 5, 40, 15.5), (2, 3, 20, 30, 11, 50)]
+    gt = {"images": [{"id": i, "height": h, "width": w, "file_name": f"{i}.jpg"} for i, (h, w) in sizes.items()],
+          "categories": [{"id": 3, "name": "tall"}, {"id": 9, "name": "wide"}], "annotations": []}
+    for k, (img, cat, x, y, w, h) in enumerate(objects, start=1):
+        gt["annotations"].append({"id": k, "image_id": img, "category_id": cat, "bbox": [x, y, w, h], "area": w * h,
+                                  "iscrowd": 0, "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]})
+    coco_gt = COCO()
+    coco_gt.dataset = gt
+    coco_gt.createIndex()
+    label_to_category = {1: 3, 2: 9}
+    results = []
+    for img, (h, w) in sizes.items():
+        mine = [o for o in objects if o[0] == img]
+        boxes = [[x, y, x + bw, y + bh] for _, _, x, y, bw, bh in mine]
+        labels = [1 if cat == 3 else 2 for _, cat, *_ in mine]
+        scores = [0.95, 0.8]
+        masks = [coco_gt.annToMask(a) for a in coco_gt.loadAnns(coco_gt.getAnnIds(imgIds=[img]))]
+        if img == 1:  # the false positive (far from every wide box) first, then the true positives
+            boxes, labels, scores = [[60, 60, 90, 70]] + boxes, [2] + labels, [0.90004, 0.90006, 0.8]
+            masks = [np.zeros((h, w), np.uint8)] + masks
+        results += detections_to_coco_results(img, boxes, scores, labels, masks, label_to_category)
+    assert [r["score"] for r in results[:2]] == [0.9, 0.9001]
+    assert results[1]["bbox"] == [10.5, 20.25, 30.0, 12.0] and results[1]["category_id"] == 9
+    coco_dt = coco_gt.loadRes(results)
+    for iou_type in ("bbox", "segm"):
+        ev = COCOeval(coco_gt, coco_dt, iou_type)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+        assert ev.stats[0] == pytest.approx(1.0), iou_type

@@ -83,6 +83,23 @@ def test_sub_pixel_box_shift_moves_the_accurate_mask_but_rounds_away_in_fast_mod
     np.testing.assert_array_equal(fa, fb)
 
 
+def test_fast_paste_rounds_a_box_off_the_pixel_grid_as_the_example():
+    """The example's rule for box [10.6, 7.6, 31.3, 20.4]: first pixel int(x1 + 0.5) = 11,
+    int(y1 + 0.5) = 8, last (inclusive) int(x2 - 0.5) = 30, int(y2 - 0.5) = 19: a 12 x 20 region.
+    The 28 x 28 mask is bilinearly resized to it (pixel centres at k + 0.5) and thresholded at 0.5.
+    Its top-left quadrant of ones: output column j samples mask x = (j + 0.5) * 28 / 20 - 0.5,
+    above 0.5 while x < 13.5, so j <= 9; row i samples y = (i + 0.5) * 28 / 12 - 0.5 < 13.5, i <= 5."""
+    mask = np.zeros((28, 28))
+    mask[:14, :14] = 1.0
+    out = paste_mask_fast([10.6, 7.6, 31.3, 20.4], mask, 30, 40)
+    expected = np.zeros((30, 40), np.uint8)
+    expected[8:8 + 6, 11:11 + 10] = 1
+    np.testing.assert_array_equal(out, expected)
+    full = paste_mask_fast([10.6, 7.6, 31.3, 20.4], np.ones((28, 28)), 30, 40)
+    expected[8:20, 11:31] = 1
+    np.testing.assert_array_equal(full, expected)
+
+
 @pytest.mark.parametrize("paste", [paste_mask_accurate, paste_mask_fast])
 def test_a_known_square_mask_lands_where_the_box_says(paste):
     mask = np.ones((28, 28))

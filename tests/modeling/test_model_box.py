@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tests.helpers import config_snapshot, configure
+from tests.helpers import config_snapshot, configure, roi_align_reference
 from maskplus.compat import tf, tfv1
 from maskplus.modeling import model_box
 
@@ -40,29 +40,11 @@ def test_pairwise_iou_matches_hand_computed_values():
     np.testing.assert_allclose(iou, [[1, 0, 0], [25 / 175., 25 / 175., 0]], atol=1e-6)
 
 
-def _bilinear(img, y, x):
-    """Reference bilinear sample with pixel centres at integers and edge replication."""
-    h, w = img.shape
-    y = min(max(y, 0.0), h - 1.0)
-    x = min(max(x, 0.0), w - 1.0)
-    y0, x0 = int(np.floor(y)), int(np.floor(x))
-    y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, w - 1)
-    dy, dx = y - y0, x - x0
-    return (img[y0, x0] * (1 - dy) * (1 - dx) + img[y0, x1] * (1 - dy) * dx
-            + img[y1, x0] * dy * (1 - dx) + img[y1, x1] * dy * dx)
-
-
-def _roi_align_reference(fmap, box, res):
-    """Each output bin averages 2x2 samples at the centres of its sub-cells; pixel i covers [i, i+1)."""
-    x1, y1, x2, y2 = box
-    bw, bh = (x2 - x1) / res, (y2 - y1) / res
-    out = np.zeros((res, res))
-    for i in range(res):
-        for j in range(res):
-            samples = [_bilinear(fmap, y1 + (i + (sy + 0.5) / 2) * bh - 0.5, x1 + (j + (sx + 0.5) / 2) * bw - 0.5)
-                       for sy in range(2) for sx in range(2)]
-            out[i, j] = np.mean(samples)
-    return out
+def test_clip_boxes_clips_x_to_the_width_and_y_to_the_height_of_a_wide_image():
+    # a 40 x 100 (h x w) image: x in [0, 100], y in [0, 40]; h and w swapped would clip x at 40
+    boxes = np.array([[-5, -3, 120, 70], [60, 30, 90, 45], [45, 10, 70, 20]], np.float32)
+    got = run(lambda b: model_box.clip_boxes(b, tf.constant([40, 100])), boxes)
+    np.testing.assert_array_equal(got, [[0, 0, 100, 40], [60, 30, 90, 40], [45, 10, 70, 20]])
 
 
 def test_roi_align_matches_a_numpy_reference_on_a_hand_made_map():
@@ -70,7 +52,7 @@ def test_roi_align_matches_a_numpy_reference_on_a_hand_made_map():
     boxes = np.array([[1.0, 2.0, 7.0, 6.5], [0.3, 0.7, 11.6, 9.9], [4.2, 3.3, 5.1, 4.0]], np.float32)
     got = run(lambda f, b: model_box.roi_align(f, b, 4), fmap[None, None], boxes)
     for k, box in enumerate(boxes):
-        np.testing.assert_allclose(got[k, 0], _roi_align_reference(fmap, box, 4), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(got[k, 0], roi_align_reference(fmap, box, 4), rtol=1e-4, atol=1e-4)
 
 
 def test_grid_anchors_shift_cell_anchors_by_the_stride():

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from config import ConfigError
-from tests.helpers import build_graph, config_snapshot, configure, synthetic_datapoint, train_steps
+from tests.helpers import (build_graph, config_snapshot, configure, position_dependent_map, roi_align_reference,
+                           synthetic_datapoint, train_steps)
 from maskplus.compat import tf, tfv1
 
 C4 = {"MODE_FPN": False, "RPN.HEAD_DIM": 64, "RPN.TRAIN_PRE_NMS_TOPK": 300, "RPN.TRAIN_POST_NMS_TOPK": 100,
@@ -120,6 +121,24 @@ def test_c4_rpn_keeps_the_examples_c4_top_k_of_each_phase(monkeypatch):
 def test_what_c4_cannot_do_is_rejected_naming_the_key(overrides, key):
     with config_snapshot(), pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         configure(dict(C4, **overrides))
+
+
+def test_c4_rois_are_cropped_from_c4_at_stride_16_and_14_x_14(monkeypatch):
+    """Before res5, each RoI is a 14 x 14 RoIAlign of C4 at box / 16: equal to a slow NumPy
+    RoIAlign on a map that differs by position (a 96 x 176 image: a 6 x 11 map)."""
+    import maskplus.modeling.model_c4 as model_c4
+    monkeypatch.setattr(model_c4, "resnet_conv5", lambda crops, num_blocks: crops)  # what enters res5
+    fmap = position_dependent_map(6, 11)
+    boxes = np.array([[3.3, 5.6, 60.2, 40.9], [100.5, 20.25, 170.0, 90.1], [30.7, 50.2, 46.1, 61.4]], np.float32)
+    with config_snapshot():
+        configure(C4)
+        with tf.Graph().as_default(), tfv1.Session() as sess:
+            crops = sess.run(model_c4.c4_roi_features(tf.constant(fmap), tf.constant(boxes)))
+    assert crops.shape == (3, 2, 14, 14)
+    for k, box in enumerate(boxes):
+        for c in range(2):
+            np.testing.assert_allclose(crops[k, c], roi_align_reference(fmap[0, c], box / 16.0, 14), rtol=1e-4,
+                                       atol=1e-3, err_msg=f"box {k}, channel {c}")
 
 
 def _c4_training_graph(overrides, h=100, w=84):

@@ -8,7 +8,7 @@ rest background up to BATCH_PER_IM); proposals by per-level top-k, NMS, then a g
 import numpy as np
 import pytest
 
-from tests.helpers import config_snapshot, configure
+from tests.helpers import config_snapshot, configure, position_dependent_map, roi_align_reference
 from maskplus.compat import tf, tfv1
 
 
@@ -53,6 +53,26 @@ def test_multilevel_roi_align_pools_each_box_on_its_level_and_keeps_the_input_or
     crops = _run(lambda: multilevel_roi_align([tf.constant(f) for f in feats], tf.constant(boxes), 7))
     assert crops.shape == (len(cases), 2, 7, 7)
     np.testing.assert_allclose(crops.mean(axis=(1, 2, 3)), [lvl for _, lvl in cases], atol=1e-5)
+
+
+def test_multilevel_roi_align_crops_each_level_at_its_own_stride():
+    """Maps that differ by level and by position (512 x 768 image, so h and w differ): each RoI's
+    7 x 7 crop equals a slow NumPy RoIAlign of its level's map at box / stride (4, 8, 16, 32).
+    A stride taken from another level moves the crop, which a constant map could not show."""
+    from maskplus.modeling.model_fpn import multilevel_roi_align
+    # (x1, y1, w, h) off the pixel grid, one or two per level by 4 + log2(sqrt(wh) / 224)
+    cases = [((13.3, 7.7, 20, 30), 2), ((301.5, 40.25, 60, 90), 2), ((50.6, 90.2, 112, 130), 3),
+             ((200.1, 150.9, 224, 260), 4), ((20.5, 30.25, 460, 470), 5), ((500.4, 10.6, 150, 100), 3)]
+    boxes = np.array([[x, y, x + w, y + h] for (x, y, w, h), _ in cases], np.float32)
+    strides = (4, 8, 16, 32)
+    feats = [position_dependent_map(512 // s, 768 // s, offset=100.0 * k) for k, s in zip(range(2, 6), strides)]
+    crops = _run(lambda: multilevel_roi_align([tf.constant(f) for f in feats], tf.constant(boxes), 7))
+    assert crops.shape == (len(cases), 2, 7, 7)
+    for k, (box, (_, level)) in enumerate(zip(boxes, cases)):
+        fmap = feats[level - 2][0]
+        for c in range(2):
+            expected = roi_align_reference(fmap[c], box / strides[level - 2], 7)
+            np.testing.assert_allclose(crops[k, c], expected, rtol=1e-4, atol=1e-3, err_msg=f"box {k}, channel {c}")
 
 
 # ------------------------------------------------------------------ RoI sampling
@@ -154,3 +174,18 @@ def test_joint_mode_runs_one_nms_over_all_levels():
     got = _proposals({"FPN.PROPOSAL_MODE": "Joint", "RPN.TRAIN_PRE_NMS_TOPK": 5, "RPN.TRAIN_POST_NMS_TOPK": 3})
     # pre-NMS top 5: G 6, A 5, E 4.5, A2 4, B 3; NMS drops A and A2 (both overlap G > 0.7); top 3 after
     assert got == [(6.0, LVL3["G"][0]), (4.5, LVL3["E"][0]), (3.0, LVL2["B"][0])]
+
+
+def test_rpn_proposal_nms_suppresses_above_the_examples_iou_of_0_7_only():
+    """RPN.PROPOSAL_NMS_THRESH is the example's 0.7: a box at IoU 0.6 with a better one stays, a box
+    at IoU 0.8 goes (0.5 would drop both, 0.9 keep both). Boxes on a 60 x 100 image."""
+    from maskplus.modeling.model_rpn import generate_rpn_proposals
+    a, at_06, at_08, far = [0, 0, 40, 40], [0, 16, 40, 40], [0, 8, 40, 40], [60, 10, 90, 50]
+    # IoU by hand: at_06 lies inside a, 40 * 24 / 1600 = 0.6; at_08: 40 * 32 / 1600 = 0.8
+
+    def build():
+        return generate_rpn_proposals(tf.constant([a, at_06, at_08, far], tf.float32),
+                                      tf.constant([5.0, 4.0, 3.0, 2.0]), tf.constant([60, 100]), 10)
+    boxes, scores = _run(build, training=False)
+    np.testing.assert_array_equal(boxes, [a, at_06, far])
+    np.testing.assert_array_equal(scores, [5.0, 4.0, 2.0])

@@ -54,12 +54,15 @@ def evaluated():
             assert all(g is not None for g in grads), [n for n, g in zip(names + ["alpha"], grads) if g is None]
             tech_vars = [v for v in tfv1.trainable_variables() if v.op.name.startswith(tuple(TECHNIQUE_SCOPES))]
             var_grads = tf.gradients(total, tech_vars)
+            # the weight decay's variables: every trainable kernel, by its name ".../W"
+            kernels = [v for v in tfv1.trainable_variables() if v.op.name.endswith("/W")]
             feed = {ph[k]: v for k, v in synthetic_datapoint().items()}
             with tfv1.Session() as sess:
                 sess.run(tfv1.global_variables_initializer())
-                values, dvalues, dalpha, dvars = sess.run(
-                    [[losses[n] for n in names], grads[:-1], grads[-1], var_grads], feed)
+                values, dvalues, dalpha, dvars, kernel_values = sess.run(
+                    [[losses[n] for n in names], grads[:-1], grads[-1], var_grads, kernels], feed)
     out = {n: (v, d) for n, v, d in zip(names, values, dvalues)}
+    out["sum of squared kernels"] = (sum(float(np.sum(np.square(k, dtype=np.float64))) for k in kernel_values), None)
     return out, dalpha, {v.op.name: g for v, g in zip(tech_vars, dvars)}
 
 
@@ -71,6 +74,14 @@ PLAIN = ([f"rpn_losses/level{lvl}/{kind}" for lvl in range(2, 7) for kind in ("l
 def test_each_loss_enters_the_total_once_with_weight_one(evaluated, name):
     losses, _, _ = evaluated
     assert losses[name][1] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_the_weight_decay_is_the_examples_l2_of_every_trainable_kernel(evaluated):
+    """The example's wd_cost: 1e-4 * sum(W^2) / 2 over the trainable variables named .../W."""
+    losses, _, _ = evaluated
+    squares = losses["sum of squared kernels"][0]
+    assert squares > 100  # hundreds of kernels at their initial scale
+    assert losses["wd_cost"][0] == pytest.approx(1e-4 * squares / 2, rel=1e-5)
 
 
 def test_the_raw_mask_loss_enters_the_total_times_alpha(evaluated):

@@ -3,7 +3,8 @@ one computes (paper sections 3.1-3.5)."""
 import numpy as np
 import pytest
 
-from tests.helpers import build_graph, config_snapshot, configure, synthetic_datapoint, train_steps, variable_shapes
+from tests.helpers import (build_graph, config_snapshot, configure, position_dependent_map, roi_align_reference,
+                           synthetic_datapoint, train_steps, variable_shapes)
 from maskplus.compat import tf, tfv1
 from maskplus.presets import PRESETS, preset_overrides
 
@@ -151,6 +152,44 @@ def test_contextual_fusion_sees_outside_the_roi(fusion_on):
         before, _, _ = _mask_branch(feats, box)
         after, _, _ = _mask_branch(changed, box)
     assert (np.abs(after - before).max() > 1e-4) == fusion_on
+
+
+def test_contextual_fusion_adds_one_context_to_every_roi():
+    """3.1: the context branch's output is added to the RoI features: what fusion adds does not
+    depend on the RoI features and is the same for every RoI."""
+    from maskplus.techniques.contextual_fusion import fuse_context
+    rng = np.random.RandomState(0)
+    rois_a, rois_b = (rng.standard_normal((3, 64, 14, 14)).astype(np.float32) for _ in range(2))
+    with config_snapshot():
+        configure({"MASKPLUS.CONTEXT_FUSION": True})
+        with tf.Graph().as_default(), tfv1.Session() as sess:
+            rois = tfv1.placeholder(tf.float32, [None, 64, 14, 14])
+            fused = fuse_context(rois, [tf.constant(f) for f in _features()], tf.constant([64, 64]))
+            sess.run(tfv1.global_variables_initializer())
+            added_a = sess.run(fused, {rois: rois_a}) - rois_a
+            added_b = sess.run(fused, {rois: rois_b}) - rois_b
+    assert np.abs(added_a).max() > 1e-3
+    np.testing.assert_allclose(added_a, added_b, atol=1e-5)
+    np.testing.assert_allclose(added_a, np.broadcast_to(added_a[:1], added_a.shape), atol=1e-6)
+
+
+@pytest.mark.parametrize("level", [2, 5])
+def test_contextual_fusion_pools_the_real_image_not_the_padding_on_its_level(level):
+    """The full-image RoI of 3.1 is [0, 0, w, h] of the real 50 x 90 image (padded to 64 x 96) at
+    the level's stride: its 14 x 14 RoIAlign (no conv in between, CONTEXT_FUSION_DIMS empty)
+    equals a slow NumPy RoIAlign of that level's map, which differs by position."""
+    from maskplus.techniques.contextual_fusion import global_context
+    strides = (4, 8, 16, 32, 64)
+    feats = [position_dependent_map(64 // s, 96 // s, offset=100.0 * k) for k, s in zip(range(2, 7), strides)]
+    with config_snapshot():
+        configure({"MASKPLUS.CONTEXT_FUSION": True})
+        with tf.Graph().as_default(), tfv1.Session() as sess:
+            context = sess.run(global_context([tf.constant(f) for f in feats], tf.constant([50, 90]), level, []))
+    box = np.array([0, 0, 90, 50]) / strides[level - 2]
+    assert context.shape == (1, 2, 14, 14)
+    for c in range(2):
+        np.testing.assert_allclose(context[0, c], roi_align_reference(feats[level - 2][0, c], box, 14),
+                                   rtol=1e-4, atol=1e-3)
 
 
 def test_deconv_pyramid_is_the_identity_skip_when_its_weights_are_zero():
