@@ -18,7 +18,8 @@ from maskplus.modeling.model_fpn import (fpn_model, generate_fpn_proposals, mult
                                          multilevel_rpn_losses)
 from maskplus.modeling.model_frcnn import (BOX_HEADS, BoxProposals, FastRCNNHead, fastrcnn_outputs,
                                            fastrcnn_predictions, sample_fast_rcnn_targets)
-from maskplus.modeling.model_mrcnn import MaskTargets, build_mask_branch, select_class, unpackbits_masks
+from maskplus.modeling.mask_ops import MaskTargets, select_class, unpackbits_masks
+from maskplus.modeling.model_mrcnn import build_mask_branch
 from maskplus.modeling.model_rpn import rpn_head
 
 INFERENCE_INPUTS = ["image"]

@@ -10,18 +10,16 @@ from tensorpack.tfutils.scope_utils import under_name_scope
 from tensorpack.tfutils.summary import add_moving_summary
 
 from config import config as cfg
-from maskplus.compat import tf, tfv1
-from maskplus.modeling.layers import GroupNorm
-from maskplus.modeling.model_box import crop_and_resize
+from maskplus.compat import tf
+from maskplus.modeling.layers import GroupNorm, msra_fan_out
+from maskplus.modeling.mask_ops import MaskTargets, class_wise_predictor, mask_targets, own_class_loss, select_class
 from maskplus.modeling.model_fpn import multilevel_roi_align
-
-
-def _msra_fan_out():
-    return tfv1.variance_scaling_initializer(scale=2.0, mode="fan_out", distribution="untruncated_normal")
+from maskplus.techniques import (biased_training, boundary_refinement, contextual_fusion, deconv_pyramid,
+                                 quasi_multitask)
 
 
 @layer_register(log_shape=True)
-def maskrcnn_upXconv_head(feature, num_category, num_convs, norm=None, before_upsample=None):
+def maskrcnn_upXconv_head(feature, num_categories, num_convs, norm=None, before_upsample=None):
     """RoI features N x C x 14 x 14 -> mask logits N x K x 28 x 28.
 
     ``num_convs`` 3x3 convs (``fcn{k}``, optionally GroupNorm ``gn{k}``), a 2x2 stride-2
@@ -30,7 +28,7 @@ def maskrcnn_upXconv_head(feature, num_category, num_convs, norm=None, before_up
     before the deconvolution (the deconvolutional pyramid module's place, paper 3.2).
     """
     x = feature
-    with argscope([Conv2D, Conv2DTranspose], data_format="channels_first", kernel_initializer=_msra_fan_out()):
+    with argscope([Conv2D, Conv2DTranspose], data_format="channels_first", kernel_initializer=msra_fan_out()):
         for k in range(num_convs):
             x = Conv2D(f"fcn{k}", x, cfg.MRCNN.HEAD_DIM, 3, activation=tf.nn.relu)
             if norm == "GN":
@@ -38,7 +36,7 @@ def maskrcnn_upXconv_head(feature, num_category, num_convs, norm=None, before_up
         if before_upsample is not None:
             x = before_upsample(x)
         x = Conv2DTranspose("deconv", x, cfg.MRCNN.HEAD_DIM, 2, strides=2, activation=tf.nn.relu)
-        return Conv2D("conv", x, num_category, 1, kernel_initializer=tf.random_normal_initializer(stddev=0.001))
+        return class_wise_predictor("conv", x, num_categories)
 
 
 def maskrcnn_up4conv_head(*args, **kwargs):
@@ -57,31 +55,11 @@ def maskrcnn_c4_head(*args, **kwargs):
 MASK_HEADS = {f.__name__: f for f in (maskrcnn_up4conv_head, maskrcnn_up4conv_gn_head)}
 
 
-def unpackbits_masks(packed):
-    """uint8 N x H x ceil(W/8) (``np.packbits`` along the last axis) -> bool N x H x 8*ceil(W/8)."""
-    bits = tf.constant([128, 64, 32, 16, 8, 4, 2, 1], tf.uint8)
-    unpacked = tf.bitwise.bitwise_and(tf.expand_dims(packed, -1), bits) > 0
-    return tf.reshape(unpacked, tf.concat([tf.shape(packed)[:-1], [8 * tf.shape(packed)[-1]]], axis=0))
-
-
-def select_class(mask_logits, labels):
-    """N x K x h x w logits, labels in 1..K -> N x h x w logits of each RoI's class."""
-    return tf.squeeze(tf.gather(mask_logits, tf.reshape(tf.cast(labels, tf.int64) - 1, [-1, 1]), batch_dims=1), 1)
-
-
-def mask_targets(gt_masks, fg_boxes, fg_inds_wrt_gt, size):
-    """Ground-truth masks (M x H x W) cropped to each foreground RoI at ``size`` x ``size``, in [0, 1]."""
-    crops = crop_and_resize(tf.expand_dims(tf.cast(gt_masks, tf.float32), 1), fg_boxes,
-                            fg_inds_wrt_gt, size, pad_border=False)
-    return tf.squeeze(crops, 1)
-
-
 @under_name_scope()
 def maskrcnn_loss(mask_logits, fg_labels, fg_target_masks):
     """Per-pixel sigmoid cross-entropy on each RoI's own class channel (Mask R-CNN's L_mask)."""
+    loss = own_class_loss(mask_logits, fg_labels, fg_target_masks, name="maskrcnn_loss")
     logits = select_class(mask_logits, fg_labels)
-    loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=fg_target_masks, logits=logits),
-                          name="maskrcnn_loss")
     pred = tf.sigmoid(logits) > 0.5
     truth = fg_target_masks > 0.5
     accuracy = tf.reduce_mean(tf.cast(tf.equal(pred, truth), tf.float32), name="accuracy")
@@ -89,15 +67,6 @@ def maskrcnn_loss(mask_logits, fg_labels, fg_target_masks):
     fg_pixel_ratio = tf.reduce_mean(tf.cast(truth, tf.float32), name="fg_pixel_ratio")
     add_moving_summary(loss, accuracy, pos_accuracy, fg_pixel_ratio)
     return loss
-
-
-class MaskTargets:
-    """What the mask branch needs in training: the foreground RoIs' labels and matched gt masks."""
-
-    def __init__(self, fg_labels, gt_masks, fg_inds_wrt_gt):
-        self.fg_labels = fg_labels
-        self.gt_masks = gt_masks
-        self.fg_inds_wrt_gt = fg_inds_wrt_gt
 
 
 def fpn_mask_roi_features(features):
@@ -170,17 +139,20 @@ def build_mask_branch(features, boxes, image_shape2d, num_category, targets=None
 
 
 def _build_mask_branch(features, boxes, image_shape2d, num_category, targets, roi_features):
-    from maskplus.techniques import (biased_training, boundary_refinement, contextual_fusion,
-                                     deconv_pyramid, quasi_multitask)
     mp = cfg.MASKPLUS
     head_input = roi_features
     if mp.CONTEXT_FUSION:
-        head_input = contextual_fusion.fuse_context(head_input, features, image_shape2d)
+        level = mp.CONTEXT_FUSION_LEVEL
+        head_input = contextual_fusion.fuse_context(head_input, features[level - 2], cfg.FPN.ANCHOR_STRIDES[level - 2],
+                                                    image_shape2d, mp.CONTEXT_FUSION_DIMS)
     head = MASK_HEADS[cfg.FPN.MRCNN_HEAD_FUNC] if cfg.MODE_FPN else maskrcnn_c4_head
-    before_upsample = deconv_pyramid.deconv_pyramid_module if mp.DECONV_PYRAMID else None
+    before_upsample = None
+    if mp.DECONV_PYRAMID:
+        before_upsample = lambda x: deconv_pyramid.deconv_pyramid_module(x, mp.DECONV_PYRAMID_DIM)  # noqa: E731
     mask_logits = head("maskrcnn", head_input, num_category, before_upsample=before_upsample)
     if mp.BOUNDARY_REFINEMENT != "none":
-        mask_logits = boundary_refinement.refine_boundary(mask_logits, mp.BOUNDARY_REFINEMENT)
+        mask_logits = boundary_refinement.refine_boundary(mask_logits, mp.BOUNDARY_REFINEMENT,
+                                                          mp.BOUNDARY_REFINEMENT_MODULES, mp.BOUNDARY_REFINEMENT_GROWTH)
     if targets is None:
         return mask_logits, []
 
@@ -190,9 +162,10 @@ def _build_mask_branch(features, boxes, image_shape2d, num_category, targets, ro
                          name="sampled_fg_mask_targets")
     mask_loss = maskrcnn_loss(mask_logits, targets.fg_labels, target)
     if mp.BIASED_TRAINING:
-        mask_loss = biased_training.weight_mask_loss(mask_loss)
+        mask_loss = biased_training.weight_mask_loss(mask_loss, mp.MASK_LOSS_ALPHA[0][1])
     losses = [mask_loss]
     if mp.QUASI_MULTITASK:
         losses.extend(quasi_multitask.quasi_multitask_losses(
-            roi_features, targets, fg_boxes, num_category, mp.QUASI_MULTITASK))
+            roi_features, targets, fg_boxes, num_category, mp.QUASI_MULTITASK, cfg.MRCNN.HEAD_DIM,
+            mp.QUASI_MULTITASK_WEIGHT))
     return mask_logits, losses

@@ -156,25 +156,23 @@ def test_contextual_fusion_sees_outside_the_roi(fusion_on):
 def test_deconv_pyramid_is_the_identity_skip_when_its_weights_are_zero():
     from maskplus.techniques.deconv_pyramid import deconv_pyramid_module
     x = np.random.RandomState(0).standard_normal((2, 64, 14, 14)).astype(np.float32)
-    with config_snapshot():
-        configure({"MASKPLUS.DECONV_PYRAMID": True})
-        with tf.Graph().as_default():
-            y = deconv_pyramid_module(tf.constant(x))
-            g = tf.compat.v1.get_default_graph()
-            up28 = g.get_tensor_by_name("deconv_pyramid/up0/output:0")
-            down28 = g.get_tensor_by_name("deconv_pyramid/skip28:0")
-            with tfv1.Session() as sess:
-                sess.run(tfv1.global_variables_initializer())
-                u, d = sess.run([up28, down28])
-                assert u.shape == (2, 64, 28, 28) and np.abs(u).max() > 0
-                for v in tfv1.global_variables():
-                    if "/down0/" in v.op.name:
-                        v.load(np.zeros(v.shape.as_list(), np.float32), sess)
-                u, d = sess.run([up28, down28])
-                np.testing.assert_allclose(d, u, atol=1e-6)  # down28 = conv(up56) + up28
-                for v in tfv1.global_variables():
+    with tf.Graph().as_default():
+        y = deconv_pyramid_module(tf.constant(x), 64)
+        g = tf.compat.v1.get_default_graph()
+        up28 = g.get_tensor_by_name("deconv_pyramid/up0/output:0")
+        down28 = g.get_tensor_by_name("deconv_pyramid/skip28:0")
+        with tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            u, d = sess.run([up28, down28])
+            assert u.shape == (2, 64, 28, 28) and np.abs(u).max() > 0
+            for v in tfv1.global_variables():
+                if "/down0/" in v.op.name:
                     v.load(np.zeros(v.shape.as_list(), np.float32), sess)
-                np.testing.assert_allclose(sess.run(y), x, atol=1e-6)  # down14 = conv(...) + x14
+            u, d = sess.run([up28, down28])
+            np.testing.assert_allclose(d, u, atol=1e-6)  # down28 = conv(up56) + up28
+            for v in tfv1.global_variables():
+                v.load(np.zeros(v.shape.as_list(), np.float32), sess)
+            np.testing.assert_allclose(sess.run(y), x, atol=1e-6)  # down14 = conv(...) + x14
 
 
 @pytest.mark.parametrize("mode, last", [("original", "boundary_refinement/conv1/"),
@@ -183,17 +181,15 @@ def test_boundary_refinement_with_its_residual_zeroed_is_the_identity(mode, last
     from maskplus.techniques.boundary_refinement import refine_boundary
     from tensorpack.tfutils.tower import TowerContext
     s = np.random.RandomState(0).standard_normal((3, K, 28, 28)).astype(np.float32)
-    with config_snapshot():
-        configure({"MASKPLUS.BOUNDARY_REFINEMENT": mode})
-        with tf.Graph().as_default(), TowerContext("", is_training=False):
-            out = refine_boundary(tf.constant(s), mode)
-            with tfv1.Session() as sess:
-                sess.run(tfv1.global_variables_initializer())
-                assert np.abs(sess.run(out) - s).max() > 1e-3  # the residual does something
-                for v in tfv1.global_variables():
-                    if v.op.name.startswith(last):
-                        v.load(np.zeros(v.shape.as_list(), np.float32), sess)
-                np.testing.assert_allclose(sess.run(out), s, atol=1e-6)
+    with tf.Graph().as_default(), TowerContext("", is_training=False):
+        out = refine_boundary(tf.constant(s), mode, 4, [16, 4])
+        with tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            assert np.abs(sess.run(out) - s).max() > 1e-3  # the residual does something
+            for v in tfv1.global_variables():
+                if v.op.name.startswith(last):
+                    v.load(np.zeros(v.shape.as_list(), np.float32), sess)
+            np.testing.assert_allclose(sess.run(out), s, atol=1e-6)
 
 
 def test_quasi_multitask_targets_are_the_gt_masks_at_14_and_56():
