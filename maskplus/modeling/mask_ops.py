@@ -42,9 +42,11 @@ def own_class_loss(mask_logits, labels, target_masks, name=None):
     """Mask R-CNN's L_mask: the mean per-pixel sigmoid cross-entropy of each RoI's own class channel.
 
     ``mask_logits`` N x K x s x s, ``labels`` N in 1..K, ``target_masks`` N x s x s in [0, 1].
+    Returns the loss and the own-class logits N x s x s it was computed from (for metrics).
     """
-    ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=target_masks, logits=select_class(mask_logits, labels))
-    return tf.reduce_mean(ce, name=name)
+    own_logits = select_class(mask_logits, labels)
+    ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=target_masks, logits=own_logits)
+    return tf.reduce_mean(ce, name=name), own_logits
 
 
 def class_wise_predictor(name, x, num_categories):

@@ -12,7 +12,7 @@ from tensorpack.tfutils.summary import add_moving_summary
 from config import config as cfg
 from maskplus.compat import tf
 from maskplus.modeling.layers import GroupNorm, msra_fan_out
-from maskplus.modeling.mask_ops import MaskTargets, class_wise_predictor, mask_targets, own_class_loss, select_class
+from maskplus.modeling.mask_ops import MaskTargets, class_wise_predictor, mask_targets, own_class_loss
 from maskplus.modeling.model_fpn import multilevel_roi_align
 from maskplus.techniques import (biased_training, boundary_refinement, contextual_fusion, deconv_pyramid,
                                  quasi_multitask)
@@ -58,8 +58,7 @@ MASK_HEADS = {f.__name__: f for f in (maskrcnn_up4conv_head, maskrcnn_up4conv_gn
 @under_name_scope()
 def maskrcnn_loss(mask_logits, fg_labels, fg_target_masks):
     """Per-pixel sigmoid cross-entropy on each RoI's own class channel (Mask R-CNN's L_mask)."""
-    loss = own_class_loss(mask_logits, fg_labels, fg_target_masks, name="maskrcnn_loss")
-    logits = select_class(mask_logits, fg_labels)
+    loss, logits = own_class_loss(mask_logits, fg_labels, fg_target_masks, name="maskrcnn_loss")
     pred = tf.sigmoid(logits) > 0.5
     truth = fg_target_masks > 0.5
     accuracy = tf.reduce_mean(tf.cast(tf.equal(pred, truth), tf.float32), name="accuracy")

@@ -75,8 +75,8 @@ def quasi_multitask_losses(roi_features, targets, fg_boxes, num_categories, scal
         with tf.name_scope(f"quasi_multitask_loss_{size}"):
             truth = mask_targets(targets.gt_masks, fg_boxes, targets.fg_inds_wrt_gt, size)
             truth = tf.identity(truth, name=f"mask_targets_{size}")
-            loss = tf.multiply(own_class_loss(logits, targets.fg_labels, truth), weight,
-                               name=f"quasi_multitask_loss_{size}")
+            ce, _ = own_class_loss(logits, targets.fg_labels, truth)
+            loss = tf.multiply(ce, weight, name=f"quasi_multitask_loss_{size}")
         add_moving_summary(loss)
         losses.append(loss)
     return losses
