@@ -6,6 +6,7 @@ from tensorpack.tfutils.summary import add_moving_summary
 
 from config import config as cfg
 from maskplus.compat import tf, tfv1
+from maskplus.modeling.head_names import BOX_HEAD_NAMES
 from maskplus.modeling.layers import GroupNorm, msra_fan_out
 from maskplus.modeling.model_box import decode_bbox_target, encode_bbox_target, pairwise_iou
 
@@ -105,7 +106,8 @@ def fastrcnn_4conv1fc_gn_head(*args, **kwargs):
     return fastrcnn_Xconv1fc_head(*args, num_convs=4, norm="GN", **kwargs)
 
 
-BOX_HEADS = {f.__name__: f for f in (fastrcnn_2fc_head, fastrcnn_4conv1fc_head, fastrcnn_4conv1fc_gn_head)}
+#: ``FPN.FRCNN_HEAD_FUNC`` -> the box head function of that name
+BOX_HEADS = {name: globals()[name] for name in BOX_HEAD_NAMES}
 
 
 @under_name_scope()

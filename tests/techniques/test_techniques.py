@@ -117,16 +117,25 @@ def test_every_preset_trains_with_finite_losses_and_predicts(name):
         assert outs[0].shape == (n, 4) and outs[3].shape == (n, 28, 28)
 
 
+def _fpn_mask_logits_at_inference(feats, boxes):
+    """The configured FPN model's inference mask branch on P2-P6 ``feats`` and ``boxes`` of a 64 x 64 image."""
+    from config import config as cfg
+    from maskplus.modeling.generalized_rcnn import ResNetFPNModel
+    from maskplus.modeling.model_mrcnn import mask_branch_inference
+    model = ResNetFPNModel()
+    return mask_branch_inference(feats, boxes, tf.constant([64, 64]), K, model.mask_head_func(),
+                                 model.mask_roi_func(feats), cfg.TEST.MASK_BATCH_MULTIPLE)
+
+
 def _mask_branch(features_value, boxes_value, training=False, zero=()):
-    """Run build_mask_branch on given P2-P6 values and boxes; variables named in ``zero`` are zeroed."""
+    """Run the inference mask branch on given P2-P6 values and boxes; variables named in ``zero`` are zeroed."""
     from tensorpack.tfutils.tower import TowerContext
-    from maskplus.modeling.model_mrcnn import build_mask_branch
     with tf.Graph().as_default() as g:
         tfv1.set_random_seed(1)
         feats = [tf.constant(f) for f in features_value]
         boxes = tf.constant(boxes_value)
         with TowerContext("", is_training=training):
-            logits, _ = build_mask_branch(feats, boxes, tf.constant([64, 64]), K)
+            logits = _fpn_mask_logits_at_inference(feats, boxes)
         with tfv1.Session() as sess:
             sess.run(tfv1.global_variables_initializer())
             for v in tfv1.global_variables():
@@ -274,13 +283,12 @@ def _inference_mask_logits(boxes_value, multiple, values=None):
     """Inference mask branch of maskplus-all with TEST.MASK_BATCH_MULTIPLE=multiple; variables
     set from ``values`` ({name: array}) when given. Returns (logits, variable values)."""
     from tensorpack.tfutils.tower import TowerContext
-    from maskplus.modeling.model_mrcnn import build_mask_branch
     with config_snapshot():
         configure(dict(tiny_preset("maskplus-all"), **{"TEST.MASK_BATCH_MULTIPLE": multiple}), training=False)
         with tf.Graph().as_default():
             feats = [tf.constant(f) for f in _features()]
             with TowerContext("", is_training=False):
-                logits, _ = build_mask_branch(feats, tf.constant(boxes_value), tf.constant([64, 64]), K)
+                logits = _fpn_mask_logits_at_inference(feats, tf.constant(boxes_value))
             with tfv1.Session() as sess:
                 sess.run(tfv1.global_variables_initializer())
                 for v in tfv1.global_variables():
