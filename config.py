@@ -321,8 +321,6 @@ config.freeze(False)
 cfg = config
 
 _NORMS = ("FreezeBN", "SyncBN", "GN", "None")
-_FRCNN_HEADS = ("fastrcnn_2fc_head", "fastrcnn_4conv1fc_head", "fastrcnn_4conv1fc_gn_head")
-_MRCNN_HEADS = ("maskrcnn_up4conv_head", "maskrcnn_up4conv_gn_head")
 
 
 #: The example's named schedules in thousands of steps at a total batch of 8: Detectron's 1x, and for
@@ -500,10 +498,11 @@ def _check_consistency(c):
         errors.append(f"BACKBONE.NORM must be one of {_NORMS}, got '{c.BACKBONE.NORM}'.")
     if c.FPN.NORM not in ("None", "GN"):
         errors.append(f"FPN.NORM must be 'None' or 'GN', got '{c.FPN.NORM}'.")
-    if c.FPN.FRCNN_HEAD_FUNC not in _FRCNN_HEADS:
-        errors.append(f"FPN.FRCNN_HEAD_FUNC must be one of {_FRCNN_HEADS}, got '{c.FPN.FRCNN_HEAD_FUNC}'.")
-    if c.FPN.MRCNN_HEAD_FUNC not in _MRCNN_HEADS:
-        errors.append(f"FPN.MRCNN_HEAD_FUNC must be one of {_MRCNN_HEADS}, got '{c.FPN.MRCNN_HEAD_FUNC}'.")
+    from maskplus.modeling.head_names import BOX_HEAD_NAMES, MASK_HEAD_NAMES  # lazy: `import maskplus` loads TF
+    if c.FPN.FRCNN_HEAD_FUNC not in BOX_HEAD_NAMES:
+        errors.append(f"FPN.FRCNN_HEAD_FUNC must be one of {BOX_HEAD_NAMES}, got '{c.FPN.FRCNN_HEAD_FUNC}'.")
+    if c.FPN.MRCNN_HEAD_FUNC not in MASK_HEAD_NAMES:
+        errors.append(f"FPN.MRCNN_HEAD_FUNC must be one of {MASK_HEAD_NAMES}, got '{c.FPN.MRCNN_HEAD_FUNC}'.")
     if c.FPN.PROPOSAL_MODE not in ("Level", "Joint"):
         errors.append(f"FPN.PROPOSAL_MODE must be 'Level' or 'Joint', got '{c.FPN.PROPOSAL_MODE}'.")
     if c.RPN.NEGATIVE_ANCHOR_THRESH > c.RPN.POSITIVE_ANCHOR_THRESH:

@@ -10,15 +10,17 @@ Anchor geometry must match the model zoo exactly, so it follows the current Tens
   ``(j*s, i*s)``.
 
 For stride 16, size 32 and ratio 1 this gives ``[-16, -16, 16, 16]`` at cell (0, 0). The model
-builds the same anchors in the graph from :func:`cell_anchors`.
+builds the same anchors in the graph from :func:`cell_anchors`: :func:`grid_anchors` and
+:func:`pairwise_iou` are the NumPy twins of ``maskplus.modeling.model_box``'s TensorFlow functions
+of the same names and argument order (this layer cannot import that one).
 
 Target assignment (:func:`anchor_targets`) follows Tensorpack's FPN example: sampling is done
 jointly over all levels, then split back per level.
 """
 import numpy as np
 
-__all__ = ["cell_anchors", "c4_cell_anchors", "c4_anchors", "c4_anchor_targets", "grid_anchors", "padded_shape", "fpn_field_sizes", "fpn_anchors",
-           "pairwise_iou", "pairwise_ioa", "label_anchors", "anchor_targets",
+__all__ = ["cell_anchors", "c4_cell_anchors", "c4_anchor_targets", "grid_anchors", "padded_shape", "fpn_field_sizes",
+           "fpn_anchors", "pairwise_iou", "pairwise_ioa", "label_anchors", "anchor_targets",
            "multilevel_anchor_targets"]
 
 
@@ -35,23 +37,18 @@ def c4_cell_anchors(sizes, ratios):
     return np.concatenate([cell_anchors(z, ratios) for z in sizes], axis=0)
 
 
-def _shifted(cell, stride, field_h, field_w):
+def grid_anchors(field_shape, stride, cell_anchors):
+    """float32 ``[field_h, field_w, A, 4]`` anchors of every cell of a ``field_shape`` = (field_h,
+    field_w) grid: cell (i, j) shifts the A x 4 ``cell_anchors`` by (j*stride, i*stride).
+
+    Twin of ``model_box.grid_anchors(featuremap, stride, cell_anchors)``, which reads the field
+    from the feature map's dynamic shape."""
+    field_h, field_w = field_shape
     xs = np.arange(field_w, dtype=np.float32) * stride
     ys = np.arange(field_h, dtype=np.float32) * stride
     sx, sy = np.meshgrid(xs, ys)
     shifts = np.stack([sx, sy, sx, sy], axis=-1)  # fh x fw x 4
-    return (shifts[:, :, None, :] + cell[None, None]).astype(np.float32)
-
-
-def grid_anchors(stride, size, ratios, field_h, field_w):
-    """float32 ``[field_h, field_w, A, 4]`` anchors; cell (i, j) is shifted by (j*stride, i*stride)."""
-    return _shifted(cell_anchors(size, ratios), stride, field_h, field_w)
-
-
-def c4_anchors(image_h, image_w, stride, sizes, ratios):
-    """float32 ``[h // stride, w // stride, S*R, 4]``: the anchors of the C4 map of an (unpadded)
-    h x w image, which the C4 backbone reduces to exactly floor(h/16) x floor(w/16)."""
-    return _shifted(c4_cell_anchors(sizes, ratios), stride, image_h // stride, image_w // stride)
+    return (shifts[:, :, None, :] + cell_anchors[None, None]).astype(np.float32)
 
 
 def padded_shape(h, w, multiple=32):
@@ -66,8 +63,8 @@ def fpn_field_sizes(padded_h, padded_w, strides):
 
 def fpn_anchors(padded_h, padded_w, strides, sizes, ratios):
     """Per level, float32 ``[fh, fw, A, 4]`` anchors covering a padded image."""
-    return [grid_anchors(s, z, ratios, fh, fw)
-            for s, z, (fh, fw) in zip(strides, sizes, fpn_field_sizes(padded_h, padded_w, strides))]
+    return [grid_anchors(field, s, cell_anchors(z, ratios))
+            for s, z, field in zip(strides, sizes, fpn_field_sizes(padded_h, padded_w, strides))]
 
 
 def _area(boxes):
@@ -86,10 +83,10 @@ def _intersection(a, b):
     return iw
 
 
-def pairwise_iou(a, b):
-    """M x N IoU of boxes ``a`` (M x 4) and ``b`` (N x 4), float32."""
-    inter = _intersection(a, b)
-    union = _area(a).astype(np.float32)[:, None] + _area(b).astype(np.float32)[None, :] - inter
+def pairwise_iou(boxes1, boxes2):
+    """N x M IoU of ``boxes1`` (N x 4) and ``boxes2`` (M x 4), float32. Twin of ``model_box.pairwise_iou``."""
+    inter = _intersection(boxes1, boxes2)
+    union = _area(boxes1).astype(np.float32)[:, None] + _area(boxes2).astype(np.float32)[None, :] - inter
     return inter / np.maximum(union, np.float32(1e-8))
 
 
@@ -236,7 +233,7 @@ def c4_anchor_targets(image_h, image_w, gt_boxes, crowd_boxes, rng, cfg=None):
         from config import config as cfg
     stride = cfg.RPN.ANCHOR_STRIDE
     field_h, field_w = -(-image_h // stride), -(-image_w // stride)
-    anchors = _shifted(c4_cell_anchors(cfg.RPN.ANCHOR_SIZES, cfg.RPN.ANCHOR_RATIOS), stride, field_h, field_w)
+    anchors = grid_anchors((field_h, field_w), stride, c4_cell_anchors(cfg.RPN.ANCHOR_SIZES, cfg.RPN.ANCHOR_RATIOS))
     labels, boxes = anchor_targets(
         anchors, image_h, image_w, gt_boxes, crowd_boxes, rng,
         positive_thresh=cfg.RPN.POSITIVE_ANCHOR_THRESH, negative_thresh=cfg.RPN.NEGATIVE_ANCHOR_THRESH,

@@ -21,7 +21,6 @@ from maskplus.engine.checkpoint import CheckpointInit
 from maskplus.modeling.generalized_rcnn import model_for_config
 
 INPUT = "input_image"
-OUTPUTS = ("boxes", "scores", "labels", "masks")
 
 
 def _resize_like_predict(image_bgr):

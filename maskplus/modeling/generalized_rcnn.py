@@ -1,5 +1,7 @@
-"""The Mask R-CNN ``ModelDesc``s (ResNet-FPN, optionally Cascade; ResNet-C4): inputs, graph, losses,
-optimiser. :func:`model_for_config` picks the one ``MODE_FPN`` asks for."""
+"""The Mask R-CNN ``ModelDesc``s: :class:`GeneralizedRCNN` (inputs, graph, losses, optimiser) and
+its two siblings, :class:`ResNetFPNModel` (optionally Cascade) and :class:`ResNetC4Model`, which
+give the backbone, the RPN, the box head and the mask head's input. :func:`model_for_config` picks
+the one ``MODE_FPN`` asks for."""
 from tensorpack import ModelDesc
 from tensorpack.models import l2_regularizer, regularize_cost
 from tensorpack.tfutils.summary import add_moving_summary
@@ -7,9 +9,10 @@ from tensorpack.tfutils.tower import get_current_tower_context
 
 from config import config as cfg
 from maskplus.compat import tf, tfv1
+from maskplus.data.anchors import cell_anchors
 from maskplus.modeling.accumulation import AccumulatingOptimizer
 from maskplus.modeling.backbone import image_preprocess, resnet_c4_backbone, resnet_fpn_backbone
-from maskplus.data.anchors import cell_anchors
+from maskplus.modeling.mask_ops import MaskTargets, select_class, unpackbits_masks
 from maskplus.modeling.model_box import (area, clip_boxes, decode_bbox_target, encode_bbox_target,
                                          grid_anchors)
 from maskplus.modeling.model_c4 import c4_box_head, c4_roi_features, c4_rpn
@@ -18,7 +21,8 @@ from maskplus.modeling.model_fpn import (fpn_model, generate_fpn_proposals, mult
                                          multilevel_rpn_losses)
 from maskplus.modeling.model_frcnn import (BOX_HEADS, BoxProposals, FastRCNNHead, fastrcnn_outputs,
                                            fastrcnn_predictions, sample_fast_rcnn_targets)
-from maskplus.modeling.model_mrcnn import MaskTargets, build_mask_branch, select_class, unpackbits_masks
+from maskplus.modeling.model_mrcnn import (MASK_HEADS, fpn_mask_roi_features, mask_branch_inference,
+                                           mask_branch_training, maskrcnn_c4_head)
 from maskplus.modeling.model_rpn import rpn_head
 
 INFERENCE_INPUTS = ["image"]
@@ -34,15 +38,19 @@ def model_for_config():
     return ResNetFPNModel() if cfg.MODE_FPN else ResNetC4Model()
 
 
-class ResNetFPNModel(ModelDesc):
-    """Mask R-CNN with a ResNet-FPN backbone, one image per tower (Tensorpack's design)."""
+class GeneralizedRCNN(ModelDesc):
+    """Mask R-CNN, one image per tower (Tensorpack's design): the graph's skeleton, its losses and
+    the optimiser. A subclass gives the parts that differ between backbones: :meth:`anchor_inputs`,
+    :meth:`backbone`, :meth:`rpn`, :meth:`box_head`, :meth:`mask_roi_func` and :meth:`mask_head_func`.
+    """
+
+    def anchor_inputs(self):
+        """The RPN's training targets, as input specs."""
+        raise NotImplementedError
 
     def inputs(self):
-        num_anchors = len(cfg.RPN.ANCHOR_RATIOS)
         specs = [tf.TensorSpec((None, None, 3), tf.float32, "image")]
-        for lvl in range(2, 2 + len(cfg.FPN.ANCHOR_STRIDES)):
-            specs.append(tf.TensorSpec((None, None, num_anchors), tf.int32, f"anchor_labels_lvl{lvl}"))
-            specs.append(tf.TensorSpec((None, None, num_anchors, 4), tf.float32, f"anchor_boxes_lvl{lvl}"))
+        specs += self.anchor_inputs()
         specs.append(tf.TensorSpec((None, 4), tf.float32, "gt_boxes"))
         specs.append(tf.TensorSpec((None,), tf.int64, "gt_labels"))
         if cfg.MODE_MASK:
@@ -81,8 +89,8 @@ class ResNetFPNModel(ModelDesc):
             gt_boxes, gt_labels = inputs["gt_boxes"], inputs["gt_labels"]
             add_moving_summary(tf.reduce_mean(area(gt_boxes), name="mean_gt_box_area"))
             proposals = sample_fast_rcnn_targets(proposals.boxes, gt_boxes, gt_labels)
-        head = self.box_head(features, proposals, inputs.get("gt_boxes"), inputs.get("gt_labels"),
-                             image_shape2d, training)
+        head, shared_roi_features = self.box_head(features, proposals, inputs.get("gt_boxes"),
+                                                  inputs.get("gt_labels"), image_shape2d, training)
 
         if not training:
             self.inference_outputs(features, head, image_shape2d)
@@ -92,24 +100,67 @@ class ResNetFPNModel(ModelDesc):
         if cfg.MODE_MASK:
             gt_masks = tf.cast(unpackbits_masks(inputs["gt_masks_packed"]), tf.uint8, name="gt_masks")
             targets = MaskTargets(proposals.fg_labels, gt_masks, proposals.fg_inds_wrt_gt)
-            losses += self.mask_losses(features, proposals, image_shape2d, targets)
+            losses += self.mask_losses(features, proposals, image_shape2d, targets, shared_roi_features)
         wd_cost = regularize_cost(".*/W", l2_regularizer(cfg.TRAIN.WEIGHT_DECAY), name="wd_cost")
         total_cost = tf.add_n(losses + [wd_cost], "total_cost")
         add_moving_summary(total_cost, wd_cost)
         return total_cost
 
     def backbone(self, image):
-        return fpn_model("fpn", resnet_fpn_backbone(image, cfg.BACKBONE.RESNET_NUM_BLOCKS))
+        """NCHW image -> the list of feature maps the other parts read."""
+        raise NotImplementedError
 
-    def mask_losses(self, features, proposals, image_shape2d, targets):
+    def rpn(self, features, image_shape2d, inputs, training):
+        """-> (:class:`BoxProposals`, the RPN losses in training, else [])."""
+        raise NotImplementedError
+
+    def box_head(self, features, proposals, gt_boxes, gt_labels, image_shape2d, training):
+        """-> (the box head, the RoI features of ``proposals.boxes`` the mask head reuses, or None)."""
+        raise NotImplementedError
+
+    def mask_roi_func(self, features):
+        """-> a function: boxes -> the mask head's input features of those boxes."""
+        raise NotImplementedError
+
+    def mask_head_func(self):
+        """-> the baseline mask head (a function of the mask head's layer arguments)."""
+        raise NotImplementedError
+
+    def mask_losses(self, features, proposals, image_shape2d, targets, shared_roi_features):
         """Training: the mask branch on the sampled foreground RoIs (stage 1's in a cascade)."""
-        _, losses = build_mask_branch(features, proposals.fg_boxes, image_shape2d, cfg.DATA.NUM_CATEGORY, targets)
-        return losses
+        fg_roi_features = None
+        if shared_roi_features is not None:
+            fg_roi_features = tf.gather(shared_roi_features, proposals.fg_inds)
+        return mask_branch_training(features, proposals.fg_boxes, image_shape2d, cfg.DATA.NUM_CATEGORY,
+                                    self.mask_head_func(), targets, self.mask_roi_func(features), fg_roi_features,
+                                    max_fg=cfg.MRCNN.TRAIN_MAX_FG_PER_IM)
 
-    def mask_logits(self, features, boxes, image_shape2d):
-        """Inference: mask logits of the final detections."""
-        logits, _ = build_mask_branch(features, boxes, image_shape2d, cfg.DATA.NUM_CATEGORY)
-        return logits
+    def inference_outputs(self, features, head, image_shape2d):
+        """``output/boxes``, ``output/scores``, ``output/labels`` and ``output/masks`` (R x 28 x 28)."""
+        boxes = clip_boxes(head.decoded_output_boxes(), image_shape2d, name="fastrcnn_all_boxes")
+        scores = head.output_scores(name="fastrcnn_all_scores")
+        final_boxes, _, final_labels = fastrcnn_predictions(boxes, scores, name_scope="output")
+        if cfg.MODE_MASK:
+            mask_logits = mask_branch_inference(features, final_boxes, image_shape2d, cfg.DATA.NUM_CATEGORY,
+                                                self.mask_head_func(), self.mask_roi_func(features),
+                                                cfg.TEST.MASK_BATCH_MULTIPLE)
+            tf.sigmoid(select_class(mask_logits, final_labels), name="output/masks")
+
+
+class ResNetFPNModel(GeneralizedRCNN):
+    """Mask R-CNN with a ResNet-FPN backbone (``MODE_FPN=True``); Cascade R-CNN's box head with
+    ``FPN.CASCADE``. ``features`` is [P2, ..., P6]."""
+
+    def anchor_inputs(self):
+        num_anchors = len(cfg.RPN.ANCHOR_RATIOS)
+        specs = []
+        for lvl in range(2, 2 + len(cfg.FPN.ANCHOR_STRIDES)):
+            specs.append(tf.TensorSpec((None, None, num_anchors), tf.int32, f"anchor_labels_lvl{lvl}"))
+            specs.append(tf.TensorSpec((None, None, num_anchors, 4), tf.float32, f"anchor_boxes_lvl{lvl}"))
+        return specs
+
+    def backbone(self, image):
+        return fpn_model("fpn", resnet_fpn_backbone(image, cfg.BACKBONE.RESNET_NUM_BLOCKS))
 
     def rpn(self, features, image_shape2d, inputs, training):
         """Objectness and boxes on every level, proposals, and (training) the RPN losses."""
@@ -136,41 +187,33 @@ class ResNetFPNModel(ModelDesc):
 
     def box_head(self, features, proposals, gt_boxes, gt_labels, image_shape2d, training):
         if cfg.FPN.CASCADE:
-            return CascadeRCNNHead(proposals, lambda boxes: multilevel_roi_align(features[:4], boxes, 7),
+            head = CascadeRCNNHead(proposals, lambda boxes: multilevel_roi_align(features[:4], boxes, 7),
                                    gt_boxes, gt_labels, image_shape2d, cfg.DATA.NUM_CATEGORY, training)
+            return head, None
         roi_features = multilevel_roi_align(features[:4], proposals.boxes, 7)
         hidden = BOX_HEADS[cfg.FPN.FRCNN_HEAD_FUNC]("fastrcnn", roi_features)
         label_logits, box_logits = fastrcnn_outputs("fastrcnn/outputs", hidden, cfg.DATA.NUM_CATEGORY)
-        return FastRCNNHead(proposals, box_logits, label_logits, gt_boxes, cfg.FRCNN.BBOX_REG_WEIGHTS)
+        return FastRCNNHead(proposals, box_logits, label_logits, gt_boxes, cfg.FRCNN.BBOX_REG_WEIGHTS), None
 
-    def inference_outputs(self, features, head, image_shape2d):
-        """``output/boxes``, ``output/scores``, ``output/labels`` and ``output/masks`` (R x 28 x 28)."""
-        boxes = clip_boxes(head.decoded_output_boxes(), image_shape2d, name="fastrcnn_all_boxes")
-        scores = head.output_scores(name="fastrcnn_all_scores")
-        final_boxes, _, final_labels = fastrcnn_predictions(boxes, scores, name_scope="output")
-        if cfg.MODE_MASK:
-            mask_logits = self.mask_logits(features, final_boxes, image_shape2d)
-            tf.sigmoid(select_class(mask_logits, final_labels), name="output/masks")
+    def mask_roi_func(self, features):
+        return fpn_mask_roi_features(features)
+
+    def mask_head_func(self):
+        return MASK_HEADS[cfg.FPN.MRCNN_HEAD_FUNC]
 
 
-class ResNetC4Model(ResNetFPNModel):
+class ResNetC4Model(GeneralizedRCNN):
     """Mask R-CNN with a ResNet-C4 backbone and res5 as the RoI head (``MODE_FPN=False``).
 
-    The graph skeleton, losses and optimiser are the FPN model's; backbone, RPN, box head and the
-    mask branch's input differ (see :mod:`maskplus.modeling.model_c4`). ``features`` is [C4].
+    See :mod:`maskplus.modeling.model_c4`. ``features`` is [C4]; in training the mask head reads
+    the box head's res5 features of the foreground RoIs (no second res5), at inference res5 runs
+    again on the detections.
     """
 
-    def inputs(self):
+    def anchor_inputs(self):
         num_anchors = cfg.RPN.NUM_ANCHOR
-        specs = [tf.TensorSpec((None, None, 3), tf.float32, "image"),
-                 tf.TensorSpec((None, None, num_anchors), tf.int32, "anchor_labels"),
-                 tf.TensorSpec((None, None, num_anchors, 4), tf.float32, "anchor_boxes"),
-                 tf.TensorSpec((None, 4), tf.float32, "gt_boxes"),
-                 tf.TensorSpec((None,), tf.int64, "gt_labels")]
-        if cfg.MODE_MASK:
-            specs.append(tf.TensorSpec((None, None, None), tf.uint8, "gt_masks_packed"))
-        specs.append(tf.TensorSpec((), tf.int64, "image_id"))
-        return specs
+        return [tf.TensorSpec((None, None, num_anchors), tf.int32, "anchor_labels"),
+                tf.TensorSpec((None, None, num_anchors, 4), tf.float32, "anchor_boxes")]
 
     def backbone(self, image):
         return [resnet_c4_backbone(image, cfg.BACKBONE.RESNET_NUM_BLOCKS[:3])]
@@ -181,17 +224,10 @@ class ResNetC4Model(ResNetFPNModel):
         return BoxProposals(boxes), losses
 
     def box_head(self, features, proposals, gt_boxes, gt_labels, image_shape2d, training):
-        head, self._res5 = c4_box_head(features[0], proposals, gt_boxes)
-        return head
+        return c4_box_head(features[0], proposals, gt_boxes)
 
-    def mask_losses(self, features, proposals, image_shape2d, targets):
-        # the mask head reads the box head's res5 features of the foreground RoIs (no second res5)
-        fg_res5 = tf.gather(self._res5, proposals.fg_inds)
-        _, losses = build_mask_branch(features, proposals.fg_boxes, image_shape2d, cfg.DATA.NUM_CATEGORY,
-                                      targets, roi_features=fg_res5)
-        return losses
+    def mask_roi_func(self, features):
+        return lambda boxes: c4_roi_features(features[0], boxes)
 
-    def mask_logits(self, features, boxes, image_shape2d):
-        logits, _ = build_mask_branch(features, boxes, image_shape2d, cfg.DATA.NUM_CATEGORY,
-                                      roi_func=lambda b: c4_roi_features(features[0], b))
-        return logits
+    def mask_head_func(self):
+        return maskrcnn_c4_head

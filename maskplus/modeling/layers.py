@@ -1,7 +1,13 @@
-"""Layers Tensorpack does not ship: GroupNorm, and the norm choice shared by backbone and heads."""
+"""Layers Tensorpack does not ship: GroupNorm, the norm choice shared by backbone and heads, and
+the convolution initializer of the heads. Config-free: the techniques use it too."""
 from tensorpack.models import BatchNorm, layer_register
 
 from maskplus.compat import tf, tfv1
+
+
+def msra_fan_out():
+    """He et al.'s initializer over the fan-out, from a normal distribution (the example's heads)."""
+    return tfv1.variance_scaling_initializer(scale=2.0, mode="fan_out", distribution="untruncated_normal")
 
 
 @layer_register(log_shape=True)

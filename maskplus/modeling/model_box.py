@@ -2,6 +2,10 @@
 
 Boxes are float ``x1, y1, x2, y2`` in pixels, where pixel ``i`` covers ``[i, i + 1)``: a box
 covering one pixel has width 1 (no "+1" conventions).
+
+:func:`grid_anchors` and :func:`pairwise_iou` have NumPy twins of the same names and argument order
+in ``maskplus.data.anchors`` (the data pipeline's), :func:`clip_boxes` in
+``maskplus.data.transforms`` (``clip_boxes(boxes, height, width)``).
 """
 import numpy as np
 from tensorpack.tfutils.scope_utils import under_name_scope
@@ -16,7 +20,7 @@ def area(boxes):
 
 @under_name_scope()
 def pairwise_iou(boxes1, boxes2):
-    """IoU between every box of ``boxes1`` (N) and of ``boxes2`` (M): N x M."""
+    """IoU between every box of ``boxes1`` (N x 4) and of ``boxes2`` (M x 4): N x M."""
     ax1, ay1, ax2, ay2 = tf.split(boxes1, 4, axis=1)  # N x 1 each
     bx1, by1, bx2, by2 = [tf.transpose(t) for t in tf.split(boxes2, 4, axis=1)]  # 1 x M each
     inter_w = tf.maximum(0.0, tf.minimum(ax2, bx2) - tf.maximum(ax1, bx1))
@@ -27,9 +31,9 @@ def pairwise_iou(boxes1, boxes2):
 
 
 @under_name_scope()
-def clip_boxes(boxes, window, name=None):
-    """Clip boxes (..., 4) to an image of shape ``window`` = [h, w]."""
-    hw = tf.cast(window, tf.float32)
+def clip_boxes(boxes, shape2d, name=None):
+    """Clip boxes (..., 4) to an image of ``shape2d`` = [h, w]."""
+    hw = tf.cast(shape2d, tf.float32)
     upper = tf.stack([hw[1], hw[0], hw[1], hw[0]])
     return tf.minimum(tf.maximum(boxes, 0.0), upper, name=name)
 

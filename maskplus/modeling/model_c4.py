@@ -47,7 +47,8 @@ def c4_roi_features(featuremap, boxes):
 
 
 def c4_box_head(featuremap, proposals, gt_boxes):
-    """The C4 Fast R-CNN head on res5's pooled features; returns it and the res5 features."""
+    """The C4 Fast R-CNN head on res5's pooled features; returns it and the res5 features of the
+    proposals (the mask head's input in training)."""
     res5 = c4_roi_features(featuremap, proposals.boxes)
     pooled = GlobalAvgPooling("gap", res5, data_format="channels_first")
     label_logits, box_logits = fastrcnn_outputs("fastrcnn", pooled, cfg.DATA.NUM_CATEGORY)

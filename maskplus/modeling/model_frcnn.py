@@ -6,7 +6,8 @@ from tensorpack.tfutils.summary import add_moving_summary
 
 from config import config as cfg
 from maskplus.compat import tf, tfv1
-from maskplus.modeling.layers import GroupNorm
+from maskplus.modeling.head_names import BOX_HEAD_NAMES
+from maskplus.modeling.layers import GroupNorm, msra_fan_out
 from maskplus.modeling.model_box import decode_bbox_target, encode_bbox_target, pairwise_iou
 
 
@@ -88,9 +89,7 @@ def fastrcnn_2fc_head(feature):
 def fastrcnn_Xconv1fc_head(feature, num_convs, norm=None):
     """``num_convs`` 3x3 convs (each optionally followed by GroupNorm), then one FC."""
     x = feature
-    with argscope(Conv2D, data_format="channels_first",
-                  kernel_initializer=tfv1.variance_scaling_initializer(
-                      scale=2.0, mode="fan_out", distribution="untruncated_normal")):
+    with argscope(Conv2D, data_format="channels_first", kernel_initializer=msra_fan_out()):
         for k in range(num_convs):
             x = Conv2D(f"conv{k}", x, cfg.FPN.FRCNN_CONV_HEAD_DIM, 3, activation=tf.nn.relu)
             if norm == "GN":
@@ -107,7 +106,8 @@ def fastrcnn_4conv1fc_gn_head(*args, **kwargs):
     return fastrcnn_Xconv1fc_head(*args, num_convs=4, norm="GN", **kwargs)
 
 
-BOX_HEADS = {f.__name__: f for f in (fastrcnn_2fc_head, fastrcnn_4conv1fc_head, fastrcnn_4conv1fc_gn_head)}
+#: ``FPN.FRCNN_HEAD_FUNC`` -> the box head function of that name
+BOX_HEADS = {name: globals()[name] for name in BOX_HEAD_NAMES}
 
 
 @under_name_scope()

@@ -1,5 +1,6 @@
-"""The mask branch: baseline heads, the mask loss, and the single builder that composes the
-MaskPlus techniques (``maskplus/techniques``) around the baseline head.
+"""The mask branch: baseline heads, the mask loss, the single builder that composes the MaskPlus
+techniques (``maskplus/techniques``) around the baseline head, and the padding of its batch at
+inference and in training.
 
 With every ``MASKPLUS.*`` option off, :func:`build_mask_branch` builds exactly Tensorpack's
 Mask R-CNN mask branch (same ops, same variables).
@@ -10,18 +11,17 @@ from tensorpack.tfutils.scope_utils import under_name_scope
 from tensorpack.tfutils.summary import add_moving_summary
 
 from config import config as cfg
-from maskplus.compat import tf, tfv1
-from maskplus.modeling.layers import GroupNorm
-from maskplus.modeling.model_box import crop_and_resize
+from maskplus.compat import tf
+from maskplus.modeling.head_names import MASK_HEAD_NAMES
+from maskplus.modeling.layers import GroupNorm, msra_fan_out
+from maskplus.modeling.mask_ops import MaskTargets, class_wise_predictor, mask_targets, own_class_loss
 from maskplus.modeling.model_fpn import multilevel_roi_align
-
-
-def _msra_fan_out():
-    return tfv1.variance_scaling_initializer(scale=2.0, mode="fan_out", distribution="untruncated_normal")
+from maskplus.techniques import (biased_training, boundary_refinement, contextual_fusion, deconv_pyramid,
+                                 quasi_multitask)
 
 
 @layer_register(log_shape=True)
-def maskrcnn_upXconv_head(feature, num_category, num_convs, norm=None, before_upsample=None):
+def maskrcnn_upXconv_head(feature, num_categories, num_convs, norm=None, before_upsample=None):
     """RoI features N x C x 14 x 14 -> mask logits N x K x 28 x 28.
 
     ``num_convs`` 3x3 convs (``fcn{k}``, optionally GroupNorm ``gn{k}``), a 2x2 stride-2
@@ -30,7 +30,7 @@ def maskrcnn_upXconv_head(feature, num_category, num_convs, norm=None, before_up
     before the deconvolution (the deconvolutional pyramid module's place, paper 3.2).
     """
     x = feature
-    with argscope([Conv2D, Conv2DTranspose], data_format="channels_first", kernel_initializer=_msra_fan_out()):
+    with argscope([Conv2D, Conv2DTranspose], data_format="channels_first", kernel_initializer=msra_fan_out()):
         for k in range(num_convs):
             x = Conv2D(f"fcn{k}", x, cfg.MRCNN.HEAD_DIM, 3, activation=tf.nn.relu)
             if norm == "GN":
@@ -38,7 +38,7 @@ def maskrcnn_upXconv_head(feature, num_category, num_convs, norm=None, before_up
         if before_upsample is not None:
             x = before_upsample(x)
         x = Conv2DTranspose("deconv", x, cfg.MRCNN.HEAD_DIM, 2, strides=2, activation=tf.nn.relu)
-        return Conv2D("conv", x, num_category, 1, kernel_initializer=tf.random_normal_initializer(stddev=0.001))
+        return class_wise_predictor("conv", x, num_categories)
 
 
 def maskrcnn_up4conv_head(*args, **kwargs):
@@ -54,34 +54,14 @@ def maskrcnn_c4_head(*args, **kwargs):
     return maskrcnn_upXconv_head(*args, num_convs=0, **kwargs)
 
 
-MASK_HEADS = {f.__name__: f for f in (maskrcnn_up4conv_head, maskrcnn_up4conv_gn_head)}
-
-
-def unpackbits_masks(packed):
-    """uint8 N x H x ceil(W/8) (``np.packbits`` along the last axis) -> bool N x H x 8*ceil(W/8)."""
-    bits = tf.constant([128, 64, 32, 16, 8, 4, 2, 1], tf.uint8)
-    unpacked = tf.bitwise.bitwise_and(tf.expand_dims(packed, -1), bits) > 0
-    return tf.reshape(unpacked, tf.concat([tf.shape(packed)[:-1], [8 * tf.shape(packed)[-1]]], axis=0))
-
-
-def select_class(mask_logits, labels):
-    """N x K x h x w logits, labels in 1..K -> N x h x w logits of each RoI's class."""
-    return tf.squeeze(tf.gather(mask_logits, tf.reshape(tf.cast(labels, tf.int64) - 1, [-1, 1]), batch_dims=1), 1)
-
-
-def mask_targets(gt_masks, fg_boxes, fg_inds_wrt_gt, size):
-    """Ground-truth masks (M x H x W) cropped to each foreground RoI at ``size`` x ``size``, in [0, 1]."""
-    crops = crop_and_resize(tf.expand_dims(tf.cast(gt_masks, tf.float32), 1), fg_boxes,
-                            fg_inds_wrt_gt, size, pad_border=False)
-    return tf.squeeze(crops, 1)
+#: ``FPN.MRCNN_HEAD_FUNC`` -> the mask head function of that name
+MASK_HEADS = {name: globals()[name] for name in MASK_HEAD_NAMES}
 
 
 @under_name_scope()
 def maskrcnn_loss(mask_logits, fg_labels, fg_target_masks):
     """Per-pixel sigmoid cross-entropy on each RoI's own class channel (Mask R-CNN's L_mask)."""
-    logits = select_class(mask_logits, fg_labels)
-    loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=fg_target_masks, logits=logits),
-                          name="maskrcnn_loss")
+    loss, logits = own_class_loss(mask_logits, fg_labels, fg_target_masks, name="maskrcnn_loss")
     pred = tf.sigmoid(logits) > 0.5
     truth = fg_target_masks > 0.5
     accuracy = tf.reduce_mean(tf.cast(tf.equal(pred, truth), tf.float32), name="accuracy")
@@ -91,18 +71,75 @@ def maskrcnn_loss(mask_logits, fg_labels, fg_target_masks):
     return loss
 
 
-class MaskTargets:
-    """What the mask branch needs in training: the foreground RoIs' labels and matched gt masks."""
-
-    def __init__(self, fg_labels, gt_masks, fg_inds_wrt_gt):
-        self.fg_labels = fg_labels
-        self.gt_masks = gt_masks
-        self.fg_inds_wrt_gt = fg_inds_wrt_gt
-
-
 def fpn_mask_roi_features(features):
     """boxes -> their 14 x 14 RoIAlign features on P2-P5 (the FPN mask head's input)."""
     return lambda boxes: multilevel_roi_align(features[:4], boxes, 14, name_scope="multilevel_roi_align_mask")
+
+
+def build_mask_branch(roi_features, features, image_shape2d, num_categories, head_func, targets=None, boxes=None):
+    """The mask head with the MaskPlus techniques ``cfg.MASKPLUS`` switches on: the only reader of
+    ``cfg.MASKPLUS``, which hands each technique its arguments.
+
+    Args:
+        roi_features: the mask head's input features of the R boxes, R x C x s x s.
+        features: the backbone's NCHW maps ([P2, ..., P6]; [C4] on a C4 model).
+        image_shape2d: [h, w] of the real (unpadded) image, for the full-image RoI of 3.1.
+        num_categories: K, one mask per category.
+        head_func: the baseline mask head (:data:`MASK_HEADS` or :func:`maskrcnn_c4_head`).
+        targets: training: the :class:`MaskTargets` of the boxes; ``None`` at inference.
+        boxes: training: the R boxes (to crop the gt masks).
+    Returns:
+        mask logits R x K x 2s x 2s, and the list of mask losses (empty at inference).
+    """
+    mp = cfg.MASKPLUS
+    head_input = roi_features
+    if mp.CONTEXT_FUSION:
+        level = mp.CONTEXT_FUSION_LEVEL
+        head_input = contextual_fusion.fuse_context(head_input, features[level - 2], cfg.FPN.ANCHOR_STRIDES[level - 2],
+                                                    image_shape2d, mp.CONTEXT_FUSION_DIMS)
+    before_upsample = None
+    if mp.DECONV_PYRAMID:
+        before_upsample = lambda x: deconv_pyramid.deconv_pyramid_module(x, mp.DECONV_PYRAMID_DIM)  # noqa: E731
+    mask_logits = head_func("maskrcnn", head_input, num_categories, before_upsample=before_upsample)
+    if mp.BOUNDARY_REFINEMENT != "none":
+        mask_logits = boundary_refinement.refine_boundary(mask_logits, mp.BOUNDARY_REFINEMENT,
+                                                          mp.BOUNDARY_REFINEMENT_MODULES, mp.BOUNDARY_REFINEMENT_GROWTH)
+    if targets is None:
+        return mask_logits, []
+
+    size = mask_logits.shape.as_list()[-1]  # 28 (FPN) or 14 (C4)
+    target = tf.identity(mask_targets(targets.gt_masks, boxes, targets.fg_inds_wrt_gt, size),
+                         name="sampled_fg_mask_targets")
+    mask_loss = maskrcnn_loss(mask_logits, targets.fg_labels, target)
+    if mp.BIASED_TRAINING:
+        mask_loss = biased_training.weight_mask_loss(mask_loss, mp.MASK_LOSS_ALPHA[0][1])
+    losses = [mask_loss]
+    if mp.QUASI_MULTITASK:
+        losses.extend(quasi_multitask.quasi_multitask_losses(
+            roi_features, targets, boxes, num_categories, mp.QUASI_MULTITASK, cfg.MRCNN.HEAD_DIM,
+            mp.QUASI_MULTITASK_WEIGHT))
+    return mask_logits, losses
+
+
+def mask_branch_inference(features, boxes, image_shape2d, num_categories, head_func, roi_func, batch_multiple):
+    """Inference: the mask logits R x K x 2s x 2s of the detections ``boxes`` (R x 4).
+
+    The branch runs on the boxes padded with dummy boxes to a multiple of ``batch_multiple``
+    (``TEST.MASK_BATCH_MULTIPLE``), at least one multiple. oneDNN caches a convolution primitive
+    (with its scratch memory) per input shape, so a batch size that changed with every image made
+    memory grow by ~0.1 GB per distinct detection count (14 GB on the demo) and re-created kernels
+    each time. It also keeps the batch non-empty: oneDNN's stride-2 convolution returns a wrongly
+    shaped result on an empty batch. The padding's logits are dropped before returning.
+
+    ``roi_func`` maps boxes to the mask head's input features.
+    """
+    num_boxes = tf.shape(boxes)[0]
+    multiple = max(1, batch_multiple)
+    padded_count = tf.maximum(1, (num_boxes + multiple - 1) // multiple) * multiple
+    dummy = tf.tile(tf.constant([[0.0, 0.0, 1.0, 1.0]]), [padded_count - num_boxes, 1])
+    padded = tf.concat([boxes, dummy], axis=0)
+    logits, _ = build_mask_branch(roi_func(padded), features, image_shape2d, num_categories, head_func)
+    return logits[:num_boxes]
 
 
 def first_fg_rois(targets, boxes, roi_features, limit):
@@ -114,41 +151,22 @@ def first_fg_rois(targets, boxes, roi_features, limit):
     return targets, keep(boxes), None if roi_features is None else keep(roi_features)
 
 
-def build_mask_branch(features, boxes, image_shape2d, num_category, targets=None, roi_func=None,
-                      roi_features=None):
-    """The mask branch with the MaskPlus techniques that ``cfg.MASKPLUS`` switches on.
+def mask_branch_training(features, fg_boxes, image_shape2d, num_categories, head_func, targets, roi_func,
+                         fg_roi_features=None, max_fg=0):
+    """Training: the mask losses of the foreground RoIs ``fg_boxes`` with their ``targets``.
 
     Args:
-        features: [P2, ..., P6] NCHW FPN features ([C4] for a C4 model).
-        boxes: R x 4 boxes to segment (foreground RoIs in training, detections at inference).
-        image_shape2d: [h, w] of the real (unpadded) image, for the full-image RoI of 3.1.
-        targets: :class:`MaskTargets` in training, ``None`` at inference.
-        roi_func: boxes -> the mask head's input features; default :func:`fpn_mask_roi_features`.
-        roi_features: training only: those features already computed for ``boxes`` (C4 reuses the
-            box head's res5 output, as Tensorpack does).
-    Returns:
-        mask logits R x K x 28 x 28 (14 x 14 on C4), and a list of losses (empty at inference).
+        roi_func: boxes -> the mask head's input features, used unless ``fg_roi_features`` gives
+            them (C4 reuses the box head's res5 output, as Tensorpack does).
+        max_fg: if > 0, only the first ``max_fg`` foreground RoIs (``MRCNN.TRAIN_MAX_FG_PER_IM``).
+
+    An image without foreground (``DATA.FILTER_EMPTY_ANNOTATIONS=False``) has no mask target. The
+    branch then runs on one dummy RoI (oneDNN fails on an empty batch, see
+    :func:`mask_branch_inference`) and its losses are 0, where the example's mean over no RoI is
+    NaN. With foreground the padding is empty.
     """
-    roi_func = roi_func or fpn_mask_roi_features(features)
-    if targets is None:
-        # At inference, run the branch on a number of boxes rounded up to a multiple of
-        # TEST.MASK_BATCH_MULTIPLE. oneDNN caches a convolution primitive (with its scratch
-        # memory) per input shape, so a batch size that changes with every image made memory grow
-        # by ~0.1 GB per distinct detection count (14 GB on the demo) and re-created kernels each
-        # time. It also keeps the batch non-empty: oneDNN's stride-2 convolution returns a wrongly
-        # shaped result on an empty batch. Padding boxes are dropped before returning.
-        num_boxes = tf.shape(boxes)[0]
-        multiple = max(1, cfg.TEST.MASK_BATCH_MULTIPLE)
-        padded_count = tf.maximum(1, (num_boxes + multiple - 1) // multiple) * multiple
-        dummy = tf.tile(tf.constant([[0.0, 0.0, 1.0, 1.0]]), [padded_count - num_boxes, 1])
-        padded = tf.concat([boxes, dummy], axis=0)
-        logits, _ = _build_mask_branch(features, padded, image_shape2d, num_category, None, roi_func(padded))
-        return logits[:num_boxes], []
-    if cfg.MRCNN.TRAIN_MAX_FG_PER_IM > 0:
-        targets, boxes, roi_features = first_fg_rois(targets, boxes, roi_features, cfg.MRCNN.TRAIN_MAX_FG_PER_IM)
-    # An image without foreground (DATA.FILTER_EMPTY_ANNOTATIONS=False) has no mask target. The
-    # branch then runs on one dummy RoI (for the empty-batch problem above) and its losses are 0,
-    # where the example's mean over no RoI is NaN. With foreground the padding is empty.
+    if max_fg > 0:
+        targets, fg_boxes, fg_roi_features = first_fg_rois(targets, fg_boxes, fg_roi_features, max_fg)
     num_fg = tf.size(targets.fg_labels)
     pad = tf.maximum(0, 1 - num_fg)
     gt_pad = tf.maximum(0, pad - tf.shape(targets.gt_masks)[0])
@@ -157,42 +175,12 @@ def build_mask_branch(features, boxes, image_shape2d, num_category, targets=None
         tf.concat([targets.gt_masks, tf.zeros(tf.concat([[gt_pad], tf.shape(targets.gt_masks)[1:]], 0),
                                               targets.gt_masks.dtype)], axis=0),
         tf.concat([targets.fg_inds_wrt_gt, tf.zeros([pad], targets.fg_inds_wrt_gt.dtype)], axis=0))
-    boxes = tf.concat([boxes, tf.tile(tf.constant([[0.0, 0.0, 1.0, 1.0]]), [pad, 1])], axis=0)
-    if roi_features is None:
+    boxes = tf.concat([fg_boxes, tf.tile(tf.constant([[0.0, 0.0, 1.0, 1.0]]), [pad, 1])], axis=0)
+    if fg_roi_features is None:
         roi_features = roi_func(boxes)
-    else:  # C4: the box head's features of the real RoIs, and a zero row for the dummy one
-        roi_features = tf.concat([roi_features, tf.zeros(tf.concat([[pad], tf.shape(roi_features)[1:]], 0),
-                                                         roi_features.dtype)], axis=0)
-    logits, losses = _build_mask_branch(features, boxes, image_shape2d, num_category, padded, roi_features)
+    else:  # the box head's features of the real RoIs, and a zero row for the dummy one
+        roi_features = tf.concat([fg_roi_features, tf.zeros(tf.concat([[pad], tf.shape(fg_roi_features)[1:]], 0),
+                                                            fg_roi_features.dtype)], axis=0)
+    _, losses = build_mask_branch(roi_features, features, image_shape2d, num_categories, head_func, padded, boxes)
     has_fg = num_fg > 0
-    return logits[:num_fg], [tf.where(has_fg, loss, 0.0, name=loss.op.name.split("/")[-1] + "_or_zero")
-                             for loss in losses]
-
-
-def _build_mask_branch(features, boxes, image_shape2d, num_category, targets, roi_features):
-    from maskplus.techniques import (biased_training, boundary_refinement, contextual_fusion,
-                                     deconv_pyramid, quasi_multitask)
-    mp = cfg.MASKPLUS
-    head_input = roi_features
-    if mp.CONTEXT_FUSION:
-        head_input = contextual_fusion.fuse_context(head_input, features, image_shape2d)
-    head = MASK_HEADS[cfg.FPN.MRCNN_HEAD_FUNC] if cfg.MODE_FPN else maskrcnn_c4_head
-    before_upsample = deconv_pyramid.deconv_pyramid_module if mp.DECONV_PYRAMID else None
-    mask_logits = head("maskrcnn", head_input, num_category, before_upsample=before_upsample)
-    if mp.BOUNDARY_REFINEMENT != "none":
-        mask_logits = boundary_refinement.refine_boundary(mask_logits, mp.BOUNDARY_REFINEMENT)
-    if targets is None:
-        return mask_logits, []
-
-    fg_boxes = boxes
-    size = mask_logits.shape.as_list()[-1]  # 28 (FPN) or 14 (C4)
-    target = tf.identity(mask_targets(targets.gt_masks, fg_boxes, targets.fg_inds_wrt_gt, size),
-                         name="sampled_fg_mask_targets")
-    mask_loss = maskrcnn_loss(mask_logits, targets.fg_labels, target)
-    if mp.BIASED_TRAINING:
-        mask_loss = biased_training.weight_mask_loss(mask_loss)
-    losses = [mask_loss]
-    if mp.QUASI_MULTITASK:
-        losses.extend(quasi_multitask.quasi_multitask_losses(
-            roi_features, targets, fg_boxes, num_category, mp.QUASI_MULTITASK))
-    return mask_logits, losses
+    return [tf.where(has_fg, loss, 0.0, name=loss.op.name.split("/")[-1] + "_or_zero") for loss in losses]

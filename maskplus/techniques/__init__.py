@@ -1,5 +1,7 @@
 """The five MaskPlus techniques (paper sections 3.1-3.5), one module each.
 
-Each module knows only TensorFlow, Tensorpack layers and the config; the mask-branch builder
-(``maskplus.modeling.model_mrcnn.build_mask_branch``) composes them.
+Each module is a set of graph builders that take everything they need as arguments: they import
+TensorFlow, Tensorpack and the config-free modeling primitives (``maskplus.modeling.layers``,
+``model_box``, ``mask_ops``), never the config or the model. The mask-branch builder
+(``maskplus.modeling.model_mrcnn``) reads ``cfg.MASKPLUS`` and hands each technique its arguments.
 """

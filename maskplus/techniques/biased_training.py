@@ -10,28 +10,26 @@ Our interpretations, where the paper is vague:
 * alpha is a non-trainable graph variable ``mask_loss_alpha`` that a callback (the trainer's
   ``StepScheduleSetter``) sets from the piecewise-constant schedule ``MASKPLUS.MASK_LOSS_ALPHA`` = [[step, alpha], ...], whose steps
   count iterations at a total batch of 8 like ``TRAIN.LR_SCHEDULE`` (rescaled for other tower
-  counts the same way).
+  counts the same way). The graph only creates it, at the schedule's first value.
 * "Early stage" ends by default at 120k of the paper's 360k iterations (the first third, before
   any learning-rate drop): [[0, 1.5], [120000, 1.0]].
 * alpha is logged as the ``mask_loss_alpha`` statistic.
 """
 from tensorpack.tfutils.summary import add_moving_summary
 
-from config import config as cfg
 from maskplus.compat import tf, tfv1
 
 VARIABLE_NAME = "mask_loss_alpha"
 
 
-def mask_loss_alpha():
+def mask_loss_alpha(initial):
     """The alpha variable, shared by all towers (created once, outside any tower prefix)."""
-    initial = float(cfg.MASKPLUS.MASK_LOSS_ALPHA[0][1])
     with tfv1.variable_scope(tfv1.VariableScope(tfv1.AUTO_REUSE, name=""), auxiliary_name_scope=False):
         return tfv1.get_variable(VARIABLE_NAME, initializer=initial, trainable=False)
 
 
-def weight_mask_loss(mask_loss):
-    """alpha * L_mask."""
-    alpha = mask_loss_alpha()
+def weight_mask_loss(mask_loss, initial_alpha):
+    """alpha * L_mask, alpha a variable that starts at ``initial_alpha`` (the schedule sets it later)."""
+    alpha = mask_loss_alpha(float(initial_alpha))
     add_moving_summary(tf.identity(alpha, name="mask_loss_alpha_value"))
     return tf.multiply(mask_loss, alpha, name="weighted_maskrcnn_loss")

@@ -19,16 +19,16 @@ Our interpretations, where the paper is vague:
   1x1 conv maps concat(S, out_1..out_4) back to K channels to form R(S).
 * BatchNorm is ordinary training BN over the RoIs of a tower (moving averages at inference);
   PReLU has one learnt slope per layer (Tensorpack's PReLU).
-* Module count and widths: ``MASKPLUS.BOUNDARY_REFINEMENT_MODULES`` (4) and
-  ``MASKPLUS.BOUNDARY_REFINEMENT_GROWTH`` ([16, 4]).
+* Module count and widths: ``num_modules`` (``MASKPLUS.BOUNDARY_REFINEMENT_MODULES``, 4) and
+  ``growth`` (``MASKPLUS.BOUNDARY_REFINEMENT_GROWTH``, [16, 4]).
 
 Variables: ``boundary_refinement/...``.
 """
 from tensorpack.models import BatchNorm, Conv2D, PReLU
 from tensorpack.tfutils import argscope
 
-from config import config as cfg
 from maskplus.compat import tf, tfv1
+from maskplus.modeling.layers import msra_fan_out
 
 SCOPE = "boundary_refinement"
 
@@ -47,29 +47,34 @@ def _dense_module(x, widths):
     return x
 
 
-def _improved_residual(logits):
-    mp = cfg.MASKPLUS
+def _improved_residual(logits, num_modules, growth):
     channels = logits.shape.as_list()[1]
     features = [logits]
-    for i in range(mp.BOUNDARY_REFINEMENT_MODULES):
+    for i in range(num_modules):
         with tfv1.variable_scope(f"module{i}"):
-            features.append(_dense_module(tf.concat(features, axis=1), mp.BOUNDARY_REFINEMENT_GROWTH))
+            features.append(_dense_module(tf.concat(features, axis=1), growth))
     return Conv2D("fuse", tf.concat(features, axis=1), channels, 1)
 
 
-def boundary_residual(logits, mode):
-    """R(S) for logits S (N x K x h x w)."""
+def boundary_residual(logits, mode, num_modules, growth):
+    """R(S) for logits S (N x K x h x w); ``num_modules`` and ``growth`` shape the improved block."""
+    if mode not in ("original", "improved"):
+        raise ValueError(f"Boundary refinement mode must be 'original' or 'improved', got '{mode}'.")
     with tfv1.variable_scope(SCOPE), \
             argscope([Conv2D, BatchNorm], data_format="channels_first"), \
-            argscope(Conv2D, kernel_initializer=tfv1.variance_scaling_initializer(
-                scale=2.0, mode="fan_out", distribution="untruncated_normal")):
+            argscope(Conv2D, kernel_initializer=msra_fan_out()):
         if mode == "original":
             return _original_residual(logits)
-        if mode == "improved":
-            return _improved_residual(logits)
-    raise ValueError(f"MASKPLUS.BOUNDARY_REFINEMENT must be 'original' or 'improved', got '{mode}'.")
+        return _improved_residual(logits, num_modules, growth)
 
 
-def refine_boundary(logits, mode):
-    """S + R(S)."""
-    return tf.add(logits, boundary_residual(logits, mode), name="refined_mask_logits")
+def refine_boundary(logits, mode, num_modules, growth):
+    """S + R(S).
+
+    Args:
+        logits: S, the mask logits N x K x h x w of all K classes.
+        mode: "original" (Peng et al.'s block) or "improved" (the paper's dense modules).
+        num_modules: dense modules of the improved block.
+        growth: the two conv widths of a dense module (the improved block's [16, 4]).
+    """
+    return tf.add(logits, boundary_residual(logits, mode, num_modules, growth), name="refined_mask_logits")

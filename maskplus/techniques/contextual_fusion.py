@@ -11,7 +11,8 @@ Our interpretations, where the paper is vague:
   the top-down path, and the finest level. (b) P5: the top level, and the one where the mask
   branch's own level rule (``4 + log2(sqrt(area) / 224)``, clamped to 2-5) puts a full-image box
   of any COCO-sized image. ``MASKPLUS.CONTEXT_FUSION_LEVEL`` picks the level (2-5); the presets
-  ``context-fusion-*-p5`` run Table 1 with reading (b).
+  ``context-fusion-*-p5`` run Table 1 with reading (b). The mask-branch builder hands this module
+  that level's feature map and stride.
 * The full-image RoI is ``[0, 0, w, h]`` of the real image, not of the padding added to reach a
   multiple of 32, pooled at 14 x 14 like the mask branch's RoIAlign.
 * "Several convolutional layers" are 3x3 convolutions, each followed by ReLU, with the widths of
@@ -20,36 +21,42 @@ Our interpretations, where the paper is vague:
 * The 1 x C x 14 x 14 context is added to every RoI's features (broadcast over RoIs), before the
   mask head's first convolution, in training and inference alike.
 
-Variables: ``context_fusion/conv{i}/{W,b}``.
+Variables: ``context_fusion/conv{i}/{W,b}``. Names: the module is named after the paper's
+"contextual fusion"; the variable scope ``context_fusion`` and the config keys
+``MASKPLUS.CONTEXT_FUSION*`` are the shorter spelling, kept because checkpoints and command lines
+carry them.
 """
 from tensorpack.models import Conv2D
 from tensorpack.tfutils import argscope
 
-from config import config as cfg
 from maskplus.compat import tf, tfv1
+from maskplus.modeling.layers import msra_fan_out
 from maskplus.modeling.model_box import roi_align
 
 SCOPE = "context_fusion"
 
 
-def global_context(features, image_shape2d, level, dims, resolution=14):
-    """The full-image RoI of FPN level ``level``, through the conv stack: 1 x dims[-1] x res x res."""
-    stride = cfg.FPN.ANCHOR_STRIDES[level - 2]
+def global_context(featuremap, stride, image_shape2d, dims, resolution):
+    """The full-image RoI of one FPN level (NCHW ``featuremap`` at ``stride`` pixels), through the
+    3x3 conv + ReLU stack of widths ``dims``: 1 x dims[-1] x resolution x resolution."""
     hw = tf.cast(image_shape2d, tf.float32)
     full_image_box = tf.stack([[0.0, 0.0, hw[1], hw[0]]]) * (1.0 / stride)
     with tfv1.variable_scope(SCOPE), tf.name_scope(SCOPE):
-        x = roi_align(features[level - 2], full_image_box, resolution)
-        with argscope(Conv2D, data_format="channels_first", activation=tf.nn.relu,
-                      kernel_initializer=tfv1.variance_scaling_initializer(
-                          scale=2.0, mode="fan_out", distribution="untruncated_normal")):
+        x = roi_align(featuremap, full_image_box, resolution)
+        with argscope(Conv2D, data_format="channels_first", activation=tf.nn.relu, kernel_initializer=msra_fan_out()):
             for i, width in enumerate(dims):
                 x = Conv2D(f"conv{i}", x, width, 3)
     return x
 
 
-def fuse_context(roi_features, features, image_shape2d):
-    """RoI features N x C x 14 x 14 plus the global context (broadcast over the N RoIs)."""
-    mp = cfg.MASKPLUS
-    context = global_context(features, image_shape2d, mp.CONTEXT_FUSION_LEVEL, mp.CONTEXT_FUSION_DIMS,
-                             resolution=roi_features.shape.as_list()[-1])
+def fuse_context(roi_features, featuremap, stride, image_shape2d, dims):
+    """RoI features N x C x s x s plus the global context of ``featuremap`` (broadcast over the N RoIs).
+
+    Args:
+        roi_features: the mask head's input, N x C x s x s (C = ``dims[-1]``).
+        featuremap, stride: the FPN level the full-image RoI is pooled from, and its stride.
+        image_shape2d: [h, w] of the real (unpadded) image.
+        dims: widths of the 3x3 convolutions.
+    """
+    context = global_context(featuremap, stride, image_shape2d, dims, resolution=roi_features.shape.as_list()[-1])
     return tf.add(roi_features, context, name="context_fused_roi_features")

@@ -11,7 +11,7 @@ Our interpretations, where the paper is vague:
 * Placement: inside the mask head, after its four 3x3 convolutions and before its final 2x
   up-sampling deconvolution, so the head's output stays 28 x 28 and its baseline variables are
   untouched.
-* "Filter size of 256" is the number of filters (``MASKPLUS.DECONV_PYRAMID_DIM``); kernels are
+* "Filter size of 256" is the number of filters (``width``, ``MASKPLUS.DECONV_PYRAMID_DIM``); kernels are
   2x2 for the deconvolutions (like the mask head's own) and 3x3 for the stride-2 convolutions.
 * Every layer is followed by ReLU; each skip sum is taken after the down-sampling layer's ReLU.
   The last convolution has the input's width so the final skip sum is defined.
@@ -21,20 +21,18 @@ Variables: ``maskrcnn/deconv_pyramid/{up0,up1,down0,down1}/{W,b}``.
 from tensorpack.models import Conv2D, Conv2DTranspose
 from tensorpack.tfutils import argscope
 
-from config import config as cfg
 from maskplus.compat import tf, tfv1
+from maskplus.modeling.layers import msra_fan_out
 
 SCOPE = "deconv_pyramid"
 
 
-def deconv_pyramid_module(x):
-    """N x C x s x s -> N x C x s x s through a 4s-resolution detour with additive skips."""
-    width = cfg.MASKPLUS.DECONV_PYRAMID_DIM
+def deconv_pyramid_module(x, width):
+    """N x C x s x s -> N x C x s x s through a 4s-resolution detour (``width`` filters) with additive skips."""
     channels = x.shape.as_list()[1]
     with tfv1.variable_scope(SCOPE), \
             argscope([Conv2D, Conv2DTranspose], data_format="channels_first", activation=tf.nn.relu,
-                     kernel_initializer=tfv1.variance_scaling_initializer(
-                         scale=2.0, mode="fan_out", distribution="untruncated_normal")):
+                     kernel_initializer=msra_fan_out()):
         up28 = Conv2DTranspose("up0", x, width, 2, strides=2)
         up56 = Conv2DTranspose("up1", up28, width, 2, strides=2)
         down28 = tf.add(Conv2D("down0", up56, width, 3, strides=2), up28, name="skip28")

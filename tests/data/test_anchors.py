@@ -21,7 +21,7 @@ def test_cell_anchors_keep_the_area_and_set_h_over_w_to_the_ratio():
 
 
 def test_grid_shifts_by_stride_and_field_sizes_use_padded_image():
-    g = A.grid_anchors(16, 32, [1.0], 3, 5)
+    g = A.grid_anchors((3, 5), 16, A.cell_anchors(32, [1.0]))
     assert g.shape == (3, 5, 1, 4) and g.dtype == np.float32
     np.testing.assert_array_equal(g[2, 4, 0], [-16 + 64, -16 + 32, 16 + 64, 16 + 32])
     assert A.padded_shape(800, 1333, 32) == (800, 1344)
@@ -37,7 +37,7 @@ def test_iou_and_ioa():
 
 
 def _anchor_setup():
-    anchors = A.grid_anchors(16, 32, [1.0], 4, 4).reshape(-1, 4)  # 16 anchors, 4x4 cells
+    anchors = A.grid_anchors((4, 4), 16, A.cell_anchors(32, [1.0])).reshape(-1, 4)  # 16 anchors, 4x4 cells
     return anchors
 
 
@@ -98,7 +98,7 @@ def test_crowd_overlap_ignores_anchors():
 
 def test_sampling_respects_batch_limits_and_no_gt_gives_negatives():
     rng = np.random.RandomState(0)
-    anchors = A.grid_anchors(4, 32, [1.0], 50, 50).reshape(-1, 4)   # 200 x 200 image
+    anchors = A.grid_anchors((50, 50), 4, A.cell_anchors(32, [1.0])).reshape(-1, 4)   # 200 x 200 image
     inside = np.flatnonzero((anchors >= 0).all(axis=1) & (anchors <= 200).all(axis=1))
     gts = anchors[rng.choice(inside, 5, replace=False)]
     kw = dict(LABEL_KW, batch_per_im=64, fg_ratio=0.25)
@@ -136,7 +136,7 @@ def test_full_size_image_gets_positive_anchors_on_every_used_level():
 
 def test_chunked_matching_equals_dense_reference_including_ties():
     rng = np.random.RandomState(1)
-    anchors = A.grid_anchors(8, 32, [0.5, 1.0, 2.0], 12, 12).reshape(-1, 4)
+    anchors = A.grid_anchors((12, 12), 8, A.cell_anchors(32, [0.5, 1.0, 2.0])).reshape(-1, 4)
     xy = rng.uniform(0, 70, size=(6, 2))
     gts = np.concatenate([xy, xy + rng.uniform(4, 40, size=(6, 2))], 1).astype(np.float32)
     gts = np.concatenate([gts, [[12, 12, 36, 36]]]).astype(np.float32)  # ties between anchors

@@ -81,4 +81,4 @@ def test_graph_anchors_equal_the_data_pipeline_anchors():
     from maskplus.data.anchors import cell_anchors, grid_anchors
     ratios = (0.5, 1.0, 2.0)
     got = run(lambda f: model_box.grid_anchors(f, 8, cell_anchors(64, ratios)), np.zeros((1, 1, 6, 7), np.float32))
-    np.testing.assert_allclose(got, grid_anchors(8, 64, ratios, 6, 7), rtol=1e-6)
+    np.testing.assert_allclose(got, grid_anchors((6, 7), 8, cell_anchors(64, ratios)), rtol=1e-6)

@@ -26,13 +26,14 @@ def test_c4_cell_anchors_are_every_size_with_every_ratio_size_major():
 
 
 def test_graph_anchors_equal_the_data_pipeline_anchors():
-    from maskplus.data.anchors import c4_anchors, c4_cell_anchors
-    from maskplus.modeling.model_box import grid_anchors
+    from maskplus.data import anchors
+    from maskplus.modeling import model_box
     sizes, ratios = (32, 64, 128), (0.5, 1.0, 2.0)
-    expected = c4_anchors(100, 84, 16, sizes, ratios)
+    # a 100 x 84 image: the C4 map is floor(100/16) x floor(84/16) = 6 x 5
+    expected = anchors.grid_anchors((6, 5), 16, anchors.c4_cell_anchors(sizes, ratios))
     assert expected.shape == (6, 5, 9, 4)
     with tf.Graph().as_default(), tfv1.Session() as sess:
-        got = sess.run(grid_anchors(tf.zeros([1, 8, 6, 5]), 16, c4_cell_anchors(sizes, ratios)))
+        got = sess.run(model_box.grid_anchors(tf.zeros([1, 8, 6, 5]), 16, anchors.c4_cell_anchors(sizes, ratios)))
     np.testing.assert_allclose(got, expected, atol=1e-4)
     # row 2, column 3: centre (48, 32); anchor 1 = size 32, ratio 1; anchor 4 = size 64, ratio 1
     np.testing.assert_allclose(expected[2, 3, 1], [48 - 16, 32 - 16, 48 + 16, 32 + 16])

@@ -6,7 +6,6 @@ the proposals, IoU >= FG_THRESH is foreground, at most BATCH_PER_IM * FG_RATIO f
 rest background up to BATCH_PER_IM); proposals by per-level top-k, NMS, then a global top-k.
 """
 import numpy as np
-import pytest
 
 from tests.helpers import config_snapshot, configure, position_dependent_map, roi_align_reference
 from maskplus.compat import tf, tfv1

@@ -118,16 +118,25 @@ def test_every_preset_trains_with_finite_losses_and_predicts(name):
         assert outs[0].shape == (n, 4) and outs[3].shape == (n, 28, 28)
 
 
+def _fpn_mask_logits_at_inference(feats, boxes):
+    """The configured FPN model's inference mask branch on P2-P6 ``feats`` and ``boxes`` of a 64 x 64 image."""
+    from config import config as cfg
+    from maskplus.modeling.generalized_rcnn import ResNetFPNModel
+    from maskplus.modeling.model_mrcnn import mask_branch_inference
+    model = ResNetFPNModel()
+    return mask_branch_inference(feats, boxes, tf.constant([64, 64]), K, model.mask_head_func(),
+                                 model.mask_roi_func(feats), cfg.TEST.MASK_BATCH_MULTIPLE)
+
+
 def _mask_branch(features_value, boxes_value, training=False, zero=()):
-    """Run build_mask_branch on given P2-P6 values and boxes; variables named in ``zero`` are zeroed."""
+    """Run the inference mask branch on given P2-P6 values and boxes; variables named in ``zero`` are zeroed."""
     from tensorpack.tfutils.tower import TowerContext
-    from maskplus.modeling.model_mrcnn import build_mask_branch
     with tf.Graph().as_default() as g:
         tfv1.set_random_seed(1)
         feats = [tf.constant(f) for f in features_value]
         boxes = tf.constant(boxes_value)
         with TowerContext("", is_training=training):
-            logits, _ = build_mask_branch(feats, boxes, tf.constant([64, 64]), K)
+            logits = _fpn_mask_logits_at_inference(feats, boxes)
         with tfv1.Session() as sess:
             sess.run(tfv1.global_variables_initializer())
             for v in tfv1.global_variables():
@@ -195,25 +204,23 @@ def test_contextual_fusion_pools_the_real_image_not_the_padding_on_its_level(lev
 def test_deconv_pyramid_is_the_identity_skip_when_its_weights_are_zero():
     from maskplus.techniques.deconv_pyramid import deconv_pyramid_module
     x = np.random.RandomState(0).standard_normal((2, 64, 14, 14)).astype(np.float32)
-    with config_snapshot():
-        configure({"MASKPLUS.DECONV_PYRAMID": True})
-        with tf.Graph().as_default():
-            y = deconv_pyramid_module(tf.constant(x))
-            g = tf.compat.v1.get_default_graph()
-            up28 = g.get_tensor_by_name("deconv_pyramid/up0/output:0")
-            down28 = g.get_tensor_by_name("deconv_pyramid/skip28:0")
-            with tfv1.Session() as sess:
-                sess.run(tfv1.global_variables_initializer())
-                u, d = sess.run([up28, down28])
-                assert u.shape == (2, 64, 28, 28) and np.abs(u).max() > 0
-                for v in tfv1.global_variables():
-                    if "/down0/" in v.op.name:
-                        v.load(np.zeros(v.shape.as_list(), np.float32), sess)
-                u, d = sess.run([up28, down28])
-                np.testing.assert_allclose(d, u, atol=1e-6)  # down28 = conv(up56) + up28
-                for v in tfv1.global_variables():
+    with tf.Graph().as_default():
+        y = deconv_pyramid_module(tf.constant(x), 64)
+        g = tf.compat.v1.get_default_graph()
+        up28 = g.get_tensor_by_name("deconv_pyramid/up0/output:0")
+        down28 = g.get_tensor_by_name("deconv_pyramid/skip28:0")
+        with tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            u, d = sess.run([up28, down28])
+            assert u.shape == (2, 64, 28, 28) and np.abs(u).max() > 0
+            for v in tfv1.global_variables():
+                if "/down0/" in v.op.name:
                     v.load(np.zeros(v.shape.as_list(), np.float32), sess)
-                np.testing.assert_allclose(sess.run(y), x, atol=1e-6)  # down14 = conv(...) + x14
+            u, d = sess.run([up28, down28])
+            np.testing.assert_allclose(d, u, atol=1e-6)  # down28 = conv(up56) + up28
+            for v in tfv1.global_variables():
+                v.load(np.zeros(v.shape.as_list(), np.float32), sess)
+            np.testing.assert_allclose(sess.run(y), x, atol=1e-6)  # down14 = conv(...) + x14
 
 
 @pytest.mark.parametrize("mode, last", [("original", "boundary_refinement/conv1/"),
@@ -222,17 +229,15 @@ def test_boundary_refinement_with_its_residual_zeroed_is_the_identity(mode, last
     from maskplus.techniques.boundary_refinement import refine_boundary
     from tensorpack.tfutils.tower import TowerContext
     s = np.random.RandomState(0).standard_normal((3, K, 28, 28)).astype(np.float32)
-    with config_snapshot():
-        configure({"MASKPLUS.BOUNDARY_REFINEMENT": mode})
-        with tf.Graph().as_default(), TowerContext("", is_training=False):
-            out = refine_boundary(tf.constant(s), mode)
-            with tfv1.Session() as sess:
-                sess.run(tfv1.global_variables_initializer())
-                assert np.abs(sess.run(out) - s).max() > 1e-3  # the residual does something
-                for v in tfv1.global_variables():
-                    if v.op.name.startswith(last):
-                        v.load(np.zeros(v.shape.as_list(), np.float32), sess)
-                np.testing.assert_allclose(sess.run(out), s, atol=1e-6)
+    with tf.Graph().as_default(), TowerContext("", is_training=False):
+        out = refine_boundary(tf.constant(s), mode, 4, [16, 4])
+        with tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            assert np.abs(sess.run(out) - s).max() > 1e-3  # the residual does something
+            for v in tfv1.global_variables():
+                if v.op.name.startswith(last):
+                    v.load(np.zeros(v.shape.as_list(), np.float32), sess)
+            np.testing.assert_allclose(sess.run(out), s, atol=1e-6)
 
 
 def test_quasi_multitask_targets_are_the_gt_masks_at_14_and_56():
@@ -317,13 +322,12 @@ def _inference_mask_logits(boxes_value, multiple, values=None):
     """Inference mask branch of maskplus-all with TEST.MASK_BATCH_MULTIPLE=multiple; variables
     set from ``values`` ({name: array}) when given. Returns (logits, variable values)."""
     from tensorpack.tfutils.tower import TowerContext
-    from maskplus.modeling.model_mrcnn import build_mask_branch
     with config_snapshot():
         configure(dict(tiny_preset("maskplus-all"), **{"TEST.MASK_BATCH_MULTIPLE": multiple}), training=False)
         with tf.Graph().as_default():
             feats = [tf.constant(f) for f in _features()]
             with TowerContext("", is_training=False):
-                logits, _ = build_mask_branch(feats, tf.constant(boxes_value), tf.constant([64, 64]), K)
+                logits = _fpn_mask_logits_at_inference(feats, tf.constant(boxes_value))
             with tfv1.Session() as sess:
                 sess.run(tfv1.global_variables_initializer())
                 for v in tfv1.global_variables():
