@@ -25,10 +25,18 @@ class _Unreadable:
 @pytest.fixture(autouse=True)
 def config_unreadable(monkeypatch):
     """Replace the global config, wherever a loaded module holds it, by an object that fails on access."""
+    real = _global_config  # this module's own name is replaced too
     for module in list(sys.modules.values()):
         for name, value in list(getattr(module, "__dict__", {}).items()):
             if value is _global_config:
                 monkeypatch.setattr(module, name, _Unreadable())
+    yield
+    # a module first imported during the test took the unreadable stand-in from the config module
+    # (`from config import config`) and monkeypatch does not know it: give it the real config
+    for module in list(sys.modules.values()):
+        for name, value in list(getattr(module, "__dict__", {}).items()):
+            if isinstance(value, _Unreadable):
+                setattr(module, name, real)
 
 
 def test_the_unreadable_config_fixture_catches_a_read():

@@ -166,6 +166,7 @@ def test_contextual_fusion_sees_outside_the_roi(fusion_on):
 def test_contextual_fusion_adds_one_context_to_every_roi():
     """3.1: the context branch's output is added to the RoI features: what fusion adds does not
     depend on the RoI features and is the same for every RoI."""
+    from config import config as cfg
     from maskplus.techniques.contextual_fusion import fuse_context
     rng = np.random.RandomState(0)
     rois_a, rois_b = (rng.standard_normal((3, 64, 14, 14)).astype(np.float32) for _ in range(2))
@@ -173,7 +174,9 @@ def test_contextual_fusion_adds_one_context_to_every_roi():
         configure({"MASKPLUS.CONTEXT_FUSION": True})
         with tf.Graph().as_default(), tfv1.Session() as sess:
             rois = tfv1.placeholder(tf.float32, [None, 64, 14, 14])
-            fused = fuse_context(rois, [tf.constant(f) for f in _features()], tf.constant([64, 64]))
+            level = cfg.MASKPLUS.CONTEXT_FUSION_LEVEL
+            fused = fuse_context(rois, tf.constant(_features()[level - 2]), cfg.FPN.ANCHOR_STRIDES[level - 2],
+                                 tf.constant([64, 64]), cfg.MASKPLUS.CONTEXT_FUSION_DIMS)
             sess.run(tfv1.global_variables_initializer())
             added_a = sess.run(fused, {rois: rois_a}) - rois_a
             added_b = sess.run(fused, {rois: rois_b}) - rois_b
@@ -193,7 +196,8 @@ def test_contextual_fusion_pools_the_real_image_not_the_padding_on_its_level(lev
     with config_snapshot():
         configure({"MASKPLUS.CONTEXT_FUSION": True})
         with tf.Graph().as_default(), tfv1.Session() as sess:
-            context = sess.run(global_context([tf.constant(f) for f in feats], tf.constant([50, 90]), level, []))
+            context = sess.run(global_context(tf.constant(feats[level - 2]), strides[level - 2], tf.constant([50, 90]),
+                                              [], resolution=14))
     box = np.array([0, 0, 90, 50]) / strides[level - 2]
     assert context.shape == (1, 2, 14, 14)
     for c in range(2):
