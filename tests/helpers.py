@@ -105,7 +105,8 @@ def synthetic_datapoint(h=96, w=96, boxes=((10, 12, 50, 60), (40, 30, 90, 80)), 
         img[y1:y2, x1:x2] = 60 + 60 * k
     dp = {"image": img}
     if cfg.MODE_FPN:
-        for lvl, (lab, box) in enumerate(multilevel_anchor_targets(h, w, boxes, np.zeros((0, 4)), rng, anchors), start=2):
+        levels = multilevel_anchor_targets(h, w, boxes, np.zeros((0, 4)), rng, anchors)
+        for lvl, (lab, box) in enumerate(levels, start=2):
             dp[f"anchor_labels_lvl{lvl}"] = lab
             dp[f"anchor_boxes_lvl{lvl}"] = box
     else:

@@ -397,9 +397,10 @@ def _train_in(plan, load, preset, deadline, identity, excluded):
 
 
 def raise_what_stopped_training(callbacks, faults, schedule, step):
-    """After the main loop, at ``step`` (of a run on ``schedule``, or a time budget's among the
-    ``callbacks``): an error for what ended it early, which Tensorpack ends like a finished run (a checkpoint that failed in an after-training save, the data loader's
-    faults, a signal, or anything else that ended the input before the schedule's last step)."""
+    """After the main loop, at ``step`` of a run on ``schedule`` (or on the time budget's among the
+    ``callbacks``): an error for what ended it early, which Tensorpack ends like a finished run (a
+    checkpoint that failed in an after-training save, the data loader's faults, a signal, or
+    anything else that ended the input before the schedule's last step)."""
     def find(kind):  # unwrapping Tensorpack's PeriodicCallback/EnableCallbackIf
         return next((getattr(c, "cb", c) for c in callbacks if isinstance(getattr(c, "cb", c), kind)), None)
 

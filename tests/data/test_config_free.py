@@ -35,7 +35,8 @@ def test_no_module_of_maskplus_data_imports_the_config():
     offenders = []
     for path in files:
         with open(path) as f:
-            offenders += [f"{os.path.relpath(path, ROOT)}:{line}: {code}" for line, code in config_imports(f.read(), path)]
+            found = config_imports(f.read(), path)
+        offenders += [f"{os.path.relpath(path, ROOT)}:{line}: {code}" for line, code in found]
     assert offenders == []
 
 
