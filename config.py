@@ -317,7 +317,6 @@ _C.MASKPLUS.QUASI_MULTITASK_WEIGHT = 1.0
 _C.MASKPLUS.BIASED_TRAINING = False           # 3.5 biased training
 _C.MASKPLUS.MASK_LOSS_ALPHA = [[0, 1.5], [120000, 1.0]]  # (step at total batch 8, alpha)
 
-config.freeze(False)
 cfg = config
 
 _NORMS = ("FreezeBN", "SyncBN", "GN", "None")
@@ -545,13 +544,18 @@ def _check_precision(c, is_training):
         raise ConfigError(str(e)) from None
 
 
-def finalize_configs(is_training, num_gpus=None):
-    """Derive the values that depend on others, validate, and freeze ``config``.
+def finalize_configs(is_training, num_gpus=None, class_names=None):
+    """Derive the values that depend on others, validate, and freeze ``config``. Nothing writes
+    the config afterwards.
 
     Args:
         is_training: training needs the dataset's classes and the schedule; inference only classes.
         num_gpus: towers to train on; default: ``TRAIN.NUM_GPUS`` if set, else the GPUs visible
             (one CPU tower when there are none), or the Horovod size under ``TRAINER=horovod``.
+        class_names: the class names (no "BG") when ``DATA.CLASS_NAMES`` is unset or ``"coco"``:
+            a list, or a function returning one, called after the config's own checks (so that a
+            config error comes before any annotation file is read). The command lines give those of
+            the datasets (``maskplus/cli.py``); the config does not know the datasets.
     """
     c = config
     c.freeze(False)
@@ -562,20 +566,12 @@ def finalize_configs(is_training, num_gpus=None):
         c.DATA.VAL = (c.DATA.VAL,)
     _check_consistency(c)
 
-    if c.DATA.CLASS_NAMES == "coco":
-        from maskplus.data.coco_classes import COCO_CLASS_NAMES
-        c.DATA.CLASS_NAMES = list(COCO_CLASS_NAMES)
-    if not c.DATA.CLASS_NAMES:
-        from maskplus.data.coco import class_names_for  # lazy: config must not import data at load
-        names = c.DATA.TRAIN if is_training else c.DATA.VAL
-        try:
-            c.DATA.CLASS_NAMES = class_names_for(names)
-        except ValueError as e:
-            if is_training:
-                raise
-            raise ConfigError(f"{e}\nTo predict without the dataset, give the class names: "
-                              f"--config DATA.CLASS_NAMES=coco (the 80 COCO classes) or "
-                              f"DATA.CLASS_NAMES=\"['name1','name2']\".") from None
+    if not c.DATA.CLASS_NAMES or c.DATA.CLASS_NAMES == "coco":
+        names = class_names() if callable(class_names) else class_names
+        if not names:
+            raise ConfigError(f"DATA.CLASS_NAMES={c.DATA.CLASS_NAMES!r}: the class names must be given (the command "
+                              f"lines take them from the datasets: maskplus.cli.finalize).")
+        c.DATA.CLASS_NAMES = list(names)
     if c.DATA.CLASS_NAMES[0] != "BG":
         c.DATA.CLASS_NAMES = ["BG"] + list(c.DATA.CLASS_NAMES)
     if c.DATA.NUM_CATEGORY and c.DATA.NUM_CATEGORY != len(c.DATA.CLASS_NAMES) - 1:

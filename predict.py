@@ -25,8 +25,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import maskplus  # noqa: E402,F401  (compat shims first)
-from config import ConfigError, config as cfg, finalize_configs  # noqa: E402
-from maskplus.cli import add_config_arguments, apply_config_arguments, fail  # noqa: E402
+from config import ConfigError, config as cfg  # noqa: E402
+from maskplus.cli import add_config_arguments, apply_config_arguments, fail, finalize  # noqa: E402
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".ppm", ".pgm", ".pbm")
@@ -185,7 +185,7 @@ def main(argv=None):
     from maskplus.engine.evaluate import EvaluationError
     failures = []
     try:
-        finalize_configs(is_training=False)
+        finalize(is_training=False)
         if args.predict:  # inputs and outputs are settled before any model is built
             if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
                 fail(f"--output-dir '{args.output_dir}' is a file, not a folder.")

@@ -33,8 +33,8 @@ for _signal in (signal.SIGTERM, signal.SIGINT):  # before the imports, which tak
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import maskplus  # noqa: E402,F401  (compat shims first)
-from config import ConfigError, config as cfg, finalize_configs  # noqa: E402
-from maskplus.cli import add_config_arguments, apply_config_arguments, fail  # noqa: E402
+from config import ConfigError, config as cfg  # noqa: E402
+from maskplus.cli import add_config_arguments, apply_config_arguments, fail, finalize  # noqa: E402
 from maskplus.engine.run_dir import ACTIONS  # noqa: E402
 
 
@@ -77,7 +77,7 @@ def main(argv=None):
     from maskplus.engine.run_dir import LogdirError
     from maskplus.engine.trainer import TrainingEndedEarly, TrainingInterrupted
     try:
-        finalize_configs(is_training=True)
+        finalize(is_training=True)
         if args.print_config:
             print_config()
             return

@@ -1,7 +1,9 @@
-"""Command-line pieces shared by train.py and predict.py: config overrides and presets."""
+"""Command-line pieces shared by train.py and predict.py: config overrides and presets, and the
+finalisation with the datasets the config names (registered here, as Tensorpack's example does)."""
+import os
 import sys
 
-from config import ConfigError, config as cfg
+from config import ConfigError, config as cfg, finalize_configs
 from maskplus.presets import describe_presets, preset_overrides
 
 
@@ -28,3 +30,42 @@ def apply_config_arguments(args):
 def fail(message):
     """Exit with a clear message instead of a traceback."""
     sys.exit(f"Error: {message}")
+
+
+def register_datasets(c=cfg):
+    """Register the datasets the config names with :mod:`maskplus.data.coco`'s registry (replacing
+    earlier registrations): every ``coco_<split>`` under ``DATA.BASEDIR`` and each ``DATA.CUSTOM``
+    entry. A malformed ``DATA.CUSTOM`` entry is a DatasetError naming it."""
+    from maskplus.data import coco
+    coco.clear_registry()
+    coco.register_coco(os.path.expanduser(c.DATA.BASEDIR))
+    for name, spec in (c.DATA.CUSTOM or {}).items():
+        if not isinstance(spec, (list, tuple)) or len(spec) != 2:
+            raise coco.DatasetError(f"DATA.CUSTOM['{name}'] must be [json_path, image_dir], got {spec!r}.")
+        coco.register_dataset(name, str(spec[0]), str(spec[1]))
+
+
+def dataset_class_names(is_training, c=cfg):
+    """The class names (no "BG") of the datasets a run uses (``DATA.TRAIN`` to train, else
+    ``DATA.VAL``; ``coco_*`` names without files stand for COCO's 80 classes), or COCO's with
+    ``DATA.CLASS_NAMES=coco``. For inference, a dataset that cannot say is a ConfigError telling
+    how to give the names instead."""
+    from maskplus.data.coco import DatasetError, class_names_for
+    from maskplus.data.coco_classes import COCO_CLASS_NAMES
+    if c.DATA.CLASS_NAMES == "coco":
+        return list(COCO_CLASS_NAMES)
+    try:
+        return class_names_for(c.DATA.TRAIN if is_training else c.DATA.VAL)
+    except DatasetError as e:
+        if is_training:
+            raise
+        raise ConfigError(f"{e}\nTo predict without the dataset, give the class names: "
+                          f"--config DATA.CLASS_NAMES=coco (the 80 COCO classes) or "
+                          f"DATA.CLASS_NAMES=\"['name1','name2']\".") from None
+
+
+def finalize(is_training, num_gpus=None):
+    """What train.py and predict.py do once the overrides are applied: register the config's
+    datasets, then finalise and freeze the config with their class names."""
+    register_datasets(cfg)
+    return finalize_configs(is_training, num_gpus, class_names=lambda: dataset_class_names(is_training))

@@ -196,7 +196,7 @@ def loader_throughput(seconds):
         ds = COCOFormatDataset("bench", os.path.join(tmp, "annotations", "instances_train2017.json"),
                                os.path.join(tmp, "train2017"))
         records = ds.training_records()
-        mapper = TrainingMapper()
+        mapper = TrainingMapper.from_config(cfg)
         count, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
             mapper((records[count % len(records)], count))

@@ -13,8 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import maskplus  # noqa: E402,F401
-from config import finalize_configs  # noqa: E402
-from maskplus.cli import add_config_arguments, apply_config_arguments  # noqa: E402
+from maskplus.cli import add_config_arguments, apply_config_arguments, finalize  # noqa: E402
 
 
 def main(argv=None):
@@ -24,7 +23,7 @@ def main(argv=None):
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     apply_config_arguments(args)
-    finalize_configs(is_training=False)
+    finalize(is_training=False)
 
     from tensorpack.tfutils.tower import TowerContext
     from maskplus.compat import tf, tfv1

@@ -107,22 +107,36 @@ def write_tiny_coco(root, split="train2017"):
     return json_path, img_dir
 
 
+@pytest.fixture(autouse=True)
+def _no_registered_datasets():
+    """Every test starts with an empty dataset registry: names are registered explicitly (as the
+    command lines do), never left over from another test."""
+    from maskplus.data.coco import clear_registry
+    clear_registry()
+    yield
+    clear_registry()
+
+
 @pytest.fixture
 def tiny_coco(tmp_path, cfg_override):
     """A hand-made COCO dataset registered as ``coco_train2017`` (DATA.BASEDIR = tmp_path);
-    returns tmp_path. Small images: short edge kept at 60 px, no worker processes."""
+    returns tmp_path. Small images: short edge kept at 60 px, no worker processes. A split
+    written later is found after registering the folder again (``register_coco(tmp_path)``)."""
+    from maskplus.data.coco import register_coco
     write_tiny_coco(str(tmp_path))
     cfg_override({"DATA.BASEDIR": str(tmp_path), "DATA.TRAIN": ("coco_train2017",),
                   "DATA.CUSTOM": {}, "DATA.NUM_WORKERS": 0, "DATA.SEED": 1,
                   "DATA.FILTER_EMPTY_ANNOTATIONS": True, "DATA.ABSOLUTE_COORD": True,
                   "MODE_MASK": True, "PREPROC.TRAIN_SHORT_EDGE_SIZE": [60, 60],
                   "PREPROC.MAX_SIZE": 1000.0})
+    register_coco(str(tmp_path))
     return tmp_path
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    """The tiny COCO set in a folder of its own, for tests that run train.py/predict.py."""
+    """The tiny COCO set in a folder of its own, for tests that run train.py/predict.py (which
+    register it from DATA.BASEDIR; a test using it in-process registers it: ``register_coco``)."""
     root = tmp_path_factory.mktemp("coco")
     write_tiny_coco(str(root))
     return str(root)

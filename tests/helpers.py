@@ -94,8 +94,9 @@ def variable_shapes(graph):
 def synthetic_datapoint(h=96, w=96, boxes=((10, 12, 50, 60), (40, 30, 90, 80)), labels=(1, 3), seed=0):
     """A training datapoint dict: a noisy image with filled rectangles, their masks and RPN targets."""
     import numpy as np
-    from maskplus.data.anchors import c4_anchor_targets, multilevel_anchor_targets
+    from maskplus.data.anchors import AnchorParams, c4_anchor_targets, multilevel_anchor_targets
     rng = np.random.RandomState(seed)
+    anchors = AnchorParams.from_config(cfg)
     img = rng.uniform(0, 80, (h, w, 3)).astype(np.float32)
     boxes = np.asarray(boxes, np.float32)
     masks = np.zeros((len(boxes), h, w), np.uint8)
@@ -104,11 +105,12 @@ def synthetic_datapoint(h=96, w=96, boxes=((10, 12, 50, 60), (40, 30, 90, 80)), 
         img[y1:y2, x1:x2] = 60 + 60 * k
     dp = {"image": img}
     if cfg.MODE_FPN:
-        for lvl, (lab, box) in enumerate(multilevel_anchor_targets(h, w, boxes, np.zeros((0, 4)), rng), start=2):
+        levels = multilevel_anchor_targets(h, w, boxes, np.zeros((0, 4)), rng, anchors)
+        for lvl, (lab, box) in enumerate(levels, start=2):
             dp[f"anchor_labels_lvl{lvl}"] = lab
             dp[f"anchor_boxes_lvl{lvl}"] = box
     else:
-        dp["anchor_labels"], dp["anchor_boxes"] = c4_anchor_targets(h, w, boxes, np.zeros((0, 4)), rng)
+        dp["anchor_labels"], dp["anchor_boxes"] = c4_anchor_targets(h, w, boxes, np.zeros((0, 4)), rng, anchors)
     dp["gt_boxes"] = boxes
     dp["gt_labels"] = np.asarray(labels, np.int64)
     dp["gt_masks_packed"] = np.packbits(masks, axis=-1)

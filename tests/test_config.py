@@ -1,7 +1,7 @@
 """Config overrides: literal parsing, type checks, unknown keys, consistency, schedules."""
 import pytest
 
-from config import ConfigError, config as cfg
+from config import ConfigError, config as cfg, finalize_configs
 from tests.helpers import config_snapshot, configure
 from maskplus.presets import PRESETS, TABLES, preset_overrides
 
@@ -55,6 +55,35 @@ def test_inconsistent_combinations_fail_at_finalisation(overrides, message):
         configure(overrides, tiny=False)
 
 
+def test_the_class_names_come_from_the_caller_after_the_configs_own_checks():
+    """config.py knows no dataset: the command lines give the classes (maskplus/cli.py), asked for
+    only once the config passed its checks, so a config error never waits for an annotation file."""
+    asked = []
+
+    def names():
+        asked.append(True)
+        return ["cat", "dog"]
+
+    with config_snapshot():
+        cfg.DATA.CLASS_NAMES = []
+        cfg.TRAIN.STEPS_PER_EPOCH = 0
+        with pytest.raises(ConfigError, match="TRAIN.STEPS_PER_EPOCH=0"):
+            finalize_configs(is_training=True, num_gpus=1, class_names=names)
+        assert asked == []
+    with config_snapshot():
+        cfg.DATA.CLASS_NAMES = []
+        with pytest.raises(ConfigError, match=r"DATA.CLASS_NAMES=\[\]: the class names must be given"):
+            finalize_configs(is_training=True, num_gpus=1)
+    with config_snapshot():
+        cfg.DATA.CLASS_NAMES = []
+        finalize_configs(is_training=True, num_gpus=1, class_names=names)
+        assert cfg.DATA.CLASS_NAMES == ["BG", "cat", "dog"] and cfg.DATA.NUM_CLASS == 3 and asked == [True]
+    with config_snapshot():  # set in the config: the caller's are not asked for
+        cfg.DATA.CLASS_NAMES = ["wolf"]
+        finalize_configs(is_training=True, num_gpus=1, class_names=names)
+        assert cfg.DATA.CLASS_NAMES == ["BG", "wolf"] and asked == [True]
+
+
 def test_config_is_frozen_after_finalisation():
     with config_snapshot():
         configure({})
@@ -98,12 +127,13 @@ def test_every_table_row_is_a_preset_and_unknown_presets_are_named():
 
 
 def _learning_rates(decay, steps, schedule=(50, 75, 100)):
-    from maskplus.engine.schedules import learning_rate_at
+    from maskplus.engine.schedules import Schedule
     with config_snapshot():
         configure({"TRAIN.LR_SCHEDULE": list(schedule), "TRAIN.LR_DECAY": decay, "TRAIN.NUM_GPUS": 8,
                    "TRAIN.LR_SCHEDULE_ROUNDING": "step",
                    "TRAIN.BASE_LR": 0.1, "TRAIN.WARMUP": 20, "TRAIN.WARMUP_INIT_LR": 0.01})
-        return [round(learning_rate_at(s, cfg), 6) for s in steps]
+        schedule = Schedule.from_config(cfg)
+        return [round(schedule.lr_at(s), 6) for s in steps]
 
 
 def test_learning_rate_warms_up_then_drops_tenfold_at_each_boundary():

@@ -48,7 +48,7 @@ def test_training_image_is_cast_to_float32_before_resizing(tiny_coco, cfg_overri
     cfg_override({"PREPROC.TRAIN_SHORT_EDGE_SIZE": [45, 45]})
     record = [r for r in load_training_records(cfg.DATA.TRAIN) if r["image_id"] == 1][0]
     seed = 3
-    dp = TrainingMapper(cfg)((record, seed))
+    dp = TrainingMapper.from_config(cfg)((record, seed))
 
     raw = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)  # 60 x 80 -> 45 x 60
     expected = cv2.resize(raw.astype(np.float32), (60, 45), interpolation=cv2.INTER_LINEAR)
@@ -112,18 +112,19 @@ def test_named_schedules_follow_the_examples_formula(name, steps):
     (16, [60000, 80000], 90000, 0.00165, 1),
 ])
 def test_tower_counts_scale_the_steps_and_the_warm_up_as_in_the_example(towers, drops, end, warmup_start, accumulate):
-    from maskplus.engine import schedules
+    from maskplus.engine.schedules import Schedule
     from maskplus.modeling.generalized_rcnn import ResNetFPNModel
     with config_snapshot():
         configure({"TRAIN.NUM_GPUS": towers, "TRAIN.LR_SCHEDULE": "1x", "TRAIN.STEPS_PER_EPOCH": 500,
                    "TRAIN.BASE_LR": 0.01, "TRAIN.WARMUP": 1000, "TRAIN.WARMUP_INIT_LR": 0.0033})
-        assert schedules.drop_steps(cfg) == drops
-        assert schedules.total_steps(cfg) == end and schedules.max_epoch(cfg) == end // 500
-        assert schedules.learning_rate_at(0, cfg) == pytest.approx(warmup_start)
-        assert schedules.learning_rate_at(500, cfg) == pytest.approx((warmup_start + 0.01) / 2)
-        assert schedules.learning_rate_at(drops[0] - 1, cfg) == pytest.approx(0.01)
-        assert schedules.learning_rate_at(drops[0], cfg) == pytest.approx(0.001)
-        assert schedules.learning_rate_at(drops[1], cfg) == pytest.approx(0.0001)
+        schedule = Schedule.from_config(cfg)
+        assert schedule.drop_steps == tuple(drops)
+        assert schedule.total_steps == end and schedule.max_epoch == end // 500
+        assert schedule.lr_at(0) == pytest.approx(warmup_start)
+        assert schedule.lr_at(500) == pytest.approx((warmup_start + 0.01) / 2)
+        assert schedule.lr_at(drops[0] - 1) == pytest.approx(0.01)
+        assert schedule.lr_at(drops[0]) == pytest.approx(0.001)
+        assert schedule.lr_at(drops[1]) == pytest.approx(0.0001)
         with tf.Graph().as_default():
             opt = ResNetFPNModel().optimizer()
         # the base optimizer applies BASE_LR / 8 to the gradient summed over the 8 (or n) images
@@ -139,16 +140,17 @@ def test_tower_counts_that_do_not_divide_a_batch_of_8_are_rejected(towers):
 
 def test_lr_drops_fall_on_epoch_starts_and_the_run_ends_on_a_whole_epoch():
     # the example: drop after epoch floor(b * 8 / n / STEPS_PER_EPOCH), max_epoch likewise floored
-    from maskplus.engine import schedules
+    from maskplus.engine.schedules import Schedule
     with config_snapshot():
         configure({"TRAIN.NUM_GPUS": 8, "TRAIN.LR_SCHEDULE": [1000, 1250, 1650], "TRAIN.STEPS_PER_EPOCH": 300,
                    "TRAIN.BASE_LR": 0.1, "TRAIN.WARMUP": 10, "TRAIN.EVAL_PERIOD": 2})
-        assert schedules.drop_steps(cfg) == [900, 1200] and schedules.max_epoch(cfg) == 5
-        assert [round(schedules.learning_rate_at(s, cfg), 6) for s in (899, 900, 1199, 1200)] == [0.1, 0.01, 0.01, 0.001]
-        assert schedules.evaluation_epochs(cfg) == [2, 4, 5]  # every EVAL_PERIOD and always the last
-        cfg.freeze(False)
-        cfg.TRAIN.LR_SCHEDULE_ROUNDING = "step"
-        assert schedules.drop_steps(cfg) == [1000, 1250] and schedules.max_epoch(cfg) == 6
+        schedule = Schedule.from_config(cfg)
+        assert schedule.drop_steps == (900, 1200) and schedule.max_epoch == 5 and schedule.total_steps == 1500
+        assert [round(schedule.lr_at(s), 6) for s in (899, 900, 1199, 1200)] == [0.1, 0.01, 0.01, 0.001]
+        assert schedule.eval_steps == (600, 1200, 1500)  # after epochs 2, 4 (every EVAL_PERIOD) and always the last
+        by_step = Schedule.from_config(cfg, rounding="step")
+        assert by_step.drop_steps == (1000, 1250) and by_step.max_epoch == 6 and by_step.total_steps == 1650
+        assert by_step.eval_steps == (600, 1200, 1650)  # the last epoch is cut at the schedule's end
 
 
 def test_the_example_sets_cudnn_autotuning_by_phase(monkeypatch):
@@ -169,12 +171,12 @@ def test_the_example_sets_cudnn_autotuning_by_phase(monkeypatch):
 
 # ------------------------------------------------------------------ data rules
 def test_empty_images_train_as_all_negative_when_not_filtered(tiny_coco, cfg_override):
-    from maskplus.data.coco import get_dataset, load_training_records
+    from maskplus.data.coco import load_training_records
     from maskplus.data.pipeline import TrainingMapper
     cfg_override({"DATA.FILTER_EMPTY_ANNOTATIONS": False})
-    get_dataset("coco_train2017")._train_cache.clear()
-    record = [r for r in load_training_records(cfg.DATA.TRAIN) if r["image_id"] == 3][0]  # 40 x 40, only a crowd box
-    dp = TrainingMapper(cfg)((record, 0))
+    records = load_training_records(cfg.DATA.TRAIN, filter_empty=cfg.DATA.FILTER_EMPTY_ANNOTATIONS)
+    record = [r for r in records if r["image_id"] == 3][0]  # 40 x 40, only a crowd box
+    dp = TrainingMapper.from_config(cfg)((record, 0))
     assert dp is not None and dp["gt_boxes"].shape == (0, 4) and dp["gt_masks_packed"].shape == (0, 60, 8)
     labels = np.concatenate([dp[f"anchor_labels_lvl{k}"].ravel() for k in range(2, 7)])
     assert np.sum(labels == 1) == 0 and np.sum(labels == 0) > 0
@@ -208,8 +210,8 @@ def test_coco_names_without_a_dataset_give_the_80_coco_classes(cfg_override, tmp
     with config_snapshot():
         cfg.DATA.CLASS_NAMES = []
         cfg.DATA.VAL = ("coco_val2017",)
-        from config import finalize_configs
-        finalize_configs(is_training=False)
+        from maskplus.cli import finalize
+        finalize(is_training=False)
         assert cfg.DATA.NUM_CLASS == 81 and cfg.DATA.CLASS_NAMES[1:] == list(COCO_CLASS_NAMES)
         assert cfg.DATA.CLASS_NAMES[1] == "person" and cfg.DATA.CLASS_NAMES[-1] == "toothbrush"
 

@@ -17,10 +17,12 @@ of the same names and argument order (this layer cannot import that one).
 Target assignment (:func:`anchor_targets`) follows Tensorpack's FPN example: sampling is done
 jointly over all levels, then split back per level.
 """
+from typing import NamedTuple
+
 import numpy as np
 
 __all__ = ["cell_anchors", "c4_cell_anchors", "c4_anchor_targets", "grid_anchors", "padded_shape", "fpn_field_sizes",
-           "fpn_anchors", "pairwise_iou", "pairwise_ioa", "label_anchors", "anchor_targets",
+           "fpn_anchors", "pairwise_iou", "pairwise_ioa", "label_anchors", "anchor_targets", "AnchorParams",
            "multilevel_anchor_targets"]
 
 
@@ -187,26 +189,53 @@ def anchor_targets(anchors, image_h, image_w, gt_boxes, crowd_boxes, rng, **kwar
     return labels, boxes
 
 
-def multilevel_anchor_targets(image_h, image_w, gt_boxes, crowd_boxes, rng, cfg=None):
+class AnchorParams(NamedTuple):
+    """What RPN target assignment needs (picklable, so loader processes need no config).
+
+    ``strides``: one per FPN level (P2..P6) when ``fpn``, else the single C4 stride. The others
+    are the arguments of :func:`label_anchors`."""
+    fpn: bool
+    strides: tuple
+    sizes: tuple
+    ratios: tuple
+    positive_thresh: float
+    negative_thresh: float
+    batch_per_im: int
+    fg_ratio: float
+    crowd_overlap_thresh: float
+
+    @classmethod
+    def from_config(cls, cfg):
+        """From the ``MODE_FPN``, ``FPN.ANCHOR_STRIDES``, ``RPN.*`` keys of ``cfg`` (an argument: the
+        data layer never imports the config)."""
+        rpn = cfg.RPN
+        return cls(bool(cfg.MODE_FPN),
+                   tuple(cfg.FPN.ANCHOR_STRIDES) if cfg.MODE_FPN else (int(rpn.ANCHOR_STRIDE),),
+                   tuple(rpn.ANCHOR_SIZES), tuple(rpn.ANCHOR_RATIOS),
+                   float(rpn.POSITIVE_ANCHOR_THRESH), float(rpn.NEGATIVE_ANCHOR_THRESH), int(rpn.BATCH_PER_IM),
+                   float(rpn.FG_RATIO), float(rpn.CROWD_OVERLAP_THRESH))
+
+    def labelling(self):
+        """The keyword arguments of :func:`label_anchors`."""
+        return dict(positive_thresh=self.positive_thresh, negative_thresh=self.negative_thresh,
+                    batch_per_im=self.batch_per_im, fg_ratio=self.fg_ratio,
+                    crowd_overlap_thresh=self.crowd_overlap_thresh)
+
+
+def multilevel_anchor_targets(image_h, image_w, gt_boxes, crowd_boxes, rng, params):
     """RPN targets for every FPN level of one (unpadded) ``image_h x image_w`` image.
 
-    Anchors cover the image padded to a multiple of ``FPN.ANCHOR_STRIDES[3]``; sampling is joint
-    across levels. ``cfg`` defaults to the global config.
+    Anchors cover the image padded to a multiple of ``params.strides[3]``; sampling is joint
+    across levels. ``params``: an :class:`AnchorParams` of an FPN model.
 
     Returns:
         a list, one ``(labels int32 [fh, fw, A], boxes float32 [fh, fw, A, 4])`` per level P2..P6.
     """
-    if cfg is None:
-        from config import config as cfg
-    strides = tuple(cfg.FPN.ANCHOR_STRIDES)
+    strides = tuple(params.strides)
     ph, pw = padded_shape(image_h, image_w, strides[3])
-    levels = fpn_anchors(ph, pw, strides, cfg.RPN.ANCHOR_SIZES, cfg.RPN.ANCHOR_RATIOS)
+    levels = fpn_anchors(ph, pw, strides, params.sizes, params.ratios)
     flat = np.concatenate([a.reshape(-1, 4) for a in levels], axis=0)
-    labels, boxes = anchor_targets(
-        flat, image_h, image_w, gt_boxes, crowd_boxes, rng,
-        positive_thresh=cfg.RPN.POSITIVE_ANCHOR_THRESH, negative_thresh=cfg.RPN.NEGATIVE_ANCHOR_THRESH,
-        batch_per_im=cfg.RPN.BATCH_PER_IM, fg_ratio=cfg.RPN.FG_RATIO,
-        crowd_overlap_thresh=cfg.RPN.CROWD_OVERLAP_THRESH)
+    labels, boxes = anchor_targets(flat, image_h, image_w, gt_boxes, crowd_boxes, rng, **params.labelling())
     out, start = [], 0
     for a in levels:
         shape = a.shape[:3]
@@ -217,11 +246,12 @@ def multilevel_anchor_targets(image_h, image_w, gt_boxes, crowd_boxes, rng, cfg=
     return out
 
 
-def c4_anchor_targets(image_h, image_w, gt_boxes, crowd_boxes, rng, cfg=None):
-    """RPN targets on the single C4 map of one (unpadded) ``image_h x image_w`` image.
+def c4_anchor_targets(image_h, image_w, gt_boxes, crowd_boxes, rng, params):
+    """RPN targets on the single C4 map of one (unpadded) ``image_h x image_w`` image; ``params``:
+    an :class:`AnchorParams` of a C4 model (one stride).
 
     Returns ``(labels int32 [fh, fw, A], boxes float32 [fh, fw, A, 4])``, fh = image_h // stride,
-    A = len(RPN.ANCHOR_SIZES) * len(RPN.ANCHOR_RATIOS).
+    A = len(sizes) * len(ratios).
 
     As the example: the candidates are all anchors inside the image, also those of the cells
     beyond the map (row ``image_h // stride`` when the image is not a multiple of the stride: an
@@ -229,16 +259,10 @@ def c4_anchor_targets(image_h, image_w, gt_boxes, crowd_boxes, rng, cfg=None):
     to the map, so such an anchor can take a gt's "best anchor" label, and a share of the sampled
     batch, that the map then loses. Cells from ceil(h / stride) on cannot hold an inside anchor.
     """
-    if cfg is None:
-        from config import config as cfg
-    stride = cfg.RPN.ANCHOR_STRIDE
+    (stride,) = params.strides
     field_h, field_w = -(-image_h // stride), -(-image_w // stride)
-    anchors = grid_anchors((field_h, field_w), stride, c4_cell_anchors(cfg.RPN.ANCHOR_SIZES, cfg.RPN.ANCHOR_RATIOS))
-    labels, boxes = anchor_targets(
-        anchors, image_h, image_w, gt_boxes, crowd_boxes, rng,
-        positive_thresh=cfg.RPN.POSITIVE_ANCHOR_THRESH, negative_thresh=cfg.RPN.NEGATIVE_ANCHOR_THRESH,
-        batch_per_im=cfg.RPN.BATCH_PER_IM, fg_ratio=cfg.RPN.FG_RATIO,
-        crowd_overlap_thresh=cfg.RPN.CROWD_OVERLAP_THRESH)
+    anchors = grid_anchors((field_h, field_w), stride, c4_cell_anchors(params.sizes, params.ratios))
+    labels, boxes = anchor_targets(anchors, image_h, image_w, gt_boxes, crowd_boxes, rng, **params.labelling())
     shape = anchors.shape[:3]
     map_h, map_w = image_h // stride, image_w // stride
     return (np.ascontiguousarray(labels.reshape(shape)[:map_h, :map_w]),

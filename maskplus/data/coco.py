@@ -1,13 +1,16 @@
-"""COCO-format datasets and the name registry used by ``DATA.TRAIN`` / ``DATA.VAL``.
+"""COCO-format datasets and the registry of their names (``DATA.TRAIN`` / ``DATA.VAL``).
 
-Names resolve as follows:
+Names are registered explicitly, as Tensorpack's example does, by the command lines
+(``maskplus/cli.py``: :func:`register_datasets`) from the config:
 
-* ``coco_<split>``: ``DATA.BASEDIR/annotations/instances_<split>.json`` with images in
-  ``DATA.BASEDIR/<split>/`` (e.g. ``coco_train2017``, ``coco_val2017``);
-* any key of ``DATA.CUSTOM = {name: [json_path, image_dir]}``; custom names win over the above.
+* :func:`register_coco` ``(basedir)``: ``coco_<split>`` for every ``basedir/annotations/instances_<split>.json``
+  found, with images in ``basedir/<split>/`` (e.g. ``coco_train2017``, ``coco_val2017``);
+* :func:`register_dataset` ``(name, json_path, image_dir)``: one other dataset (``DATA.CUSTOM``); such
+  names win over the above.
 
-Records are plain dicts (see :meth:`COCOFormatDataset.training_records`). Every problem with the
-data raises :class:`DatasetError` with a message naming what is missing.
+:func:`get_dataset` reads only the registry. Nothing here reads the config: what a function needs
+is an argument. Records are plain dicts (see :meth:`COCOFormatDataset.training_records`). Every
+problem with the data raises :class:`DatasetError` with a message naming what is missing.
 """
 import contextlib
 import glob
@@ -19,19 +22,14 @@ from tensorpack.utils import logger
 from maskplus.data.coco_classes import COCO_CLASS_NAMES
 from maskplus.data.validate import annotation_problem
 
-__all__ = ["DatasetError", "COCOFormatDataset", "available_datasets", "get_dataset",
-           "class_names_for", "load_training_records", "load_inference_records"]
+__all__ = ["DatasetError", "COCOFormatDataset", "register_coco", "register_dataset", "clear_registry",
+           "available_datasets", "get_dataset", "class_names_for", "load_training_records"]
 
 _PREFIX = "coco_"
 
 
 class DatasetError(ValueError):
     """A dataset is missing, misnamed, empty or inconsistent; the message says which and where."""
-
-
-def _cfg():
-    from config import config
-    return config
 
 
 class COCOFormatDataset:
@@ -46,7 +44,7 @@ class COCOFormatDataset:
         if not os.path.isdir(self.image_dir):
             raise DatasetError(f"Dataset '{name}': image folder {self.image_dir} does not exist.")
         self._coco = None
-        self._train_cache = {}
+        self._train_cache = {}  # (mode_mask, absolute, filter_empty, excluded ids) -> records
 
     def __repr__(self):
         return f"COCOFormatDataset({self.name!r}, {self.json_path!r}, {self.image_dir!r})"
@@ -99,29 +97,25 @@ class COCOFormatDataset:
         coco = self.coco
         return [self._image_record(coco.imgs[i]) for i in sorted(coco.getImgIds())]
 
-    def exclude_images(self, image_ids):
-        """Leave these images out of the training records (validation found them unusable)."""
-        self.excluded_image_ids = set(image_ids)
-        self._train_cache.clear()
-
-    def training_records(self):
-        """Records with annotations, for training.
+    def training_records(self, mode_mask=True, absolute=True, filter_empty=True, excluded=()):
+        """Records with annotations, for training (defaults: the example's, as the config's).
 
         Each is an inference record plus ``boxes`` float32 [N, 4] (absolute x1y1x2y2, clipped to
-        the image), ``class`` int32 [N] (labels 1..K), ``is_crowd`` int8 [N] and, when
-        ``MODE_MASK``, ``segmentation``: per instance a list of float32 [P, 2] absolute polygons
-        (an empty list for crowd instances, which never become mask targets). With
-        ``DATA.ABSOLUTE_COORD=False`` boxes and polygons are read as fractions of width/height.
-        Unusable annotations are dropped and counted; with ``DATA.FILTER_EMPTY_ANNOTATIONS``,
-        images without a non-crowd instance are dropped too. A summary is logged once.
+        the image), ``class`` int32 [N] (labels 1..K), ``is_crowd`` int8 [N] and, with
+        ``mode_mask`` (``MODE_MASK``), ``segmentation``: per instance a list of float32 [P, 2]
+        absolute polygons (an empty list for crowd instances, which never become mask targets).
+        ``absolute=False`` (``DATA.ABSOLUTE_COORD``) reads boxes and polygons as fractions of
+        width/height. Unusable annotations are dropped and counted; with ``filter_empty``
+        (``DATA.FILTER_EMPTY_ANNOTATIONS``), images without a non-crowd instance are dropped too,
+        and always the ``excluded`` image ids (those validation found unusable). A summary is
+        logged once.
         """
-        cfg = _cfg()
-        key = (bool(cfg.MODE_MASK), bool(cfg.DATA.ABSOLUTE_COORD), bool(cfg.DATA.FILTER_EMPTY_ANNOTATIONS))
+        key = (bool(mode_mask), bool(absolute), bool(filter_empty), frozenset(excluded))
         if key not in self._train_cache:
             self._train_cache[key] = self._build_training_records(*key)
         return list(self._train_cache[key])
 
-    def _build_training_records(self, mode_mask, absolute, filter_empty):
+    def _build_training_records(self, mode_mask, absolute, filter_empty, excluded):
         coco = self.coco
         cat_to_label = self.category_id_to_label
         dropped = {}
@@ -131,7 +125,6 @@ class COCOFormatDataset:
 
         records = []
         num_empty = 0
-        excluded = getattr(self, "excluded_image_ids", set())
         for img_id in sorted(coco.getImgIds()):
             if img_id in excluded:
                 continue
@@ -194,7 +187,10 @@ class COCOFormatDataset:
 
 
 # ---------------------------------------------------------------------- registry
-_DATASETS = {}
+_SPLITS = {}    # coco_<split> -> (json path, image folder), from register_coco
+_CUSTOM = {}    # other names -> (json path, image folder), from register_dataset
+_BASEDIR = []   # the folder register_coco last searched (also when missing), for the messages
+_DATASETS = {}  # (name, json path, image folder) -> COCOFormatDataset: each json is loaded once
 
 
 def _basedir_splits(basedir):
@@ -206,41 +202,56 @@ def _basedir_splits(basedir):
     return out
 
 
+def register_coco(basedir):
+    """Register ``coco_<split>`` for every ``basedir/annotations/instances_<split>.json`` (images in
+    ``basedir/<split>/``), replacing the ``coco_*`` names of an earlier call. A missing ``basedir``
+    registers nothing but is remembered, so that a lookup can say it does not exist."""
+    basedir = os.path.expanduser(basedir)
+    _BASEDIR[:] = [basedir]
+    _SPLITS.clear()
+    if os.path.isdir(basedir):
+        for split, json_path in _basedir_splits(basedir).items():
+            _SPLITS[_PREFIX + split] = (json_path, os.path.join(basedir, split))
+
+
+def register_dataset(name, json_path, image_dir):
+    """Register ``name`` as the COCO-format ``json_path`` with its ``image_dir`` (``DATA.CUSTOM``);
+    it wins over a ``coco_<split>`` of the same name."""
+    _CUSTOM[name] = (str(json_path), str(image_dir))
+
+
+def clear_registry():
+    """Forget every registered name (the loaded datasets stay cached by their files)."""
+    _SPLITS.clear()
+    _CUSTOM.clear()
+    _BASEDIR.clear()
+
+
 def available_datasets():
-    """Every name that currently resolves: ``coco_<split>`` found under ``DATA.BASEDIR`` and the
-    keys of ``DATA.CUSTOM``."""
-    cfg = _cfg()
-    basedir = os.path.expanduser(cfg.DATA.BASEDIR)
-    names = [_PREFIX + s for s in _basedir_splits(basedir)] if os.path.isdir(basedir) else []
-    return sorted(set(names) | set(cfg.DATA.CUSTOM or {}))
+    """Every registered name: ``coco_<split>`` found by :func:`register_coco` and the others."""
+    return sorted(set(_SPLITS) | set(_CUSTOM))
 
 
 def _resolve(name):
-    cfg = _cfg()
-    custom = cfg.DATA.CUSTOM or {}
-    if name in custom:
-        spec = custom[name]
-        if not isinstance(spec, (list, tuple)) or len(spec) != 2:
-            raise DatasetError(f"DATA.CUSTOM['{name}'] must be [json_path, image_dir], got {spec!r}.")
-        return str(spec[0]), str(spec[1])
-    basedir = os.path.expanduser(cfg.DATA.BASEDIR)
-    if not os.path.isdir(basedir):
+    if name in _CUSTOM:
+        return _CUSTOM[name]
+    if name in _SPLITS:
+        return _SPLITS[name]
+    basedir = _BASEDIR[0] if _BASEDIR else None
+    if basedir is not None and not os.path.isdir(basedir):
         raise DatasetError(
             f"Dataset '{name}': DATA.BASEDIR {basedir} does not exist. Set DATA.BASEDIR to the folder "
             f"holding annotations/instances_<split>.json and <split>/, or register it in DATA.CUSTOM.")
-    if name.startswith(_PREFIX):
+    if basedir is not None and name.startswith(_PREFIX):
         split = name[len(_PREFIX):]
-        json_path = os.path.join(basedir, "annotations", f"instances_{split}.json")
         image_dir = os.path.join(basedir, split)
-        if os.path.isfile(json_path):
-            return json_path, image_dir
         if split and os.path.isdir(image_dir):
             raise DatasetError(f"Dataset '{name}': image folder {image_dir} exists but the annotation "
-                               f"file {json_path} is missing.")
+                               f"file {os.path.join(basedir, 'annotations', f'instances_{split}.json')} is missing.")
     avail = available_datasets()
-    raise DatasetError(
-        f"Unknown dataset '{name}'. Available: {', '.join(avail) if avail else 'none'} "
-        f"(searched {os.path.join(basedir, 'annotations', 'instances_*.json')} and DATA.CUSTOM).")
+    searched = (f"searched {os.path.join(basedir, 'annotations', 'instances_*.json')} and DATA.CUSTOM"
+                if basedir is not None else "no DATA.BASEDIR was registered; searched DATA.CUSTOM")
+    raise DatasetError(f"Unknown dataset '{name}'. Available: {', '.join(avail) if avail else 'none'} ({searched}).")
 
 
 def get_dataset(name):
@@ -262,13 +273,8 @@ def _names(names):
 
 
 def _coco_json_missing(name):
-    """A ``coco_<split>`` name that is not custom and has no annotation file under DATA.BASEDIR."""
-    cfg = _cfg()
-    if not name.startswith(_PREFIX) or name in (cfg.DATA.CUSTOM or {}):
-        return False
-    split = name[len(_PREFIX):]
-    return not os.path.isfile(os.path.join(os.path.expanduser(cfg.DATA.BASEDIR), "annotations",
-                                           f"instances_{split}.json"))
+    """A ``coco_<split>`` name that is registered neither as a split found on disk nor otherwise."""
+    return name.startswith(_PREFIX) and name not in _CUSTOM and name not in _SPLITS
 
 
 def class_names_for(names):
@@ -296,16 +302,14 @@ def class_names_for(names):
     return [n for _, n in ref]
 
 
-def load_training_records(names):
-    """Training records of every named dataset, concatenated (categories must agree)."""
+def load_training_records(names, mode_mask=True, absolute=True, filter_empty=True, excluded=None):
+    """Training records of every named dataset, concatenated (categories must agree); see
+    :meth:`COCOFormatDataset.training_records`. ``excluded``: ``{dataset name: image ids}`` to
+    leave out (what validation found unusable)."""
     names = _names(names)
     class_names_for(names)
+    excluded = excluded or {}
     out = []
     for n in names:
-        out.extend(get_dataset(n).training_records())
+        out.extend(get_dataset(n).training_records(mode_mask, absolute, filter_empty, excluded.get(n, ())))
     return out
-
-
-def load_inference_records(name):
-    """Inference records (``file_name, image_id, height, width``) of one dataset."""
-    return get_dataset(name).inference_records()

@@ -32,8 +32,8 @@ from tensorpack.utils import logger
 from maskplus.lifetime import die_with_parent
 
 from maskplus.data import transforms as T
-from maskplus.data.anchors import c4_anchor_targets, multilevel_anchor_targets
-from maskplus.data.coco import DatasetError, get_dataset, load_training_records
+from maskplus.data.anchors import AnchorParams, c4_anchor_targets, multilevel_anchor_targets
+from maskplus.data.coco import DatasetError, get_dataset
 from maskplus.data.image_io import read_image
 
 __all__ = ["TrainingMapper", "SeededRecords", "LoaderFaults", "LoaderFaultError", "get_train_dataflow",
@@ -43,22 +43,17 @@ __all__ = ["TrainingMapper", "SeededRecords", "LoaderFaults", "LoaderFaultError"
 SKIPPED = "__loader_skipped__"
 
 
-def _cfg():
-    from config import config
-    return config
-
-
-def train_input_names(cfg=None):
-    """The keys of a training datapoint, in the model's input order."""
-    cfg = cfg or _cfg()
+def train_input_names(anchors, mode_mask):
+    """The keys of a training datapoint, in the model's input order, for the anchor levels of
+    ``anchors`` (an :class:`AnchorParams`) and, with ``mode_mask``, the masks."""
     names = ["image"]
-    if cfg.MODE_FPN:
-        for lvl in range(2, 2 + len(cfg.FPN.ANCHOR_STRIDES)):
+    if anchors.fpn:
+        for lvl in range(2, 2 + len(anchors.strides)):
             names += [f"anchor_labels_lvl{lvl}", f"anchor_boxes_lvl{lvl}"]
     else:
         names += ["anchor_labels", "anchor_boxes"]  # the single C4 level
     names += ["gt_boxes", "gt_labels"]
-    if cfg.MODE_MASK:
+    if mode_mask:
         names.append("gt_masks_packed")
     names.append("image_id")  # not used by the graph: lets a failing step name its image
     return names
@@ -117,17 +112,31 @@ def skipped(record, reason):
 class TrainingMapper:
     """``(record, seed) -> datapoint dict``, ``None`` (no usable box left: skipped, as in the
     example) or a :func:`skipped` marker (the record failed: unreadable image, resize error...).
-    Never raises, so that a loader process survives any record. Picklable; reads the config
-    values it needs at construction, so worker processes need no config of their own."""
+    Never raises, so that a loader process survives any record. Picklable: worker processes need
+    no config of their own.
 
-    def __init__(self, cfg=None):
-        cfg = cfg or _cfg()
-        self.short_range = [int(x) for x in cfg.PREPROC.TRAIN_SHORT_EDGE_SIZE]
-        self.max_size = float(cfg.PREPROC.MAX_SIZE)
-        self.mode_mask = bool(cfg.MODE_MASK)
-        self.keep_empty = not cfg.DATA.FILTER_EMPTY_ANNOTATIONS
-        self.anchor_cfg = _AnchorCfg(cfg)
-        self.input_names = train_input_names(cfg)
+    Args:
+        anchors: an :class:`AnchorParams` (the RPN targets' levels and rules).
+        short_edge_range: ``[min, max]`` short edge, sampled per image (``PREPROC.TRAIN_SHORT_EDGE_SIZE``).
+        max_size: the cap of the long edge (``PREPROC.MAX_SIZE``, as finalised).
+        mode_mask: produce mask targets (``MODE_MASK``).
+        keep_empty: an image left without a box trains as all-negative instead of being skipped
+            (``not DATA.FILTER_EMPTY_ANNOTATIONS``).
+    """
+
+    def __init__(self, anchors, short_edge_range, max_size, mode_mask=True, keep_empty=False):
+        self.short_range = [int(x) for x in short_edge_range]
+        self.max_size = float(max_size)
+        self.mode_mask = bool(mode_mask)
+        self.keep_empty = bool(keep_empty)
+        self.anchors = anchors
+        self.input_names = train_input_names(anchors, self.mode_mask)
+
+    @classmethod
+    def from_config(cls, cfg):
+        """The mapper of a finalised config ``cfg`` (an argument: the data layer never imports it)."""
+        return cls(AnchorParams.from_config(cfg), cfg.PREPROC.TRAIN_SHORT_EDGE_SIZE, cfg.PREPROC.MAX_SIZE,
+                   mode_mask=cfg.MODE_MASK, keep_empty=not cfg.DATA.FILTER_EMPTY_ANNOTATIONS)
 
     def __call__(self, dp):
         try:
@@ -172,14 +181,14 @@ class TrainingMapper:
         crowd_boxes = boxes[is_crowd]
 
         ret = {"image": np.ascontiguousarray(img, dtype=np.float32)}
-        if self.anchor_cfg.MODE_FPN:
-            targets = multilevel_anchor_targets(h, w, gt_boxes, crowd_boxes, rng, self.anchor_cfg)
+        if self.anchors.fpn:
+            targets = multilevel_anchor_targets(h, w, gt_boxes, crowd_boxes, rng, self.anchors)
             for lvl, (labels, anchor_boxes) in enumerate(targets, start=2):
                 ret[f"anchor_labels_lvl{lvl}"] = labels
                 ret[f"anchor_boxes_lvl{lvl}"] = anchor_boxes
         else:
             ret["anchor_labels"], ret["anchor_boxes"] = c4_anchor_targets(
-                h, w, gt_boxes, crowd_boxes, rng, self.anchor_cfg)
+                h, w, gt_boxes, crowd_boxes, rng, self.anchors)
         ret["gt_boxes"] = gt_boxes.astype(np.float32)
         ret["gt_labels"] = np.asarray(record["class"])[keep].astype(np.int64)
         if self.mode_mask:
@@ -303,47 +312,24 @@ class LoaderProcesses(MultiProcessMapDataZMQ):
         return super()._recv()
 
 
-class _Node:
-    pass
-
-
-class _AnchorCfg:
-    """A picklable snapshot of the config keys anchor targets need (same attribute paths)."""
-
-    def __init__(self, cfg):
-        self.MODE_FPN = bool(cfg.MODE_FPN)
-        self.FPN = _Node()
-        self.FPN.ANCHOR_STRIDES = tuple(cfg.FPN.ANCHOR_STRIDES)
-        self.RPN = _Node()
-        self.RPN.ANCHOR_STRIDE = int(cfg.RPN.ANCHOR_STRIDE)
-        for k in ("ANCHOR_SIZES", "ANCHOR_RATIOS"):
-            setattr(self.RPN, k, tuple(getattr(cfg.RPN, k)))
-        for k in ("POSITIVE_ANCHOR_THRESH", "NEGATIVE_ANCHOR_THRESH", "FG_RATIO", "CROWD_OVERLAP_THRESH"):
-            setattr(self.RPN, k, float(getattr(cfg.RPN, k)))
-        self.RPN.BATCH_PER_IM = int(cfg.RPN.BATCH_PER_IM)
-
-
-def get_train_dataflow(faults=None):
-    """An infinite-epoch DataFlow of training dicts (see module doc) over ``DATA.TRAIN``.
+def get_train_dataflow(records, mapper, faults, seed=-1, num_workers=0):
+    """An infinite-epoch DataFlow of training dicts (see module doc) over ``records`` (from
+    :func:`maskplus.data.coco.load_training_records`), mapped by ``mapper`` (a :class:`TrainingMapper`).
 
     Keys: ``image`` float32 [H, W, 3] BGR (unpadded), ``anchor_labels_lvl{2..6}`` int32
     [fh, fw, A], ``anchor_boxes_lvl{2..6}`` float32 [fh, fw, A, 4] (field sizes of the image padded
     to a multiple of ``FPN.ANCHOR_STRIDES[3]``; C4 models instead: ``anchor_labels``,
     ``anchor_boxes`` on the H//16 x W//16 map), ``gt_boxes`` float32 [N, 4], ``gt_labels`` int64 [N]
     and, with ``MODE_MASK``, ``gt_masks_packed`` uint8 [N, H, ceil(W/8)] (``np.packbits`` on axis -1).
-    Images that fail in the mapper are recorded in ``faults`` (a :class:`LoaderFaults`, by default
-    a new one allowing ``DATA.LOADER_MAX_SKIPPED``) and skipped; so are images left without a box
-    unless ``DATA.FILTER_EMPTY_ANNOTATIONS=False`` (then they train as all-negative, as in the example).
+    Images that fail in the mapper are recorded in ``faults`` (a :class:`LoaderFaults`) and
+    skipped; so are images left without a box unless the mapper keeps them (then they train as
+    all-negative, as in the example). ``seed >= 0`` (``DATA.SEED``) makes the order and the
+    augmentation reproducible; ``num_workers`` (``DATA.NUM_WORKERS``) loader processes map the
+    records (0: in this process).
     """
-    cfg = _cfg()
-    records = load_training_records(cfg.DATA.TRAIN)
-    logger.info(f"Training dataflow: {len(records)} images from {', '.join(cfg.DATA.TRAIN)}.")
-    if faults is None:
-        faults = LoaderFaults(cfg.DATA.LOADER_MAX_SKIPPED)
     faults.set_num_images(len(records))
-    ds = SeededRecords(records, shuffle=True, seed=int(cfg.DATA.SEED), excluded=faults.skipped)
-    mapper = TrainingMapper(cfg)
-    workers = int(cfg.DATA.NUM_WORKERS)
+    ds = SeededRecords(records, shuffle=True, seed=int(seed), excluded=faults.skipped)
+    workers = int(num_workers)
     if workers > 0:
         ds = LoaderProcesses(ds, workers, mapper, min(len(records), 64), faults)
     else:

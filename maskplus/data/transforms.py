@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 __all__ = ["resized_shape", "resize_image", "scale_boxes", "flip_boxes", "clip_boxes", "unresize_boxes",
-           "scale_points", "flip_points", "scale_polygons", "flip_polygons", "pad_to_multiple"]
+           "scale_points", "flip_points", "scale_polygons", "flip_polygons"]
 
 
 def resized_shape(h, w, short_edge, max_size):
@@ -112,7 +112,3 @@ def flip_polygons(polygons, width):
     """A list of P x 2 polygons, each flipped horizontally."""
     return [flip_points(p, width) for p in polygons]
 
-
-def pad_to_multiple(size, multiple):
-    """Smallest multiple of ``multiple`` that is >= ``size``."""
-    return int(np.ceil(size / float(multiple)) * multiple)

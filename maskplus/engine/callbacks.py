@@ -56,14 +56,15 @@ def is_chief():
 
 
 class EvalCallback(Callback):
-    """Evaluate on every ``DATA.VAL`` dataset after each of ``epochs`` (default: every epoch it is
-    triggered); AP goes to stats.json and TensorBoard."""
+    """Evaluate on every ``DATA.VAL`` dataset at the end of the epoch that ends at each of ``steps``
+    (default: every epoch it is triggered); AP goes to stats.json and TensorBoard, the metrics
+    json records the model (the log directory and step)."""
 
     _chief_only = False
 
-    def __init__(self, output_dir, epochs=None):
+    def __init__(self, output_dir, steps=None):
         self.output_dir = output_dir
-        self.epochs = None if epochs is None else set(epochs)  # None: whenever triggered
+        self.steps = None if steps is None else set(steps)  # None: whenever triggered
 
     def _setup_graph(self):
         self._chief = is_chief()
@@ -77,7 +78,7 @@ class EvalCallback(Callback):
         return self.predictor(*args)
 
     def _trigger_epoch(self):
-        if not self._chief or (self.epochs is not None and self.epoch_num not in self.epochs):
+        if not self._chief or (self.steps is not None and self.global_step not in self.steps):
             return
         try:
             for name in cfg.DATA.VAL:
@@ -87,13 +88,13 @@ class EvalCallback(Callback):
             console.say(f"  step {self.global_step}: evaluation abandoned (stopping on a signal)")
 
     def _evaluate(self, name):
-        from maskplus.engine.evaluate import run_inference, score_results
+        from maskplus.engine.evaluate import describe_training_model, run_inference, score_results
         path = os.path.join(self.output_dir, f"outputs{self.global_step}-{file_name_part(name)}.json")
         start = time.time()
         run_inference(self._stoppable_predictor, name, path)
         if STOP_REQUESTED.is_set():
             raise EvaluationAbandoned()
-        metrics = score_results(name, path)
+        metrics = score_results(name, path, describe_training_model(self.output_dir, self.global_step))
         for key, value in metrics.items():
             if value is not None:
                 self.trainer.monitors.put_scalar(f"{name}/{key}", value)

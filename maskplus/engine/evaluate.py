@@ -91,6 +91,22 @@ def describe_model(load):
             "modified": _time(os.path.getmtime(stat_path))}
 
 
+def describe_training_model(logdir, step):
+    """The model a training run evaluates at ``step`` (its weights in memory), recorded with the
+    results like :func:`describe_model`: the log directory's checkpoint of that step when one was
+    written (checkpoints are saved before the evaluation at an epoch's end), else None."""
+    path = os.path.abspath(os.path.join(logdir, f"model-{step}"))
+    saved = os.path.isfile(path + ".index")
+    return {"load": None, "log_directory": os.path.abspath(logdir), "checkpoint": path if saved else None,
+            "global_step": int(step), "modified": _time(os.path.getmtime(path + ".index")) if saved else None}
+
+
+def _model_name(model):
+    if model.get("checkpoint"):
+        return f"model '{model['checkpoint']}'"
+    return f"the model of '{model.get('log_directory')}' at step {model.get('global_step')}"
+
+
 def results_paths(output):
     """[(dataset name, results json)] for every ``DATA.VAL`` dataset: ``output`` itself for one
     dataset, ``<output>-<dataset>.json`` for each of several."""
@@ -138,7 +154,7 @@ def evaluate_datasets(predictor, output, model=None):
     for name, path in plan:
         if predictor is None:
             model_of_file = _recorded_model(path)
-            who = (f"model '{model_of_file['checkpoint']}'" if model_of_file
+            who = (_model_name(model_of_file) if model_of_file
                    else "an unknown model (no -metrics.json recording this file's contents)")
             logger.info(f"Re-scoring the existing results file '{path}' without running a model (no --load); "
                         f"its detections were produced by {who}.")

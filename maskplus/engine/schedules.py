@@ -1,11 +1,17 @@
-"""Step-based schedules (learning rate, mask-loss alpha) as pure functions plus one callback.
+"""The training schedule (learning rate, mask-loss alpha, length, evaluations) as one object, plus
+the callback that puts its values into the graph.
 
 All schedules in the config count steps at a total batch of 8 images; a run with ``n`` towers
 takes ``8 / n`` times as many steps, so the boundaries are multiplied by that factor. The
 warm-up length is in real steps (as in the Tensorpack example) and is not rescaled; its start
 value is scaled by ``min(8 / n, 1)``. By default (``TRAIN.LR_SCHEDULE_ROUNDING=epoch``) the
 drops and the end fall on epoch boundaries exactly as the example's epoch-based setter puts them.
+
+:meth:`Schedule.from_config` builds the schedule once from the finalised config, in real steps;
+a time budget replaces it by refitted ones (:meth:`Schedule.fitted`). The config itself is never
+written during training.
 """
+import dataclasses
 import math
 
 from tensorpack.callbacks import Callback
@@ -18,94 +24,119 @@ def step_factor(num_towers):
     return 8.0 / num_towers
 
 
-def _epochs_floor(batch8_steps, cfg):
-    """The example's ``steps * 8 / towers // STEPS_PER_EPOCH``: whole epochs, rounded down."""
-    return int(batch8_steps * step_factor(cfg.TRAIN.NUM_GPUS) // cfg.TRAIN.STEPS_PER_EPOCH)
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """A run's schedule in real steps (the tower count applied).
+
+    The learning rate warms up linearly from ``warmup_init_lr`` to ``base_lr`` over
+    ``warmup_steps``, then, by ``decay``, is x0.1 from each of ``drop_steps`` ("step") or falls
+    linearly / as a half cosine from ``base_lr`` to 0 at ``total_steps`` (as Detectron2's cosine
+    schedule). ``alpha``: ``((step, mask-loss alpha), ...)``, piecewise constant. The model is
+    evaluated after ``eval_steps``. ``max_epoch`` epochs of ``steps_per_epoch`` reach
+    ``total_steps`` (None for a time budget's schedule, whose epochs vary in length).
+    """
+    base_lr: float
+    warmup_steps: int
+    warmup_init_lr: float
+    decay: str
+    drop_steps: tuple
+    total_steps: int
+    alpha: tuple
+    eval_steps: tuple
+    steps_per_epoch: int
+    max_epoch: object
+
+    @classmethod
+    def from_config(cls, cfg, rounding=None):
+        """The schedule of a finalised config ``cfg``; ``rounding`` ("epoch" or "step") instead of
+        ``TRAIN.LR_SCHEDULE_ROUNDING`` (a time budget's epochs vary in length, so its drops fall on
+        exact steps)."""
+        t = cfg.TRAIN
+        factor = step_factor(t.NUM_GPUS)
+        rounding = rounding or t.LR_SCHEDULE_ROUNDING
+        spe = int(t.STEPS_PER_EPOCH)
+
+        def epochs_floor(batch8_steps):  # the example's steps * 8 / towers // STEPS_PER_EPOCH
+            return int(batch8_steps * factor // spe)
+
+        if rounding == "epoch":
+            max_epoch = max(1, epochs_floor(t.LR_SCHEDULE[-1]))
+            total = max_epoch * spe
+            # the example's epoch-based setter: a drop from the start of the epoch the boundary falls in
+            drops = [epochs_floor(b) * spe for b in t.LR_SCHEDULE[:-1]]
+        else:
+            total = int(t.LR_SCHEDULE[-1] * factor)
+            max_epoch = max(1, -(-total // spe))
+            drops = [int(b * factor) for b in t.LR_SCHEDULE[:-1]]
+        evals = ()
+        if t.EVAL_PERIOD > 0 and cfg.DATA.VAL:  # every EVAL_PERIOD epochs and after the last one, as the example
+            epochs = sorted(set(range(t.EVAL_PERIOD, max_epoch + 1, t.EVAL_PERIOD)) | {max_epoch})
+            evals = tuple(min(e * spe, total) for e in epochs)
+        alpha = cfg.MASKPLUS.MASK_LOSS_ALPHA if cfg.MASKPLUS.BIASED_TRAINING else [[0, 1.0]]
+        return cls(base_lr=float(t.BASE_LR), warmup_steps=int(t.WARMUP),
+                   warmup_init_lr=t.WARMUP_INIT_LR * min(factor, 1.0), decay=t.LR_DECAY,
+                   drop_steps=tuple(drops), total_steps=total,
+                   alpha=tuple((int(s * factor), float(v)) for s, v in alpha),
+                   eval_steps=evals, steps_per_epoch=spe, max_epoch=max_epoch)
+
+    def lr_at(self, step):
+        """The learning rate at ``step``."""
+        if step < self.warmup_steps:
+            start = self.warmup_init_lr
+            return start + (self.base_lr - start) * step / float(self.warmup_steps)
+        if self.decay == "step":
+            return self.base_lr * (0.1 ** sum(1 for d in self.drop_steps if step >= d))
+        progress = min(1.0, (step - self.warmup_steps) / float(max(1, self.total_steps - self.warmup_steps)))
+        if self.decay == "linear":
+            return self.base_lr * (1.0 - progress)
+        return self.base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def alpha_at(self, step):
+        """The mask-loss alpha (biased training) at ``step``."""
+        value = self.alpha[0][1]
+        for start, v in self.alpha:
+            if step >= start:
+                value = v
+        return value
+
+    def fitted(self, plan):
+        """This schedule refitted to a time budget's :class:`maskplus.engine.time_budget.Plan`: its
+        length, LR drops, alpha changes and evaluations; rates and warm-up unchanged."""
+        return dataclasses.replace(self, total_steps=int(plan.total), drop_steps=tuple(plan.lr_boundaries),
+                                   alpha=tuple((int(s), float(v)) for s, v in plan.alpha),
+                                   eval_steps=tuple(sorted(set(plan.eval_steps))), max_epoch=None)
+
+    def to_dict(self):
+        """For run.json."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
-def max_epoch(cfg):
-    """Epochs to train: the example's floor, or (``LR_SCHEDULE_ROUNDING=step``) enough to reach the end."""
-    t = cfg.TRAIN
-    if t.LR_SCHEDULE_ROUNDING == "epoch":
-        return max(1, _epochs_floor(t.LR_SCHEDULE[-1], cfg))
-    return max(1, -(-int(t.LR_SCHEDULE[-1] * step_factor(t.NUM_GPUS)) // t.STEPS_PER_EPOCH))
-
-
-def total_steps(cfg):
-    """The real step at which the schedule ends."""
-    t = cfg.TRAIN
-    if t.LR_SCHEDULE_ROUNDING == "epoch":
-        return max_epoch(cfg) * t.STEPS_PER_EPOCH
-    return int(t.LR_SCHEDULE[-1] * step_factor(t.NUM_GPUS))
-
-
-def drop_steps(cfg):
-    """Real steps from which the learning rate is x0.1, x0.01, ...: each boundary but the last, at
-    the start of the epoch it falls in (the example: its epoch-based setter fires after epoch
-    ``boundary * 8 / towers // STEPS_PER_EPOCH``), or at the exact step."""
-    t = cfg.TRAIN
-    if t.LR_SCHEDULE_ROUNDING == "epoch":
-        return [_epochs_floor(b, cfg) * t.STEPS_PER_EPOCH for b in t.LR_SCHEDULE[:-1]]
-    return [int(b * step_factor(t.NUM_GPUS)) for b in t.LR_SCHEDULE[:-1]]
-
-
-def evaluation_epochs(cfg):
-    """Every ``EVAL_PERIOD`` epochs and always the last one, as the example's evaluation callback."""
-    last = max_epoch(cfg)
-    return sorted(set(range(cfg.TRAIN.EVAL_PERIOD, last + 1, cfg.TRAIN.EVAL_PERIOD)) | {last})
-
-
-def warmup_init_lr(cfg):
-    """Warm-up start, scaled down for a total batch above 8 as the example does."""
-    return cfg.TRAIN.WARMUP_INIT_LR * min(step_factor(cfg.TRAIN.NUM_GPUS), 1.0)
-
-
-def learning_rate_at(step, cfg):
-    """Linear warm-up from the warm-up start to BASE_LR over WARMUP real steps, then, by LR_DECAY,
-    x0.1 from each of :func:`drop_steps` ("step") or a linear / half-cosine fall from BASE_LR to 0
-    at the schedule's end (as Detectron2's cosine schedule)."""
-    t = cfg.TRAIN
-    if step < t.WARMUP:
-        start = warmup_init_lr(cfg)
-        return start + (t.BASE_LR - start) * step / float(t.WARMUP)
-    if t.LR_DECAY == "step":
-        return t.BASE_LR * (0.1 ** sum(1 for d in drop_steps(cfg) if step >= d))
-    end = total_steps(cfg)
-    progress = min(1.0, (step - t.WARMUP) / float(max(1, end - t.WARMUP)))
-    if t.LR_DECAY == "linear":
-        return t.BASE_LR * (1.0 - progress)
-    return t.BASE_LR * 0.5 * (1.0 + math.cos(math.pi * progress))
+def _plain(value):
+    return [_plain(v) for v in value] if isinstance(value, tuple) else value
 
 
 def describe_schedule(cfg):
     """Lines telling what the finalised training schedule does, in real steps."""
     t = cfg.TRAIN
+    schedule = Schedule.from_config(cfg)
     n = t.NUM_GPUS
     accum = 8 // n if n < 8 and t.GRADIENT_ACCUMULATION else 1
     per_update = n * accum
     lines = [
         f"towers: {n} ({cfg.TRAINER}), one image each; {per_update} images per update"
         + (f" (gradients accumulated over {accum} steps)" if accum > 1 else ""),
-        f"learning rate: {t.BASE_LR:g} per 8 images; warm-up from {warmup_init_lr(cfg):g} over {t.WARMUP} steps",
+        f"learning rate: {t.BASE_LR:g} per 8 images; warm-up from {schedule.warmup_init_lr:g} over {t.WARMUP} steps",
         f"LR_SCHEDULE (steps at a total batch of 8): {t.LR_SCHEDULE}",
-        f"in real steps: LR x0.1 at {drop_steps(cfg)}" if t.LR_DECAY == "step"
-        else f"in real steps: {t.LR_DECAY} decay to 0 at step {total_steps(cfg)}",
-        f"training ends at step {total_steps(cfg)}: {max_epoch(cfg)} epochs of {t.STEPS_PER_EPOCH} steps",
+        f"in real steps: LR x0.1 at {list(schedule.drop_steps)}" if t.LR_DECAY == "step"
+        else f"in real steps: {t.LR_DECAY} decay to 0 at step {schedule.total_steps}",
+        f"training ends at step {schedule.total_steps}: {schedule.max_epoch} epochs of {t.STEPS_PER_EPOCH} steps",
     ]
     if t.EVAL_PERIOD > 0:
-        epochs = evaluation_epochs(cfg)
+        last = schedule.max_epoch
+        epochs = sorted(set(range(t.EVAL_PERIOD, last + 1, t.EVAL_PERIOD)) | {last})
         lines.append(f"evaluations: {len(epochs)}, after epochs {epochs[:3]}{' ...' if len(epochs) > 3 else ''}"
                      f" (every {t.EVAL_PERIOD} and the last)")
     return lines
-
-
-def piecewise_at(step, schedule, factor=1.0):
-    """Value of a piecewise-constant [[step, value], ...] schedule at ``step``; steps scaled by ``factor``."""
-    value = schedule[0][1]
-    for start, v in schedule:
-        if step >= int(start * factor):
-            value = v
-    return float(value)
 
 
 class StepScheduleSetter(Callback):

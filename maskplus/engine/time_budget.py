@@ -5,7 +5,9 @@ boundaries, mask-loss alpha changes and evaluations (every ``EVAL_PERIOD`` epoch
 at the end). After a short calibration the length is fitted to the time left, and fitted again
 after every evaluation with the step and evaluation times measured so far (a step gets slower as
 the detector finds more objects for the mask branch). Pure functions, plus one callback that
-applies the plan to a running Tensorpack training.
+applies the plan to a running Tensorpack training: it refits the run's
+:class:`maskplus.engine.schedules.Schedule` (a new one per plan, which the schedule setters read);
+the config is never written.
 """
 import collections
 import time
@@ -80,17 +82,21 @@ class TimeBudget(Callback):
     timed steps. Afterwards every epoch ends at the next evaluation step or ``grain`` steps on,
     whichever comes first, and the plan is fitted again at its end from the step time of the
     last ``measure`` or more steps and the last evaluation's time. Evaluations and checkpoints
-    are to be wrapped to run only where :meth:`is_evaluation_step`. ``apply(plan)`` puts a plan
-    into effect (the config's schedules); ``eval_seconds(seconds_per_step)`` estimates an
-    evaluation until one has been measured.
+    are to be wrapped to run only where :meth:`is_evaluation_step`. :attr:`schedule` is the
+    schedule in effect (the ``schedule`` given, until the calibration fits the first plan; then
+    that schedule refitted to each plan); ``apply(plan)`` is called after every fit (the trainer
+    records the refit in run.json); :attr:`refits` lists them. ``eval_seconds(seconds_per_step)``
+    estimates an evaluation until one has been measured.
     """
 
-    def __init__(self, deadline, shape, initial_plan, apply, eval_seconds, grain, skip=5, measure=20):
+    def __init__(self, deadline, shape, initial_plan, apply, eval_seconds, grain, skip=5, measure=20, schedule=None):
         self.deadline, self.shape, self.plan = deadline, shape, initial_plan
         self._apply_plan, self._estimate_eval = apply, eval_seconds
         self.grain, self.skip, self.measure = max(1, int(grain)), skip, max(1, measure)
         self.calibration_steps = skip + measure
         self._fitted = False
+        self.schedule = schedule
+        self.refits = []  # {"step", "seconds_per_step", "evaluation_seconds", "minutes_left", "total_steps"}
 
     @property
     def total_steps(self):
@@ -146,6 +152,11 @@ class TimeBudget(Callback):
         if not self._fitted:  # out of time already: one more step, so that the run ends evaluated and saved
             total = max(total, step + 1)
         self.plan = refit(previous, step, total, self.shape)
+        if self.schedule is not None:
+            self.schedule = self.schedule.fitted(self.plan)
+        self.refits.append({"step": step, "seconds_per_step": round(seconds_per_step, 4),
+                            "evaluation_seconds": round(eval_seconds, 1),
+                            "minutes_left": round((self.deadline - now) / 60, 2), "total_steps": self.plan.total})
         self._apply_plan(self.plan)
         logger.info(f"Time budget at step {step}: {seconds_per_step:.3f} s/step, {eval_seconds:.1f} s per "
                     f"evaluation, {(self.deadline - now) / 60:.2f} min left -> {describe(self.plan)}")

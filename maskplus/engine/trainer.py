@@ -2,7 +2,9 @@
 
 The schedule semantics are the Tensorpack example's: steps in the config are for a total batch of
 8 images; with ``n`` towers a run takes ``8 / n`` times as many steps; gradients are summed over
-towers and (with fewer than 8) accumulated to 8 images before an update.
+towers and (with fewer than 8) accumulated to 8 images before an update. The schedule is one
+:class:`Schedule` built from the finalised config, which a time budget refits; nothing here writes
+the config.
 """
 import json
 import logging
@@ -21,12 +23,14 @@ from tensorpack.utils import logger
 from config import config as cfg
 from maskplus import console
 from maskplus.compat import tf, tfv1
-from maskplus.data.pipeline import LoaderFaultError, LoaderFaults, get_train_dataflow
-from maskplus.engine import run_dir, schedules, time_budget
+from maskplus.data.coco import load_training_records
+from maskplus.data.pipeline import LoaderFaultError, LoaderFaults, TrainingMapper, get_train_dataflow
+from maskplus.engine import run_dir, time_budget
 from maskplus.engine.callbacks import (DUMP_VARIABLES_ENV, CheckedModelSaver, DumpVariablesAtEnd, EvalCallback,
                                       HorovodSyncCheck, LoaderFaultGuard, NonFiniteLossGuard, ResourceLogger,
                                       RunProgress, SaveOnSignal, EpochsOnSchedule, is_chief, process_rank)
 from maskplus.engine.checkpoint import CheckpointInit, checkpoint_global_step
+from maskplus.engine.schedules import Schedule, StepScheduleSetter, step_factor
 from maskplus.engine.session import session_config
 from maskplus.precision import describe, resolve
 from maskplus.modeling.generalized_rcnn import model_for_config
@@ -57,11 +61,13 @@ class TrainingInterrupted(Exception):
         self.signum = signum
 
 
-def make_callbacks(logdir, budget=None, faults=None):
-    """Our callbacks; with a :class:`time_budget.TimeBudget` the evaluations are made at its
-    planned evaluation steps instead of every so many epochs, and checkpoints there too. With
-    ``faults`` (the data loader's :class:`LoaderFaults`) training stops once they are too many."""
-    factor = schedules.step_factor(cfg.TRAIN.NUM_GPUS)
+def make_callbacks(logdir, budget=None, faults=None, schedule=None):
+    """Our callbacks, setting the learning rate and alpha of ``schedule`` (default: the config's
+    :class:`Schedule`); with a :class:`time_budget.TimeBudget` those of its schedule in effect
+    instead, the evaluations made at its planned evaluation steps instead of every so many epochs,
+    and checkpoints there too. With ``faults`` (the data loader's :class:`LoaderFaults`) training
+    stops once they are too many."""
+    schedule = schedule or Schedule.from_config(cfg)
     saver = CheckedModelSaver(max_to_keep=cfg.TRAIN.MAX_CHECKPOINTS, keep_checkpoint_every_n_hours=1,
                               checkpoint_dir=logdir)
 
@@ -71,29 +77,30 @@ def make_callbacks(logdir, budget=None, faults=None):
         return EnableCallbackIf(callback, lambda self: budget.is_evaluation_step(self.global_step) or (
             also_periodic and self.epoch_num % every_k_epochs == 0))
 
+    def in_effect():  # a time budget replaces its schedule with every refit
+        return schedule if budget is None else budget.schedule
+
     # a budgeted run sets its epochs' lengths, ends itself and logs its own time left
     unbudgeted = budget is None
     callbacks = [
         # the guard comes first so that a non-finite step stops training before anything is saved
         NonFiniteLossGuard(),
-        *([EpochsOnSchedule(cfg.TRAIN.STEPS_PER_EPOCH, schedules.total_steps(cfg))] if unbudgeted else []),
+        *([EpochsOnSchedule(cfg.TRAIN.STEPS_PER_EPOCH, schedule.total_steps)] if unbudgeted else []),
         periodic(saver, cfg.TRAIN.CHECKPOINT_PERIOD, also_periodic=True),
         SaveOnSignal(saver),
         *([LoaderFaultGuard(faults, saver)] if faults is not None else []),
-        schedules.StepScheduleSetter("learning_rate", lambda step: schedules.learning_rate_at(step, cfg)),
+        StepScheduleSetter("learning_rate", lambda step: in_effect().lr_at(step)),
         *([EstimatedTimeLeft(median=True)] if unbudgeted else []),
         ThroughputTracker(samples_per_step=cfg.TRAIN.NUM_GPUS),
         ResourceLogger(),
     ]
     if cfg.MASKPLUS.BIASED_TRAINING:
-        # read at every step: a time budget replaces the schedule in the config once it has fitted it
-        callbacks.append(schedules.StepScheduleSetter(
-            "mask_loss_alpha", lambda step: schedules.piecewise_at(step, cfg.MASKPLUS.MASK_LOSS_ALPHA, factor)))
+        callbacks.append(StepScheduleSetter("mask_loss_alpha", lambda step: in_effect().alpha_at(step)))
     if cfg.TRAINER == "horovod":
         callbacks.append(HorovodSyncCheck())
     if cfg.TRAIN.EVAL_PERIOD > 0 and cfg.DATA.VAL:
         if budget is None:  # every EVAL_PERIOD epochs and after the last one, as the example
-            callbacks.append(EvalCallback(logdir, schedules.evaluation_epochs(cfg)))
+            callbacks.append(EvalCallback(logdir, schedule.eval_steps))
         else:
             callbacks.append(periodic(EvalCallback(logdir), cfg.TRAIN.EVAL_PERIOD))
     if budget is not None:
@@ -103,31 +110,18 @@ def make_callbacks(logdir, budget=None, faults=None):
     return callbacks
 
 
-def make_time_budget(deadline, logdir, preset, identity=None):
+def make_time_budget(deadline, on_refit=None):
     """A :class:`time_budget.TimeBudget` that ends the run by ``deadline`` with the configured
-    schedule's shape, putting each fitted plan into the config (and run.json, whose ``identity``
-    stays the command's: a resumed budgeted run is compared on what the user set, not the refits)."""
-    # the budget's epochs vary in length, so its plan's LR drops fall on exact steps, not epoch starts
-    cfg.freeze(False)
-    cfg.TRAIN.LR_SCHEDULE_ROUNDING = "step"
-    cfg.freeze()
-    factor = schedules.step_factor(cfg.TRAIN.NUM_GPUS)
+    schedule's shape. Its :attr:`schedule` starts as the config's with the drops on exact steps
+    (the budget's epochs vary in length) and is refitted to every plan; ``on_refit(budget)`` is
+    called after each refit (the trainer records it in run.json). The config is not written."""
+    factor = step_factor(cfg.TRAIN.NUM_GPUS)
     t = cfg.TRAIN
+    schedule = Schedule.from_config(cfg, rounding="step")
     eval_every = t.EVAL_PERIOD * t.STEPS_PER_EPOCH if t.EVAL_PERIOD > 0 and cfg.DATA.VAL else 0
     alpha = cfg.MASKPLUS.MASK_LOSS_ALPHA if cfg.MASKPLUS.BIASED_TRAINING else [[0, 1.0]]
     shape = time_budget.run_shape(t.LR_SCHEDULE, alpha, eval_every, factor)
-    initial = time_budget.plan_for(schedules.total_steps(cfg), shape)
-
-    def apply(plan):
-        cfg.freeze(False)
-        try:
-            cfg.TRAIN.LR_SCHEDULE = [b / factor for b in plan.lr_boundaries] + [plan.total / factor]
-            if cfg.MASKPLUS.BIASED_TRAINING:
-                cfg.MASKPLUS.MASK_LOSS_ALPHA = [[s / factor, v] for s, v in plan.alpha]
-        finally:
-            cfg.freeze()
-        if is_chief():
-            write_run_info(logdir, preset, identity)
+    initial = time_budget.plan_for(schedule.total_steps, shape)
 
     val_images = 0
     if eval_every:
@@ -139,7 +133,13 @@ def make_time_budget(deadline, logdir, preset, identity=None):
         # on the AMD EPYC: 0.56 s vs 1.1 s), plus the first run of the inference graph
         return 5 + 0.5 * seconds_per_step * val_images
 
-    return time_budget.TimeBudget(deadline, shape, initial, apply, eval_seconds, grain=t.STEPS_PER_EPOCH)
+    def refitted(_plan):
+        if on_refit is not None:
+            on_refit(budget)
+
+    budget = time_budget.TimeBudget(deadline, shape, initial, refitted, eval_seconds, grain=t.STEPS_PER_EPOCH,
+                                    schedule=schedule)
+    return budget
 
 
 def quiet_console_callbacks(total_steps):
@@ -223,32 +223,41 @@ def _class_mismatch(name, val_classes, classes):
 
 
 def validate_training_data():
-    """Check every training dataset once, report all problems, stop on errors (DATA.VALIDATE)."""
+    """Check every training dataset once, report all problems, stop on errors (DATA.VALIDATE).
+    Returns ``{dataset name: image ids}`` of the unusable images, to be left out of training."""
     from maskplus.data.coco import DatasetError, get_dataset
     from maskplus.data.validate import validate_dataset
-    errors = []
+    errors, excluded = [], {}
     for name in cfg.DATA.TRAIN:
-        dataset = get_dataset(name)
-        report = validate_dataset(dataset, cfg.MODE_MASK, cfg.DATA.ABSOLUTE_COORD)
+        report = validate_dataset(get_dataset(name), cfg.MODE_MASK, cfg.DATA.ABSOLUTE_COORD)
         logger.info(report.summary())
         errors += report.errors
-        dataset.exclude_images(report.bad_image_ids)
+        excluded[name] = report.bad_image_ids
     if errors:
         raise DatasetError("The training data cannot be used:\n  " + "\n  ".join(errors))
+    return excluded
 
 
-def build_train_config(logdir, load=None, deadline=None, preset=None, identity=None, faults=None):
-    """The run's TrainConfig; with a ``deadline`` (``time.time()`` value) the schedule is fitted
-    to end by then (see :mod:`maskplus.engine.time_budget`). The data must have been checked
-    (:func:`check_data`)."""
+def train_dataflow(faults, excluded=None):
+    """The training DataFlow of the config's ``DATA.TRAIN``, without the ``excluded`` images
+    (``{dataset name: image ids}``, what validation found unusable); failing images go to ``faults``."""
+    records = load_training_records(cfg.DATA.TRAIN, cfg.MODE_MASK, cfg.DATA.ABSOLUTE_COORD,
+                                    cfg.DATA.FILTER_EMPTY_ANNOTATIONS, excluded)
+    logger.info(f"Training dataflow: {len(records)} images from {', '.join(cfg.DATA.TRAIN)}.")
+    return get_train_dataflow(records, TrainingMapper.from_config(cfg), faults, seed=cfg.DATA.SEED,
+                              num_workers=cfg.DATA.NUM_WORKERS)
+
+
+def build_train_config(logdir, schedule, load=None, budget=None, faults=None, excluded=None):
+    """The run's TrainConfig on ``schedule`` (a :class:`Schedule`); with a ``budget`` (a
+    :class:`time_budget.TimeBudget`) the run's length is fitted to end by its deadline instead.
+    The data must have been checked (:func:`check_data`, whose unusable images are ``excluded``)."""
     session_init, start_step = initial_weights(load, logdir)
     steps_per_epoch = cfg.TRAIN.STEPS_PER_EPOCH
-    max_epoch = schedules.max_epoch(cfg)
+    max_epoch = schedule.max_epoch
     starting_epoch = start_step // steps_per_epoch + 1
-    budget = None
-    if deadline is not None:
+    if budget is not None:
         # epochs of varying length (the budget sets each); the budget, not max_epoch, ends the run
-        budget = make_time_budget(deadline, logdir, preset, identity)
         from tensorpack.callbacks import JSONWriter
         previous = JSONWriter.load_existing_epoch_number(logdir) if start_step else None
         starting_epoch, max_epoch = (previous or 0) + 1, 10 ** 9
@@ -258,11 +267,11 @@ def build_train_config(logdir, load=None, deadline=None, preset=None, identity=N
         tfv1.set_random_seed(cfg.DATA.SEED)
     extra = None
     if console.stream() is not None:
-        extra = quiet_console_callbacks(lambda: budget.total_steps if budget else schedules.total_steps(cfg))
+        extra = quiet_console_callbacks(lambda: budget.total_steps if budget else schedule.total_steps)
     return TrainConfig(
         model=model_for_config(),
-        data=QueueInput(get_train_dataflow(faults)),
-        callbacks=make_callbacks(logdir, budget, faults),
+        data=QueueInput(train_dataflow(faults, excluded)),
+        callbacks=make_callbacks(logdir, budget, faults, schedule),
         extra_callbacks=extra,
         session_init=session_init,
         session_creator=NewSessionCreator(config=session_config(resolve(cfg.TRAIN.PRECISION).precision)),
@@ -272,11 +281,14 @@ def build_train_config(logdir, load=None, deadline=None, preset=None, identity=N
     )
 
 
-def write_run_info(logdir, preset, identity):
-    """``<logdir>/run.json``: what this run is (preset, seed, full config) for the table tools,
-    and its identity, which a resume must match (:mod:`maskplus.engine.run_dir`). Written
+def write_run_info(logdir, preset, identity, schedule=None, refits=()):
+    """``<logdir>/run.json``: what this run is (preset, seed, the finalised config) for the table
+    tools, its identity, which a resume must match (:mod:`maskplus.engine.run_dir`), the schedule
+    in effect in real steps (default: the config's) and a time budget's ``refits`` of it. Written
     atomically: a kill never leaves half a record."""
-    info = {"preset": preset, "seed": cfg.DATA.SEED, "config": cfg.to_dict(), "identity": identity}
+    schedule = schedule or Schedule.from_config(cfg)
+    info = {"preset": preset, "seed": cfg.DATA.SEED, "config": cfg.to_dict(), "identity": identity,
+            "schedule": schedule.to_dict(), "refits": list(refits)}
     path = os.path.join(logdir, run_dir.RUN_INFO)
     try:
         with open(path + ".tmp", "w") as f:
@@ -287,10 +299,11 @@ def write_run_info(logdir, preset, identity):
 
 
 def check_data():
-    """Everything about the data the run will need, checked before the log directory is touched."""
-    if cfg.DATA.VALIDATE:
-        validate_training_data()
+    """Everything about the data the run will need, checked before the log directory is touched.
+    Returns ``{dataset name: image ids}`` of the training images validation found unusable."""
+    excluded = validate_training_data() if cfg.DATA.VALIDATE else {}
     check_validation_data()
+    return excluded
 
 
 def check_initial_weights(load, logdir, action):
@@ -343,18 +356,18 @@ def train(logdir, load=None, preset=None, minutes=None, logdir_action="resume"):
     before anything is written; a run stopped by a signal raises :class:`TrainingInterrupted`."""
     deadline = time.time() + 60 * minutes if minutes else None
     logger.addFilter(_OneLineStopMessage())
-    check_data()
+    excluded = check_data()
     check_initial_weights(load, logdir, logdir_action)
     identity = identity_of_this_run(preset, load, minutes)
     plan = prepare_run_directory(logdir, logdir_action, identity)
     try:
-        _train_in(plan, load, preset, deadline, identity)
+        _train_in(plan, load, preset, deadline, identity, excluded)
     finally:
         if plan.lock is not None:
             plan.lock.release()
 
 
-def _train_in(plan, load, preset, deadline, identity):
+def _train_in(plan, load, preset, deadline, identity, excluded):
     logdir = plan.path
     if is_chief():
         logger.set_logger_dir(logdir, action="k")
@@ -363,22 +376,31 @@ def _train_in(plan, load, preset, deadline, identity):
     for line in plan.notes:
         _say(line)
     logger.info("Config:\n" + str(cfg))
-    if is_chief():
-        write_run_info(logdir, preset, identity)
+    schedule = Schedule.from_config(cfg)
+    # a resumed time-budgeted run keeps the record of its earlier refits
+    earlier = (run_dir.read_run_info(logdir) or {}).get("refits", []) if plan.resume and is_chief() else []
+
+    def record(current, refits=()):
+        if is_chief():
+            write_run_info(logdir, preset, identity, current, earlier + list(refits))
+
+    budget = make_time_budget(deadline, lambda b: record(b.schedule, b.refits)) if deadline is not None else None
+    record(budget.schedule if budget else schedule)
     faults = LoaderFaults(cfg.DATA.LOADER_MAX_SKIPPED)
-    traincfg = build_train_config(logdir, load, deadline, preset, identity, faults)
+    traincfg = build_train_config(logdir, schedule, load, budget, faults, excluded)
     where = describe_devices(cfg.TRAIN.NUM_GPUS, gpu_names(), describe(resolve(cfg.TRAIN.PRECISION)))
     logger.info(where)
     console.say("  " + where)
     trainer = make_trainer()
     launch_train_with_config(traincfg, trainer)
-    raise_what_stopped_training(traincfg.callbacks, faults, logdir, trainer.loop.global_step)
+    raise_what_stopped_training(traincfg.callbacks, faults, schedule, trainer.loop.global_step)
 
 
-def raise_what_stopped_training(callbacks, faults, logdir, step):
-    """After the main loop, at ``step``: an error for what ended it early, which Tensorpack ends
-    like a finished run (a checkpoint that failed in an after-training save, the data loader's
-    faults, a signal, or anything else that ended the input before the schedule's last step)."""
+def raise_what_stopped_training(callbacks, faults, schedule, step):
+    """After the main loop, at ``step`` of a run on ``schedule`` (or on the time budget's among the
+    ``callbacks``): an error for what ended it early, which Tensorpack ends like a finished run (a
+    checkpoint that failed in an after-training save, the data loader's faults, a signal, or
+    anything else that ended the input before the schedule's last step)."""
     def find(kind):  # unwrapping Tensorpack's PeriodicCallback/EnableCallbackIf
         return next((getattr(c, "cb", c) for c in callbacks if isinstance(getattr(c, "cb", c), kind)), None)
 
@@ -396,7 +418,7 @@ def raise_what_stopped_training(callbacks, faults, logdir, step):
                                   f"{saved or '(none written)'}. Rerun the same command to resume.",
                                   int(signal.Signals[on_signal.received]))
     budget = find(time_budget.TimeBudget)
-    last = budget.total_steps if budget is not None else schedules.total_steps(cfg)
+    last = budget.total_steps if budget is not None else schedule.total_steps
     if last is None or step < last:
         raise TrainingEndedEarly(
             f"Training ended at step {step}, before the schedule's last step ({last or 'not planned yet'}): its "

@@ -141,13 +141,14 @@ def test_evaluate_writes_bbox_and_segm_results_and_coco_ap(predicted):
 
 
 def test_the_saved_model_run_by_plain_tensorflow_gives_the_predictors_results(predicted, dataset):
-    from config import config as cfg, finalize_configs
+    from config import config as cfg
+    from maskplus.cli import finalize
     from maskplus.engine.inference import build_predictor, run_network
     name, logdir, _, saved, out = predicted
     image = _image()
     with config_snapshot():
         cfg.update_args([f"DATA.BASEDIR={dataset}", *PREDICT_ARGS, *MODELS[name]])
-        finalize_configs(is_training=False)
+        finalize(is_training=False)
         expected = run_network(build_predictor(logdir), image)
     np.save(out / "image.npy", image)
     script = out / "plain_tf.py"

@@ -236,7 +236,8 @@ def test_bf16_inference_gives_the_float32_detections_within_tolerances(dataset, 
     bf16 run is TensorFlow's Eigen emulation with the NCHW pooling/deconvolution kept float32."""
     import cv2
     import numpy as np
-    from config import config as cfg, finalize_configs
+    from config import config as cfg
+    from maskplus.cli import finalize
     from maskplus.engine.inference import build_predictor, run_network
     from tests.engine.test_session import emulate_bf16_without_avx512
     from tests.helpers import config_snapshot
@@ -245,7 +246,7 @@ def test_bf16_inference_gives_the_float32_detections_within_tolerances(dataset, 
     with config_snapshot():
         cfg.update_args([f"DATA.BASEDIR={dataset}", *EVAL_ARGS,
                          "RPN.PROPOSAL_NMS_THRESH=1.0", "TEST.FRCNN_NMS_THRESH=1.0"])
-        finalize_configs(is_training=False)
+        finalize(is_training=False)
         out = {p: [run_network(build_predictor(trained, p), img) for img in images] for p in ("fp32", "bf16")}
     worst, confident = {"iou": 1.0, "score": 0.0, "mask": 0.0}, 0
     for a, b in zip(out["fp32"], out["bf16"]):

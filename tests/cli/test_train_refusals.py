@@ -18,11 +18,12 @@ def _train(dataset, logdir, *args, config=()):
 
 def _record_a_finished_run(dataset, logdir, preset, config):
     """run.json and checkpoint files as train.py leaves them after a run of ``config``."""
-    from config import config as cfg, finalize_configs
+    from config import config as cfg
+    from maskplus.cli import finalize
     from maskplus.engine import trainer
     with config_snapshot():
         cfg.update_args([f"DATA.BASEDIR={dataset}", *TINY_ARGS, "TRAIN.NUM_GPUS=1", *config])
-        finalize_configs(is_training=True)
+        finalize(is_training=True)
         identity = trainer.identity_of_this_run(preset, None, None)
         os.makedirs(logdir)
         trainer.write_run_info(str(logdir), preset, identity)

@@ -1,7 +1,11 @@
 import numpy as np
 
 from maskplus.data import anchors as A
-from config import config as cfg
+
+#: the example's FPN anchors and RPN sampling rules (its config defaults)
+FPN_PARAMS = A.AnchorParams(fpn=True, strides=(4, 8, 16, 32, 64), sizes=(32, 64, 128, 256, 512),
+                            ratios=(0.5, 1.0, 2.0), positive_thresh=0.7, negative_thresh=0.3, batch_per_im=256,
+                            fg_ratio=0.5, crowd_overlap_thresh=9.99)
 
 LABEL_KW = dict(positive_thresh=0.7, negative_thresh=0.3, batch_per_im=256, fg_ratio=0.5,
                 crowd_overlap_thresh=9.99)
@@ -59,7 +63,7 @@ def test_only_anchors_inside_a_wide_image_are_candidates():
     """A 48 x 112 (h x w) image: anchor (i, j) = [16j - 16, 16i - 16, 16j + 16, 16i + 16] lies inside
     for rows 1..2 (16i + 16 <= 48) and columns 1..6 (16j + 16 <= 112); without a gt all of those
     (12 < the batch of 256) are negatives and every other anchor is ignored."""
-    anchors = A.grid_anchors(16, 32, [1.0], 4, 8).reshape(-1, 4)  # the field of a 64 x 128 padded image
+    anchors = A.grid_anchors((4, 8), 16, A.cell_anchors(32, [1.0])).reshape(-1, 4)  # the field of a 64 x 128 padded image
     labels, _ = A.anchor_targets(anchors, 48, 112, np.zeros((0, 4)), np.zeros((0, 4)), np.random.RandomState(0),
                                  **LABEL_KW)
     expected = -np.ones((4, 8), np.int32)
@@ -113,22 +117,33 @@ def test_sampling_respects_batch_limits_and_no_gt_gives_negatives():
 def test_multilevel_targets_shapes_and_joint_batch():
     rng = np.random.RandomState(0)
     out = A.multilevel_anchor_targets(100, 150, np.array([[10, 10, 90, 60]], np.float32),
-                                      np.zeros((0, 4), np.float32), rng)
+                                      np.zeros((0, 4), np.float32), rng, FPN_PARAMS)
     assert len(out) == 5
-    for (labels, boxes), s in zip(out, cfg.FPN.ANCHOR_STRIDES):
+    for (labels, boxes), s in zip(out, (4, 8, 16, 32, 64)):
         fh, fw = int(np.ceil(128 / s)), int(np.ceil(160 / s))
         assert labels.shape == (fh, fw, 3) and labels.dtype == np.int32
         assert boxes.shape == (fh, fw, 3, 4) and boxes.dtype == np.float32
     total_pos = sum(int((lab == 1).sum()) for lab, _ in out)
     total = sum(int((lab >= 0).sum()) for lab, _ in out)
-    assert 1 <= total_pos <= 128 and total == cfg.RPN.BATCH_PER_IM
+    assert 1 <= total_pos <= 128 and total == 256
+
+
+def test_anchor_params_take_the_configs_keys_and_c4_its_single_stride():
+    from config import config as cfg
+    from tests.helpers import config_snapshot
+    with config_snapshot():
+        cfg.RPN.POSITIVE_ANCHOR_THRESH, cfg.RPN.BATCH_PER_IM = 0.65, 128
+        params = A.AnchorParams.from_config(cfg)
+        assert params == FPN_PARAMS._replace(positive_thresh=0.65, batch_per_im=128)
+        cfg.MODE_FPN = False
+        assert A.AnchorParams.from_config(cfg)[:2] == (False, (16,))
 
 
 def test_full_size_image_gets_positive_anchors_on_every_used_level():
     # speed of this path is measured in scripts/benchmark.py, not asserted here
     rng = np.random.RandomState(0)
     gts = np.sort(rng.uniform(0, 800, size=(40, 4)).astype(np.float32).reshape(40, 2, 2), axis=1).reshape(40, 4)
-    out = A.multilevel_anchor_targets(800, 1333, gts, np.zeros((0, 4), np.float32), rng)
+    out = A.multilevel_anchor_targets(800, 1333, gts, np.zeros((0, 4), np.float32), rng, FPN_PARAMS)
     assert [lab.shape for lab, _ in out] == [(200, 336, 3), (100, 168, 3), (50, 84, 3), (25, 42, 3), (13, 21, 3)]
     assert sum(int((lab == 1).sum()) for lab, _ in out) > 0
     assert sum(int((lab >= 0).sum()) for lab, _ in out) == 256

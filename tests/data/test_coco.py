@@ -11,16 +11,22 @@ from tests.conftest import write_tiny_coco
 
 def test_coco_split_names_resolve_from_basedir(tiny_coco):
     write_tiny_coco(str(tiny_coco), split="val2017")
+    assert coco.available_datasets() == ["coco_train2017"]  # registered before the split was written
+    coco.register_coco(str(tiny_coco))
     assert coco.available_datasets() == ["coco_train2017", "coco_val2017"]
     ds = coco.get_dataset("coco_val2017")
     assert ds.json_path == os.path.join(str(tiny_coco), "annotations", "instances_val2017.json")
     assert ds.image_dir == os.path.join(str(tiny_coco), "val2017")
 
 
-def test_custom_dataset_registered_by_config_alone(tmp_path, cfg_override):
+def test_custom_dataset_registered_by_the_command_lines_from_the_config(tmp_path, cfg_override):
+    from maskplus.cli import register_datasets
     json_path, img_dir = write_tiny_coco(str(tmp_path / "elsewhere"), split="mine")
     cfg_override({"DATA.BASEDIR": str(tmp_path / "does_not_exist"),
                   "DATA.CUSTOM": {"my_set": [json_path, img_dir]}})
+    with pytest.raises(DatasetError, match="Unknown dataset 'my_set'. Available: none"):
+        coco.get_dataset("my_set")  # nothing is registered until the command line does it
+    register_datasets()
     ds = coco.get_dataset("my_set")
     assert ds.class_names == ["cat", "dog"]
     assert len(ds.inference_records()) == 3
@@ -35,8 +41,10 @@ def test_unknown_name_lists_available_and_folder(tiny_coco):
 
 
 def test_missing_basedir_is_named(tmp_path, cfg_override):
+    from maskplus.cli import register_datasets
     missing = str(tmp_path / "nowhere")
     cfg_override({"DATA.BASEDIR": missing, "DATA.CUSTOM": {}})
+    register_datasets()
     with pytest.raises(DatasetError, match="DATA.BASEDIR .*nowhere.* does not exist"):
         coco.get_dataset("coco_train2017")
 
@@ -53,10 +61,27 @@ def test_missing_image_folder_is_named(tiny_coco):
         coco.get_dataset("coco_train2017")
 
 
-def test_custom_json_missing_is_named(tmp_path, cfg_override):
-    cfg_override({"DATA.CUSTOM": {"x": [str(tmp_path / "nope.json"), str(tmp_path)]}})
+def test_custom_json_missing_is_named(tmp_path):
+    coco.register_dataset("x", str(tmp_path / "nope.json"), str(tmp_path))
     with pytest.raises(DatasetError, match="nope.json does not exist"):
         coco.get_dataset("x")
+
+
+def test_a_malformed_custom_entry_is_named_when_registered(cfg_override):
+    from maskplus.cli import register_datasets
+    cfg_override({"DATA.CUSTOM": {"x": ["only_a_json.json"]}})
+    with pytest.raises(DatasetError, match=r"DATA.CUSTOM\['x'\] must be \[json_path, image_dir\]"):
+        register_datasets()
+
+
+def test_registering_another_basedir_replaces_the_coco_names(tiny_coco, tmp_path_factory):
+    other = tmp_path_factory.mktemp("other")
+    write_tiny_coco(str(other), split="val2017")
+    coco.register_dataset("mine", str(tiny_coco / "annotations" / "instances_train2017.json"), str(tiny_coco))
+    coco.register_coco(str(other))
+    assert coco.available_datasets() == ["coco_val2017", "mine"]
+    with pytest.raises(DatasetError, match="Unknown dataset 'coco_train2017'"):
+        coco.get_dataset("coco_train2017")
 
 
 def test_zero_images_and_zero_usable_images_raise(tiny_coco):
@@ -65,11 +90,13 @@ def test_zero_images_and_zero_usable_images_raise(tiny_coco):
     data_noimg = dict(data, images=[], annotations=[])
     (tiny_coco / "annotations" / "instances_a.json").write_text(json.dumps(data_noimg))
     os.makedirs(tiny_coco / "a")
+    coco.register_coco(str(tiny_coco))
     with pytest.raises(DatasetError, match="zero images"):
         coco.get_dataset("coco_a").class_names
     data_crowd_only = dict(data, annotations=[a for a in data["annotations"] if a["iscrowd"]])
     (tiny_coco / "annotations" / "instances_b.json").write_text(json.dumps(data_crowd_only))
     os.makedirs(tiny_coco / "b")
+    coco.register_coco(str(tiny_coco))
     with pytest.raises(DatasetError, match="zero usable training images"):
         coco.get_dataset("coco_b").training_records()
 
@@ -88,6 +115,7 @@ def test_class_names_for_rejects_disagreeing_datasets(tiny_coco):
     data["categories"] = [{"id": 2, "name": "cat"}, {"id": 7, "name": "horse"}]
     (tiny_coco / "annotations" / "instances_other.json").write_text(json.dumps(data))
     os.makedirs(tiny_coco / "other")
+    coco.register_coco(str(tiny_coco))
     with pytest.raises(DatasetError, match="coco_train2017.*coco_other"):
         coco.class_names_for(["coco_train2017", "coco_other"])
 
@@ -112,13 +140,24 @@ def test_training_records_convert_boxes_and_skip_degenerate(tiny_coco):
     assert ds.dropped_images == 1
 
 
-def test_empty_images_kept_without_filter(tiny_coco, cfg_override):
-    cfg_override({"DATA.FILTER_EMPTY_ANNOTATIONS": False})
-    ids = [r["image_id"] for r in coco.get_dataset("coco_train2017").training_records()]
+def test_empty_images_kept_without_filter(tiny_coco):
+    ids = [r["image_id"] for r in coco.get_dataset("coco_train2017").training_records(filter_empty=False)]
     assert ids == [1, 2, 3]
 
 
-def test_boxes_clipped_and_relative_coords_scaled(tiny_coco, cfg_override):
+def test_excluded_images_are_left_out_of_the_records_asked_for_only(tiny_coco):
+    """Validation's verdict travels as an argument: the cached dataset is not changed by it."""
+    ds = coco.get_dataset("coco_train2017")
+    assert [r["image_id"] for r in ds.training_records(excluded={1})] == [2]
+    assert [r["image_id"] for r in ds.training_records()] == [1, 2]
+    write_tiny_coco(str(tiny_coco), split="val2017")
+    coco.register_coco(str(tiny_coco))
+    records = coco.load_training_records(["coco_train2017", "coco_val2017"], excluded={"coco_val2017": {1}})
+    assert [(r["file_name"].split(os.sep)[-2], r["image_id"]) for r in records] == [
+        ("train2017", 1), ("train2017", 2), ("val2017", 2)]
+
+
+def test_boxes_clipped_and_relative_coords_scaled(tiny_coco):
     path = tiny_coco / "annotations" / "instances_train2017.json"
     data = json.loads(path.read_text())
     w, h = 80.0, 60.0
@@ -127,20 +166,20 @@ def test_boxes_clipped_and_relative_coords_scaled(tiny_coco, cfg_override):
                             "segmentation": [[0.5, 0.5, 1.0, 0.5, 0.75, 0.75]]}]
     (tiny_coco / "annotations" / "instances_rel.json").write_text(json.dumps(data))
     os.makedirs(tiny_coco / "rel")
-    cfg_override({"DATA.ABSOLUTE_COORD": False})
-    (rec,) = coco.get_dataset("coco_rel").training_records()
+    coco.register_coco(str(tiny_coco))
+    (rec,) = coco.get_dataset("coco_rel").training_records(absolute=False)
     np.testing.assert_allclose(rec["boxes"], [[0.5 * w, 0.5 * h, w, 0.75 * h]])
     np.testing.assert_allclose(rec["segmentation"][0][0], [[40, 30], [80, 30], [60, 45]])
 
 
-def test_mode_mask_off_has_no_segmentation(tiny_coco, cfg_override):
-    cfg_override({"MODE_MASK": False})
-    recs = coco.get_dataset("coco_train2017").training_records()
+def test_mode_mask_off_has_no_segmentation(tiny_coco):
+    recs = coco.get_dataset("coco_train2017").training_records(mode_mask=False)
     assert all("segmentation" not in r for r in recs)
 
 
 def test_load_training_records_concatenates(tiny_coco, cfg_override):
     write_tiny_coco(str(tiny_coco), split="val2017")
+    coco.register_coco(str(tiny_coco))
     recs = coco.load_training_records(["coco_train2017", "coco_val2017"])
     assert len(recs) == 4
     assert recs[0]["file_name"].endswith(os.path.join("train2017", "000000000001.jpg"))

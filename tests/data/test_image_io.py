@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskplus.data.coco import COCOFormatDataset
+from maskplus.data.coco import COCOFormatDataset, register_dataset
 from maskplus.data.image_io import read_header, read_image
 from maskplus.data.validate import validate_dataset
 
@@ -82,6 +82,7 @@ def exif_dataset(tmp_path, cfg_override):
     cfg_override({"DATA.CUSTOM": {"exif": [json_path, image_dir]}, "DATA.TRAIN": ("exif",), "DATA.VAL": ("exif",),
                   "MODE_MASK": True, "DATA.ABSOLUTE_COORD": True, "DATA.FILTER_EMPTY_ANNOTATIONS": True,
                   "PREPROC.TRAIN_SHORT_EDGE_SIZE": [64, 64], "PREPROC.MAX_SIZE": 1000.0})
+    register_dataset("exif", json_path, image_dir)
     return COCOFormatDataset("exif", json_path, image_dir)
 
 
@@ -103,8 +104,9 @@ def test_evaluation_reads_each_image_in_its_jsons_frame(exif_dataset):
 
 
 def test_training_masks_cover_the_object_in_both_cases(exif_dataset):
+    from config import config as cfg
     from maskplus.data.pipeline import TrainingMapper
-    mapper = TrainingMapper()
+    mapper = TrainingMapper.from_config(cfg)
     for record in exif_dataset.training_records():
         for seed in (1, 2, 3):  # flipped or not
             dp = mapper((record, seed))

@@ -4,8 +4,10 @@ import time
 import numpy as np
 import pytest
 
+from config import config as cfg
 from maskplus.data import pipeline, transforms as T
-from maskplus.data.coco import get_dataset
+from maskplus.data.anchors import AnchorParams
+from maskplus.data.coco import get_dataset, load_training_records
 from tests.conftest import TINY_IMAGES
 
 
@@ -17,6 +19,22 @@ def _first(ds, n):
         if len(out) == n:
             break
     return out
+
+
+def _dataflow(faults=None):
+    """The training dataflow of the config's DATA.TRAIN, built as the trainer builds it."""
+    records = load_training_records(cfg.DATA.TRAIN, cfg.MODE_MASK, cfg.DATA.ABSOLUTE_COORD,
+                                    cfg.DATA.FILTER_EMPTY_ANNOTATIONS)
+    return pipeline.get_train_dataflow(records, _mapper(), faults or pipeline.LoaderFaults(0.01),
+                                       seed=cfg.DATA.SEED, num_workers=cfg.DATA.NUM_WORKERS)
+
+
+def _mapper():
+    return pipeline.TrainingMapper.from_config(cfg)
+
+
+def _input_names():
+    return pipeline.train_input_names(AnchorParams.from_config(cfg), cfg.MODE_MASK)
 
 
 def _unpack(dp):
@@ -42,8 +60,8 @@ def test_flip_boxes_and_points_mirror_the_pixel_grid():
 
 
 def test_datapoint_keys_dtypes_and_shapes(tiny_coco):
-    (dp,) = _first(pipeline.get_train_dataflow(), 1)
-    assert list(dp) == pipeline.train_input_names()
+    (dp,) = _first(_dataflow(), 1)
+    assert list(dp) == _input_names()
     assert list(dp) == (["image"] + [f"anchor_{k}_lvl{l}" for l in range(2, 7) for k in ("labels", "boxes")]
                         + ["gt_boxes", "gt_labels", "gt_masks_packed", "image_id"])
     assert dp["image_id"].dtype == np.int64 and int(dp["image_id"]) in (1, 2)
@@ -64,7 +82,7 @@ def test_datapoint_keys_dtypes_and_shapes(tiny_coco):
 
 
 def _map_image1(seed):
-    mapper = pipeline.TrainingMapper()
+    mapper = _mapper()
     return mapper((_record(1), seed))
 
 
@@ -85,7 +103,7 @@ def test_masks_unpack_to_polygon_area_at_box_and_crowd_excluded(tiny_coco):
 
 
 def test_resize_scales_boxes_and_masks(tiny_coco):
-    mapper = pipeline.TrainingMapper()
+    mapper = _mapper()
     dp = mapper((_record(2), 0))                    # 50x70 -> 60x84, scale 1.2
     assert dp["image"].shape[:2] == (84, 60)
     b = dp["gt_boxes"][0]
@@ -127,7 +145,7 @@ def test_same_seed_gives_same_datapoints(tiny_coco, cfg_override):
     cfg_override({"PREPROC.TRAIN_SHORT_EDGE_SIZE": [40, 90]})
 
     def run():
-        return _first(pipeline.get_train_dataflow(), 4)
+        return _first(_dataflow(), 4)
 
     a, b = run(), run()
     for x, y in zip(a, b):
@@ -142,7 +160,7 @@ def test_same_seed_gives_same_datapoints(tiny_coco, cfg_override):
 def test_unreadable_image_is_skipped_named_and_counted(tiny_coco):
     os.remove(tiny_coco / "train2017" / "000000000002.jpg")
     faults = pipeline.LoaderFaults(0.5)
-    ds = pipeline.get_train_dataflow(faults)
+    ds = _dataflow(faults)
     ds.reset_state()
     dps = list(ds)                                   # one epoch over the two records
     assert len(dps) == 1 and dps[0]["image"].shape[:2] == (60, 80)
@@ -157,11 +175,11 @@ def test_the_mapper_turns_any_failure_into_a_named_skip_instead_of_raising(tiny_
     strip = tiny_coco / "train2017" / "strip.png"
     cv2.imwrite(str(strip), np.full((1, 1000, 3), 90, np.uint8))  # 1 row: resizes to 0 rows
     record = dict(_record(1), file_name=str(strip), height=1, width=1000, image_id=77)
-    out = pipeline.TrainingMapper()((record, 0))
+    out = _mapper()((record, 0))
     (path, image_id, reason), = out.values()
     assert (path, image_id) == (str(strip), 77) and reason.startswith("cv2.error: ") and "\n" not in reason
     gone = dict(_record(1), file_name=str(tiny_coco / "train2017" / "vanished.jpg"))
-    assert list(pipeline.TrainingMapper()((gone, 0)).values()) == [
+    assert list(_mapper()((gone, 0)).values()) == [
         (gone["file_name"], 1, "the file is missing or is not a readable image")]
 
 
@@ -201,7 +219,7 @@ def test_loader_processes_survive_a_failing_image_and_report_dead_ones_instead_o
     cfg_override({"DATA.NUM_WORKERS": 2, "PREPROC.MAX_SIZE": 128.0})
     cv2.imwrite(str(tiny_coco / "train2017" / "000000000002.jpg"), np.full((1, 1000, 3), 90, np.uint8))
     faults = pipeline.LoaderFaults(0.5)
-    ds = pipeline.get_train_dataflow(faults)
+    ds = _dataflow(faults)
     dps = _first(ds, 6)  # several epochs of the one good image: the processes live on
     assert len(dps) == 6 and all(int(dp["image_id"]) == 1 for dp in dps)
     assert list(faults.skipped) == [(str(tiny_coco / "train2017" / "000000000002.jpg"), 2)]
@@ -219,10 +237,10 @@ def test_loader_processes_survive_a_failing_image_and_report_dead_ones_instead_o
 
 def test_multiprocess_workers_yield_datapoints(tiny_coco, cfg_override):
     cfg_override({"DATA.NUM_WORKERS": 2})
-    ds = pipeline.get_train_dataflow()
+    ds = _dataflow()
     dps = _first(ds, 3)   # more than one epoch: the parallel map repeats its source
     del ds
-    assert len(dps) == 3 and all(list(dp) == pipeline.train_input_names() for dp in dps)
+    assert len(dps) == 3 and all(list(dp) == _input_names() for dp in dps)
 
 
 def test_eval_dataflow_shards_cover_all_images(tiny_coco):
@@ -245,7 +263,7 @@ def test_dict_datapoint_feeds_the_model_placeholders(tiny_coco):
     from tensorpack.input_source.input_source_base import build_or_reuse_placeholder
     from maskplus.modeling.generalized_rcnn import ResNetFPNModel
     specs = ResNetFPNModel().inputs()
-    (dp,) = _first(pipeline.get_train_dataflow(), 1)
+    (dp,) = _first(_dataflow(), 1)
     with tf.Graph().as_default():
         phs = [build_or_reuse_placeholder(s) for s in specs]
         feed = _make_feeds(phs, dp)

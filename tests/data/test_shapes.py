@@ -110,7 +110,7 @@ def test_a_later_shape_hides_an_earlier_one_and_a_fully_hidden_one_is_dropped(mo
     np.testing.assert_array_equal(last.astype(bool), full_last)
 
 
-def test_annotations_load_with_pycocotools_and_our_loader(generated, cfg_override):
+def test_annotations_load_with_pycocotools_and_our_loader(generated):
     coco = COCO(os.path.join(generated, "annotations", "instances_train2017.json"))
     assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == shapes.CATEGORIES
     anns = coco.loadAnns(coco.getAnnIds())
@@ -122,8 +122,8 @@ def test_annotations_load_with_pycocotools_and_our_loader(generated, cfg_overrid
         x, y, w, h = a["bbox"]
         assert 0 <= x and 0 <= y and x + w <= img["width"] and y + h <= img["height"]
         assert abs(xs.min() - x) <= 1.5 and abs(ys.min() - y) <= 1.5  # the box fits the mask
-    from maskplus.data.coco import class_names_for, load_training_records
-    cfg_override({"DATA.BASEDIR": generated, "DATA.CUSTOM": {}})
+    from maskplus.data.coco import class_names_for, load_training_records, register_coco
+    register_coco(generated)
     assert class_names_for(["coco_train2017"]) == shapes.CATEGORIES
     records = load_training_records(["coco_train2017"])
     assert len(records) == 12 and sum(len(r["boxes"]) for r in records) == len(anns)

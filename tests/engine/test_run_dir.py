@@ -1,6 +1,6 @@
 """A log directory is one experiment: which config differences block a resume, what each
---logdir-action does with an existing directory, the lock, and a time budget's refits (which
-must not count as differences when its run is resumed)."""
+--logdir-action does with an existing directory, the lock. (A time budget's refits, which change
+only the schedule run.json records: tests/engine/test_time_budget.py.)"""
 import json
 import os
 
@@ -143,39 +143,6 @@ def test_a_log_directory_that_cannot_be_written_is_an_error_before_training(tmp_
         open_run_directory(str(tmp_path / "file" / "run"), "resume", identity())
     with pytest.raises(LogdirError, match="is a file, not a directory"):
         open_run_directory(str(tmp_path / "file"), "resume", identity())
-
-
-def test_a_budgeted_runs_record_keeps_the_commands_identity_through_its_refits(tmp_path, dataset):
-    """--minutes rewrites TRAIN.LR_SCHEDULE (and the alpha schedule) in the config and run.json as
-    it fits the run; demo.py --resume then resumes it: the recorded identity must stay the one
-    of the command, not of the refitted config."""
-    from config import config as cfg
-    from maskplus.engine import trainer
-    from maskplus.engine.time_budget import plan_for
-    from tests.helpers import config_snapshot, configure
-    with config_snapshot():
-        configure({"DATA.BASEDIR": dataset, "DATA.TRAIN": ("coco_train2017",), "DATA.VAL": ("coco_train2017",),
-                   "TRAIN.LR_SCHEDULE": [2, 3, 4], "TRAIN.STEPS_PER_EPOCH": 8, "TRAIN.EVAL_PERIOD": 0,
-                   "MASKPLUS.BIASED_TRAINING": True, "MASKPLUS.MASK_LOSS_ALPHA": [[0, 1.5], [1, 1.0]]},
-                  class_names=("cat", "dog"))
-        command = trainer.identity_of_this_run("demo-cpu", None, 14.0)
-        trainer.write_run_info(str(tmp_path), "demo-cpu", command)
-        budget = trainer.make_time_budget(1e12, str(tmp_path), "demo-cpu", command)
-        budget._apply_plan(plan_for(1153, budget.shape))  # what a fit does
-        info = json.loads((tmp_path / "run.json").read_text())
-        assert info["config"]["TRAIN"]["LR_SCHEDULE"][-1] == pytest.approx(1153 / 8)  # the refit is recorded
-        assert cfg.TRAIN.LR_SCHEDULE_ROUNDING == "step"
-    # what the resuming command computes, from the config it gives (not the refitted one)
-    with config_snapshot():
-        configure({"DATA.BASEDIR": dataset, "DATA.TRAIN": ("coco_train2017",), "DATA.VAL": ("coco_train2017",),
-                   "TRAIN.LR_SCHEDULE": [2, 3, 4], "TRAIN.STEPS_PER_EPOCH": 8, "TRAIN.EVAL_PERIOD": 0,
-                   "MASKPLUS.BIASED_TRAINING": True, "MASKPLUS.MASK_LOSS_ALPHA": [[0, 1.5], [1, 1.0]]},
-                  class_names=("cat", "dog"))
-        resuming = trainer.identity_of_this_run("demo-cpu", None, 9.5)
-    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "model-300"\n')
-    run_dir.check_resumable(str(tmp_path), resuming)  # no error
-    assert run_dir.differences(run_dir.recorded_identity({"config": info["config"], "preset": "demo-cpu"}),
-                               resuming)  # the refitted config alone would not have resumed
 
 
 def test_missing_initial_weights_are_found_before_the_log_directory_is_touched(tmp_path, cfg_override):

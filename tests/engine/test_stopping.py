@@ -37,10 +37,10 @@ def _evaluation(output_dir, predictor, step=40):
 
 
 def test_evaluation_outputs_of_a_custom_dataset_name_stay_in_the_log_directory(tiny_coco, cfg_override, tmp_path):
+    from maskplus.data.coco import register_dataset
     name = "../evil name"
-    cfg_override({"DATA.CUSTOM": {name: [str(tiny_coco / "annotations" / "instances_train2017.json"),
-                                          str(tiny_coco / "train2017")]},
-                  "DATA.VAL": (name,), "TRAIN.BOUNDARY_AP": False})
+    register_dataset(name, str(tiny_coco / "annotations" / "instances_train2017.json"), str(tiny_coco / "train2017"))
+    cfg_override({"DATA.VAL": (name,), "TRAIN.BOUNDARY_AP": False})
     out = tmp_path / "logs" / "run"
     out.mkdir(parents=True)
     calls = []
@@ -53,6 +53,24 @@ def test_evaluation_outputs_of_a_custom_dataset_name_stay_in_the_log_directory(t
     assert scalars[f"{name}/bbox/AP"] == 0.0
     assert cb.file_name_part("coco_val2017") == "coco_val2017"  # ordinary names unchanged (demo.py reads them)
     assert cb.file_name_part("a/b") != cb.file_name_part("a_b")
+
+
+def test_an_evaluation_during_training_records_its_model(tiny_coco, cfg_override, tmp_path):
+    """The metrics json names the run and step it scores (the table tools tell runs apart by it),
+    and the step's checkpoint when one was written before the evaluation."""
+    import json
+    cfg_override({"DATA.VAL": ("coco_train2017",), "TRAIN.BOUNDARY_AP": False})
+    callback, _ = _evaluation(tmp_path, _no_detections([]))
+    callback._trigger_epoch()
+    with open(tmp_path / "outputs40-coco_train2017-metrics.json") as f:
+        model = json.load(f)["model"]
+    assert model == {"load": None, "log_directory": str(tmp_path), "checkpoint": None, "global_step": 40,
+                     "modified": None}
+    (tmp_path / "model-40.index").write_bytes(b"")  # the checkpoint saved at this epoch's end
+    callback._trigger_epoch()
+    with open(tmp_path / "outputs40-coco_train2017-metrics.json") as f:
+        model = json.load(f)["model"]
+    assert model["checkpoint"] == str(tmp_path / "model-40") and model["global_step"] == 40 and model["modified"]
 
 
 def test_a_signal_abandons_the_evaluation_before_its_next_image(tiny_coco, cfg_override, tmp_path):
@@ -162,27 +180,30 @@ def test_a_checkpoint_that_cannot_be_written_is_an_error_not_a_log_line(tmp_path
 
 def test_what_ended_the_main_loop_early_becomes_the_runs_error(cfg_override):
     from maskplus.data.pipeline import LoaderFaultError, LoaderFaults
+    from config import config as cfg
+    from maskplus.engine.schedules import Schedule
     from maskplus.engine.trainer import TrainingEndedEarly, TrainingInterrupted, raise_what_stopped_training
     cfg_override({"TRAIN.LR_SCHEDULE": [6, 8, 12], "TRAIN.NUM_GPUS": 1, "TRAIN.STEPS_PER_EPOCH": 32,
                   "TRAIN.LR_SCHEDULE_ROUNDING": "step"})  # the schedule ends at step 96
+    schedule = Schedule.from_config(cfg)
     saver = cb.CheckedModelSaver.__new__(cb.CheckedModelSaver)
     saver.last_checkpoint = "/logs/run/model-96"
     on_signal = cb.SaveOnSignal(_Saver())
     faults = LoaderFaults(0.5, num_images=10)
     guard = cb.LoaderFaultGuard(faults, saver)
     callbacks = [on_signal, guard, SimpleNamespace(cb=saver)]  # the saver wrapped, as by PeriodicCallback
-    raise_what_stopped_training(callbacks, faults, "/logs/run", 96)  # a finished run: nothing
+    raise_what_stopped_training(callbacks, faults, schedule, 96)  # a finished run: nothing
     # the input ended with no reason given (an exception in the data thread: Tensorpack's main
     # loop ends as at the end of the data, and the process would exit 0 with fewer steps)
     with pytest.raises(TrainingEndedEarly, match=r"Training ended at step 40, before the schedule's last step \(96\)"):
-        raise_what_stopped_training(callbacks, faults, "/logs/run", 40)
+        raise_what_stopped_training(callbacks, faults, schedule, 40)
     on_signal.received = "SIGTERM"
     with pytest.raises(TrainingInterrupted, match="Stopped on SIGTERM; the last checkpoint is /logs/run/model-96") as e:
-        raise_what_stopped_training(callbacks, faults, "/logs/run", 40)
+        raise_what_stopped_training(callbacks, faults, schedule, 40)
     assert e.value.signum == signal.SIGTERM
     faults.fail("The data loader could not use ...")
     with pytest.raises(LoaderFaultError, match="the last checkpoint is /logs/run/model-96. Fix or remove"):
-        raise_what_stopped_training(callbacks, faults, "/logs/run", 40)
+        raise_what_stopped_training(callbacks, faults, schedule, 40)
     guard.save_error = CheckpointError("disk full")  # in an after-training save, where Tensorpack only prints
     with pytest.raises(CheckpointError, match="disk full"):
-        raise_what_stopped_training(callbacks, faults, "/logs/run", 96)
+        raise_what_stopped_training(callbacks, faults, schedule, 96)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from maskplus.engine.time_budget import Plan, plan_for, refit, run_shape, steps_that_fit
 from maskplus.presets import demo_schedule
 
@@ -76,8 +78,10 @@ def test_a_run_on_a_tiny_budget_ends_near_it_with_its_schedule_and_last_evaluati
     fits = [line for line in proc.stdout.splitlines() if "Time budget at step" in line]
     assert 60 * budget - 10 < elapsed < 60 * budget + 45, (elapsed, fits)
     with open(tmp_path / "run.json") as f:
-        schedule = json.load(f)["config"]["TRAIN"]["LR_SCHEDULE"]
-    total = round(schedule[-1] * 8)
+        info = json.load(f)
+    assert info["config"]["TRAIN"]["LR_SCHEDULE"] == [2.64, 2.91, 3]  # the config as finalised, never refitted
+    drops, total = info["schedule"]["drop_steps"], info["schedule"]["total_steps"]  # the last refit's
+    assert info["refits"][-1]["total_steps"] == total and len(info["refits"]) >= 2
     assert total > 25  # beyond the 25 calibration steps, by 24 at 3 steps a second
     with open(tmp_path / "stats.json") as f:
         stats = json.load(f)
@@ -86,24 +90,18 @@ def test_a_run_on_a_tiny_budget_ends_near_it_with_its_schedule_and_last_evaluati
     evaluations = [e["global_step"] for e in stats if "coco_train2017/segm/AP" in e]
     assert evaluations[-1] == total and len(evaluations) <= 3
     # the learning rate dropped twice (x0.01) near the end, at the fitted boundaries
-    assert 0.75 * total <= schedule[0] * 8 <= schedule[1] * 8 <= total
+    assert 0.75 * total <= drops[0] <= drops[1] <= total
     lr = [(e["global_step"], e["learning_rate"]) for e in stats if "learning_rate" in e]
     assert abs(lr[-1][1] - 0.0002) < 1e-9 and lr[-1][0] >= 0.75 * total, lr
 
 
-def test_the_callback_on_a_fake_clock_ends_on_time_with_its_events_in_place(monkeypatch):
-    """TimeBudget driven like Tensorpack's loop, on a fake clock: 0.5 s steps for 200 steps, then
-    0.8 s (the mask branch finds more RoIs), 20 s per evaluation, a 10-minute deadline."""
+def drive(budget, clock):
+    """Run ``budget`` like Tensorpack's loop on the fake ``clock``: 0.5 s steps for 200 steps, then
+    0.8 s (the mask branch finds more RoIs), 20 s per evaluation. Returns (the epochs' lengths,
+    the evaluation steps, the last step)."""
     from types import SimpleNamespace
     from tensorpack.train.base import StopTraining
-    from maskplus.engine import time_budget
-
-    clock = [1000.0]
-    monkeypatch.setattr(time_budget.time, "time", lambda: clock[0])
-    shape = demo_shape()
-    applied, evaluated, epochs = [], [], []
-    budget = time_budget.TimeBudget(clock[0] + 600, shape, plan_for(600, shape), applied.append,
-                                    eval_seconds=lambda s: 40.0, grain=100)
+    evaluated, epochs = [], []
     budget.trainer = trainer = SimpleNamespace(global_step=0, loop=SimpleNamespace(steps_per_epoch=None))
     budget._before_train()
     for _ in range(100):  # epochs; the budget must stop the run long before
@@ -123,7 +121,22 @@ def test_the_callback_on_a_fake_clock_ends_on_time_with_its_events_in_place(monk
         budget._trigger_epoch()
     else:
         raise AssertionError("the time budget never stopped the run")
-    plan, end = applied[-1], trainer.global_step
+    return epochs, evaluated, trainer.global_step
+
+
+def test_the_callback_on_a_fake_clock_ends_on_time_with_its_events_in_place(monkeypatch):
+    """TimeBudget driven like Tensorpack's loop, on a fake clock: 0.5 s steps for 200 steps, then
+    0.8 s (the mask branch finds more RoIs), 20 s per evaluation, a 10-minute deadline."""
+    from maskplus.engine import time_budget
+
+    clock = [1000.0]
+    monkeypatch.setattr(time_budget.time, "time", lambda: clock[0])
+    shape = demo_shape()
+    applied = []
+    budget = time_budget.TimeBudget(clock[0] + 600, shape, plan_for(600, shape), applied.append,
+                                    eval_seconds=lambda s: 40.0, grain=100)
+    epochs, evaluated, end = drive(budget, clock)
+    plan = applied[-1]
     assert epochs[0] == 25 and max(epochs) <= 100  # the calibration epoch, then epochs of <= 100 steps
     assert end == plan.total and evaluated == sorted(set(plan.eval_steps)) and evaluated[-1] == end
     assert len(evaluated) == 3
@@ -133,3 +146,52 @@ def test_the_callback_on_a_fake_clock_ends_on_time_with_its_events_in_place(monk
     # the events sit at their fractions of the final length (those already passed stay where they were)
     assert plan.lr_boundaries == (round(0.88 * end), round(0.97 * end))
     assert abs(evaluated[1] - 2 * end / 3) <= 60 and plan.alpha[1][0] == evaluated[0]
+
+
+def test_a_budgets_refits_change_the_schedule_the_setters_read_never_the_config(monkeypatch, tmp_path, dataset):
+    """Nothing writes the config after finalisation: the trainer's callbacks and a time budget's
+    refits replace the schedule the learning-rate and alpha setters read; run.json keeps the
+    finalised config, records each refit and the schedule in effect, and still resumes."""
+    import copy
+    from config import config as cfg
+    from maskplus.data.coco import register_coco
+    from maskplus.engine import run_dir, time_budget, trainer
+    from maskplus.engine.schedules import StepScheduleSetter
+    from tests.helpers import config_snapshot, configure
+
+    clock = [1000.0]
+    monkeypatch.setattr(time_budget.time, "time", lambda: clock[0])
+    register_coco(dataset)
+    overrides = {"DATA.TRAIN": ("coco_train2017",), "TRAIN.EVAL_PERIOD": 0, "TRAIN.NUM_GPUS": 2,
+                 "TRAIN.BASE_LR": 0.01, "TRAIN.WARMUP": 4, "TRAIN.LR_SCHEDULE": [2.64, 2.91, 3],
+                 "TRAIN.STEPS_PER_EPOCH": 100, "MASKPLUS.BIASED_TRAINING": True,
+                 "MASKPLUS.MASK_LOSS_ALPHA": [[0, 1.5], [1, 1.0]]}
+    with config_snapshot():
+        configure(overrides, class_names=("cat", "dog"))
+        finalised = copy.deepcopy(cfg.to_dict())
+        command = trainer.identity_of_this_run("demo-cpu", None, 14.0)
+        budget = trainer.make_time_budget(clock[0] + 600, lambda b: trainer.write_run_info(
+            str(tmp_path), "demo-cpu", command, b.schedule, b.refits))
+        setters = {c.var_name: c for c in trainer.make_callbacks(str(tmp_path), budget)
+                   if isinstance(c, StepScheduleSetter)}
+        lr, alpha = setters["learning_rate"].value_at, setters["mask_loss_alpha"].value_at
+        # before the calibration: the configured schedule at 2 towers (4 real steps per batch-8 step),
+        # its drops on exact steps (int(2.64 * 4) = 10, int(2.91 * 4) = 11), not at epoch starts
+        assert (lr(9), lr(10), lr(11), alpha(3), alpha(4)) == (
+            0.01, pytest.approx(0.001), pytest.approx(0.0001), 1.5, 1.0)
+        drive(budget, clock)
+        assert cfg.to_dict() == finalised and cfg._frozen
+        resuming = trainer.identity_of_this_run("demo-cpu", None, 9.5)
+    plan = budget.plan
+    assert len(budget.refits) >= 3 and plan.total > 500  # about 1000 steps fit in 10 minutes at 0.5-0.8 s
+    # the setters follow the last refit: its boundaries (the plan's, a pure function of the run's shape)
+    (first, second), ((_, a0), (switch, a1)) = plan.lr_boundaries, plan.alpha
+    assert (lr(first - 1), lr(first), lr(second)) == (0.01, pytest.approx(0.001), pytest.approx(0.0001))
+    assert (alpha(switch - 1), alpha(switch), a0, a1) == (1.5, 1.0, 1.5, 1.0)
+    with open(tmp_path / "run.json") as f:
+        info = json.load(f)
+    assert info["config"] == json.loads(json.dumps(finalised))
+    assert info["schedule"]["total_steps"] == plan.total and info["schedule"]["drop_steps"] == [first, second]
+    assert info["refits"] == budget.refits and info["refits"][-1]["total_steps"] == plan.total
+    (tmp_path / "checkpoint").write_text(f'model_checkpoint_path: "model-{plan.total}"\n')
+    run_dir.check_resumable(str(tmp_path), resuming)  # a resume with the time left is the same run

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from config import config as cfg
-from maskplus.data.coco import DatasetError
+from maskplus.data.coco import DatasetError, register_coco
 from maskplus.engine.trainer import check_validation_data
 from tests.conftest import write_tiny_coco
 
@@ -22,6 +22,7 @@ def _val_split(root, edit=None):
         edit(data)
         with open(json_path, "w") as f:
             json.dump(data, f)
+    register_coco(str(root))
     return image_dir
 
 

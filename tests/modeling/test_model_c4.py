@@ -47,13 +47,11 @@ def test_c4_targets_sample_anchors_beyond_the_map_then_cut_them_as_the_example()
     best anchor; the map's anchor just above it ([33, 65, 63, 95], IoU 14*30 / (1800 - 420) =
     0.304, between the 0.3 and 0.7 thresholds) is then neither best nor above 0.7: ignored (-1),
     and the map has no positive at all. Labelling only the map's anchors would make it positive."""
-    from types import SimpleNamespace
-    from maskplus.data.anchors import c4_anchor_targets
-    rpn = SimpleNamespace(ANCHOR_STRIDE=16, ANCHOR_SIZES=(30,), ANCHOR_RATIOS=(1.0,), POSITIVE_ANCHOR_THRESH=0.7,
-                          NEGATIVE_ANCHOR_THRESH=0.3, BATCH_PER_IM=256, FG_RATIO=0.5, CROWD_OVERLAP_THRESH=9.99)
+    from maskplus.data.anchors import AnchorParams, c4_anchor_targets
+    params = AnchorParams(fpn=False, strides=(16,), sizes=(30,), ratios=(1.0,), positive_thresh=0.7,
+                          negative_thresh=0.3, batch_per_im=256, fg_ratio=0.5, crowd_overlap_thresh=9.99)
     gt = np.array([[33, 81, 63, 111]], np.float32)
-    labels, boxes = c4_anchor_targets(111, 111, gt, np.zeros((0, 4)), np.random.RandomState(0),
-                                      SimpleNamespace(RPN=rpn))
+    labels, boxes = c4_anchor_targets(111, 111, gt, np.zeros((0, 4)), np.random.RandomState(0), params)
     assert labels.shape == (6, 6, 1) and boxes.shape == (6, 6, 1, 4)
     assert labels[5, 3, 0] == -1 and (labels == 1).sum() == 0
     # inside the image: cells 1..5 of the map in each direction (centre 16 i within [15, 96]);
@@ -215,13 +213,14 @@ def test_maskplus_techniques_train_on_c4():
 
 
 def test_training_mapper_gives_c4_targets(tiny_coco, cfg_override):
-    from maskplus.data import pipeline
+    from maskplus.data.pipeline import LoaderFaults
+    from maskplus.engine.trainer import train_dataflow
     from maskplus.modeling.generalized_rcnn import ResNetC4Model
     cfg_override({"MODE_FPN": False})
     with config_snapshot():
         configure({"MODE_FPN": False, "DATA.BASEDIR": str(tiny_coco), "PREPROC.TRAIN_SHORT_EDGE_SIZE": [160, 160]},
                   class_names=("a", "b"), tiny=False)
-        ds = pipeline.get_train_dataflow()
+        ds = train_dataflow(LoaderFaults(0.01))
         ds.reset_state()
         dp = next(iter(ds))
         spec_names = [s.name for s in ResNetC4Model().inputs()]
