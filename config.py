@@ -592,6 +592,7 @@ def finalize_configs(is_training, num_gpus=None, class_names=None):
     _check_precision(c, is_training)
     if is_training:
         if c.TRAINER == "horovod":
+            from maskplus import compat  # noqa: F401  (its shims before Horovod imports TensorFlow)
             import horovod.tensorflow as hvd  # only present where installed
             n = hvd.size()
             if c.TRAIN.NUM_GPUS and c.TRAIN.NUM_GPUS != n:

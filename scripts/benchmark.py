@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import numpy as np  # noqa: E402
 
-import maskplus  # noqa: E402,F401
+from maskplus import compat  # noqa: E402,F401  (its shims before anything imports TensorFlow)
 from helpers import build_graph, config_snapshot, configure, synthetic_datapoint  # noqa: E402
 from maskplus.compat import tf, tfv1  # noqa: E402
 from config import parse_literal  # noqa: E402

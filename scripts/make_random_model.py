@@ -12,7 +12,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import maskplus  # noqa: E402,F401
+from maskplus import compat  # noqa: E402,F401  (its shims before anything imports TensorFlow)
 from maskplus.cli import add_config_arguments, apply_config_arguments, finalize  # noqa: E402
 
 
