@@ -14,7 +14,7 @@ import math
 import os
 import pprint
 
-__all__ = ["config", "cfg", "finalize_configs", "ConfigError", "AttrDict"]
+__all__ = ["config", "cfg", "finalize_configs", "ConfigError", "AttrDict", "BOX_HEAD_NAMES", "MASK_HEAD_NAMES"]
 
 
 class ConfigError(ValueError):
@@ -320,6 +320,10 @@ _C.MASKPLUS.MASK_LOSS_ALPHA = [[0, 1.5], [120000, 1.0]]  # (step at total batch 
 cfg = config
 
 _NORMS = ("FreezeBN", "SyncBN", "GN", "None")
+#: The baseline heads ``FPN.FRCNN_HEAD_FUNC`` and ``FPN.MRCNN_HEAD_FUNC`` accept: the one list, which
+#: the modeling modules map to the functions of these names.
+BOX_HEAD_NAMES = ("fastrcnn_2fc_head", "fastrcnn_4conv1fc_head", "fastrcnn_4conv1fc_gn_head")
+MASK_HEAD_NAMES = ("maskrcnn_up4conv_head", "maskrcnn_up4conv_gn_head")
 
 
 #: The example's named schedules in thousands of steps at a total batch of 8: Detectron's 1x, and for
@@ -497,7 +501,6 @@ def _check_consistency(c):
         errors.append(f"BACKBONE.NORM must be one of {_NORMS}, got '{c.BACKBONE.NORM}'.")
     if c.FPN.NORM not in ("None", "GN"):
         errors.append(f"FPN.NORM must be 'None' or 'GN', got '{c.FPN.NORM}'.")
-    from maskplus.modeling.head_names import BOX_HEAD_NAMES, MASK_HEAD_NAMES  # lazy: `import maskplus` loads TF
     if c.FPN.FRCNN_HEAD_FUNC not in BOX_HEAD_NAMES:
         errors.append(f"FPN.FRCNN_HEAD_FUNC must be one of {BOX_HEAD_NAMES}, got '{c.FPN.FRCNN_HEAD_FUNC}'.")
     if c.FPN.MRCNN_HEAD_FUNC not in MASK_HEAD_NAMES:

@@ -10,9 +10,8 @@ from tensorpack.tfutils import argscope
 from tensorpack.tfutils.scope_utils import under_name_scope
 from tensorpack.tfutils.summary import add_moving_summary
 
-from config import config as cfg
+from config import MASK_HEAD_NAMES, config as cfg
 from maskplus.compat import tf
-from maskplus.modeling.head_names import MASK_HEAD_NAMES
 from maskplus.modeling.layers import GroupNorm, msra_fan_out
 from maskplus.modeling.mask_ops import MaskTargets, class_wise_predictor, mask_targets, own_class_loss
 from maskplus.modeling.model_fpn import multilevel_roi_align
