@@ -320,6 +320,15 @@ def test_the_compat_check_sees_a_late_compat_and_accepts_an_early_one():
     assert compat_late("maskplus.modeling.model_fpn", late) == []  # maskplus/modeling/__init__ imports it
 
 
+@pytest.mark.parametrize("script", sorted(f for f in os.listdir(os.path.join(ROOT, "scripts")) if f.endswith(".py")))
+def test_scripts_import_nothing_from_the_tests(script):
+    """What a script needs of the tests' helpers lives in the package (maskplus/testing.py)."""
+    test_modules = {f[:-3] for f in os.listdir(os.path.join(ROOT, "tests")) if f.endswith(".py")} | {"tests"}
+    _, imports = _imports(f"scripts.{script[:-3]}", open(os.path.join(ROOT, "scripts", script)).read(), ROOT)
+    from_tests = sorted({n for _, names in imports for n in names if n.split(".")[0] in test_modules})
+    assert from_tests == [], f"scripts/{script} imports {from_tests}"
+
+
 LIGHT_MODULES = ["config", "maskplus", "maskplus.presets", "maskplus.console", "maskplus.lifetime",
                  "maskplus.evaluation.coco_eval", "maskplus.evaluation.tables", "maskplus.data.shapes",
                  "maskplus.engine.run_dir"]
