@@ -32,6 +32,7 @@ PY = sys.executable
 sys.path.insert(0, ROOT)
 
 from maskplus.console import CONSOLE_FD  # noqa: E402  (the variable train.py/predict.py read)
+from maskplus.engine.run_dir import unused_path  # noqa: E402
 from maskplus.lifetime import die_with_parent  # noqa: E402
 from maskplus.presets import demo_schedule  # noqa: E402
 
@@ -133,12 +134,7 @@ def run_directory(out, resume):
     runs = sorted(glob.glob(os.path.join(out, "run-*")))
     if resume and runs:
         return runs[-1]
-    path = os.path.join(out, time.strftime("run-%Y%m%d-%H%M%S"))
-    fresh, n = path, 1
-    while os.path.exists(fresh):
-        n += 1
-        fresh = f"{path}-{n}"
-    return fresh
+    return unused_path(os.path.join(out, time.strftime("run-%Y%m%d-%H%M%S")))
 
 
 def final_evaluation(logdir):
