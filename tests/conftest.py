@@ -7,7 +7,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import maskplus  # noqa: E402,F401  (compat shims before anything imports TensorFlow)
+from maskplus import compat  # noqa: E402,F401  (its shims before anything imports TensorFlow)
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402

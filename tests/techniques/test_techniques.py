@@ -184,7 +184,7 @@ def test_contextual_fusion_adds_one_context_to_every_roi():
     """3.1: the context branch's output is added to the RoI features: what fusion adds does not
     depend on the RoI features and is the same for every RoI."""
     from config import config as cfg
-    from maskplus.techniques.contextual_fusion import fuse_context
+    from maskplus.techniques.context_fusion import fuse_context
     rng = np.random.RandomState(0)
     rois_a, rois_b = (rng.standard_normal((3, 64, 14, 14)).astype(np.float32) for _ in range(2))
     with config_snapshot():
@@ -207,7 +207,7 @@ def test_contextual_fusion_pools_the_real_image_not_the_padding_on_its_level(lev
     """The full-image RoI of 3.1 is [0, 0, w, h] of the real 50 x 90 image (padded to 64 x 96) at
     the level's stride: its 14 x 14 RoIAlign (no conv in between, CONTEXT_FUSION_DIMS empty)
     equals a slow NumPy RoIAlign of that level's map, which differs by position."""
-    from maskplus.techniques.contextual_fusion import global_context
+    from maskplus.techniques.context_fusion import global_context
     strides = (4, 8, 16, 32, 64)
     feats = [position_dependent_map(64 // s, 96 // s, offset=100.0 * k) for k, s in zip(range(2, 7), strides)]
     with config_snapshot():
