@@ -34,10 +34,17 @@ def tiny_preset(name):
     return values
 
 
+#: every technique off: the tiny baseline, whatever the config held when the baseline is first built
+#: (``configure`` applies its overrides on top of the current config, e.g. a preset's)
+TECHNIQUES_OFF = {"MASKPLUS.CONTEXT_FUSION": False, "MASKPLUS.DECONV_PYRAMID": False,
+                  "MASKPLUS.BOUNDARY_REFINEMENT": "none", "MASKPLUS.QUASI_MULTITASK": [],
+                  "MASKPLUS.BIASED_TRAINING": False}
+
+
 @functools.lru_cache(maxsize=None)
 def _baseline_variables(training):
     with config_snapshot():
-        configure({}, training=training)
+        configure(TECHNIQUES_OFF, training=training)
         return variable_shapes(build_graph(training)[0])
 
 
@@ -205,16 +212,25 @@ def test_contextual_fusion_adds_one_context_to_every_roi():
 @pytest.mark.parametrize("level", [2, 5])
 def test_contextual_fusion_pools_the_real_image_not_the_padding_on_its_level(level):
     """The full-image RoI of 3.1 is [0, 0, w, h] of the real 50 x 90 image (padded to 64 x 96) at
-    the level's stride: its 14 x 14 RoIAlign (no conv in between, CONTEXT_FUSION_DIMS empty)
-    equals a slow NumPy RoIAlign of that level's map, which differs by position."""
-    from maskplus.techniques.context_fusion import global_context
+    the stride of MASKPLUS.CONTEXT_FUSION_LEVEL: in the mask branch built from the config, its
+    14 x 14 RoIAlign (before the convolutions) equals a slow NumPy RoIAlign of that level's map,
+    which differs by position and from level to level."""
+    from config import config as cfg
+    from tensorpack.tfutils.tower import TowerContext
+    from maskplus.modeling.model_mrcnn import MASK_HEADS, build_mask_branch
     strides = (4, 8, 16, 32, 64)
     feats = [position_dependent_map(64 // s, 96 // s, offset=100.0 * k) for k, s in zip(range(2, 7), strides)]
     with config_snapshot():
-        configure({"MASKPLUS.CONTEXT_FUSION": True})
-        with tf.Graph().as_default(), tfv1.Session() as sess:
-            context = sess.run(global_context(tf.constant(feats[level - 2]), strides[level - 2], tf.constant([50, 90]),
-                                              [], resolution=14))
+        configure({"MASKPLUS.CONTEXT_FUSION": True, "MASKPLUS.CONTEXT_FUSION_LEVEL": level})
+        with tf.Graph().as_default() as graph, TowerContext("", is_training=False):
+            rois = tf.zeros([1, cfg.FPN.NUM_CHANNEL, 14, 14])
+            build_mask_branch(rois, [tf.constant(f) for f in feats], tf.constant([50, 90]), K,
+                              MASK_HEADS[cfg.FPN.MRCNN_HEAD_FUNC])
+            (pooled,) = [op.outputs[0] for op in graph.get_operations()
+                         if op.type == "AvgPool" and op.name.startswith("context_fusion/")]
+            with tfv1.Session() as sess:
+                sess.run(tfv1.global_variables_initializer())
+                context = sess.run(pooled)
     box = np.array([0, 0, 90, 50]) / strides[level - 2]
     assert context.shape == (1, 2, 14, 14)
     for c in range(2):
