@@ -8,6 +8,7 @@ from tensorpack.utils import logger
 
 from maskplus.data.validate import annotation_id_problems
 from maskplus.evaluation.coco_eval import _evaluate_pycocotools, evaluate_coco
+from tests.evaluation.test_coco_eval import coco_from_dict
 
 W, H = 90, 60  # not square: a swapped height/width would not fit the polygons
 
@@ -62,7 +63,7 @@ def test_perfect_detections_score_100_whatever_the_annotation_ids(scenario, back
     gt = _ground_truth(ids_of_image, num_images)
     warnings = []
     monkeypatch.setattr(logger, "warn", warnings.append)
-    metrics = evaluate_coco(gt_path_or_dict(gt), _perfect_results(gt), backend=backend)
+    metrics = evaluate_coco(coco_from_dict(gt), _perfect_results(gt), backend=backend)
     for kind in ("bbox", "segm", "boundary"):
         assert metrics[f"{kind}/AP"] == pytest.approx(1.0), kind
     duplicates, non_positive = annotation_id_problems(gt["annotations"])
@@ -75,20 +76,11 @@ def test_perfect_detections_score_100_whatever_the_annotation_ids(scenario, back
         assert f"{len(non_positive)} zero, negative or non-integer" in warning
 
 
-def gt_path_or_dict(gt):
-    """A pycocotools COCO object, as ``score_results`` passes the dataset's."""
-    from pycocotools.coco import COCO
-    coco = COCO()
-    coco.dataset = gt
-    coco.createIndex()
-    return coco
-
-
 def test_unique_positive_ids_are_left_alone_and_not_warned_about(monkeypatch):
     gt = _ground_truth(lambda k: [10 * k + 5, 10 * k + 6, 10 * k + 7], 2)
     warnings = []
     monkeypatch.setattr(logger, "warn", warnings.append)
-    metrics = evaluate_coco(gt_path_or_dict(gt), _perfect_results(gt), iou_types=("bbox",), backend="pycocotools")
+    metrics = evaluate_coco(coco_from_dict(gt), _perfect_results(gt), iou_types=("bbox",), backend="pycocotools")
     assert metrics["bbox/AP"] == pytest.approx(1.0) and warnings == []
     assert annotation_id_problems(gt["annotations"]) == ([], [])
 

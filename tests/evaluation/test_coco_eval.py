@@ -82,12 +82,13 @@ def test_an_eroded_mask_keeps_mask_iou_but_loses_boundary_iou():
 def test_eroded_predictions_keep_segm_ap_high_and_boundary_ap_clearly_lower(ground_truth, backend):
     gt, masks = ground_truth
     erode = lambda m: cv2.erode(m, np.ones((3, 3), np.uint8), iterations=2)  # noqa: E731
-    metrics = evaluate_coco(_gt_coco(gt), _results(masks, erode), iou_types=("segm",), backend=backend)
+    metrics = evaluate_coco(coco_from_dict(gt), _results(masks, erode), iou_types=("segm",), backend=backend)
     assert metrics["segm/AP50"] == pytest.approx(1.0)
     assert metrics["boundary/AP"] < metrics["segm/AP"] - 0.2
 
 
-def _gt_coco(gt):
+def coco_from_dict(gt):
+    """A pycocotools COCO object of a ground-truth dict, as ``score_results`` passes the dataset's."""
     from pycocotools.coco import COCO
     coco = COCO()
     coco.dataset = gt
@@ -108,8 +109,8 @@ def test_backends_agree_on_imperfect_results(ground_truth):
         fp = _square(rng.randint(0, 100), rng.randint(0, 60), 15)
         results.append({"image_id": img_id, "category_id": 1, "bbox": _bbox(fp), "score": float(rng.uniform(0, 1)),
                         "segmentation": _rle(fp)})
-    fast = evaluate_coco(_gt_coco(gt), results, backend="faster")
-    slow = evaluate_coco(_gt_coco(gt), results, backend="pycocotools")
+    fast = evaluate_coco(coco_from_dict(gt), results, backend="faster")
+    slow = evaluate_coco(coco_from_dict(gt), results, backend="pycocotools")
     assert fast.keys() == slow.keys()
     for key in fast:
         if fast[key] is None:
@@ -121,7 +122,7 @@ def test_backends_agree_on_imperfect_results(ground_truth):
 
 def test_empty_results_give_zero_not_a_crash(ground_truth):
     gt, _ = ground_truth
-    metrics = evaluate_coco(_gt_coco(gt), [])
+    metrics = evaluate_coco(coco_from_dict(gt), [])
     assert metrics["bbox/AP"] == 0 and metrics["segm/AP"] == 0 and metrics["boundary/AP"] == 0
 
 
