@@ -15,29 +15,21 @@ import pytest  # noqa: E402
 
 from config import config as _cfg  # noqa: E402
 
-_MISSING = object()
-
-
 @pytest.fixture
 def cfg_override():
-    """``cfg_override({"DATA.BASEDIR": "/x", ...})`` sets config keys (Python values, not strings)
-    for the duration of the test; everything is restored afterwards, frozen state included."""
-    saved = []
-    was_frozen = _cfg._frozen
+    """``cfg_override({"DATA.BASEDIR": "/x", ...})`` sets config keys (Python values, not strings);
+    after the test the whole config is restored (values, added keys, frozen state), whatever else
+    the test changed in it."""
+    saved = _cfg.snapshot()
 
     def apply(values=None, **kwargs):
         _cfg.freeze(False)
-        values = dict(values or {}, **kwargs)
-        for key, value in values.items():
-            saved.append((key, _cfg.get(key)))
+        for key, value in dict(values or {}, **kwargs).items():
             _cfg.set(key, value)
         return _cfg
 
     yield apply
-    _cfg.freeze(False)
-    for key, value in reversed(saved):
-        _cfg.set(key, value)
-    _cfg.freeze(was_frozen)
+    _cfg.restore(saved)
 
 
 # ---------------------------------------------------------------------- the tiny dataset

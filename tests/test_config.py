@@ -211,3 +211,66 @@ def test_freezing_the_affine_parameters_of_a_non_frozen_norm_is_a_config_error_e
     with config_snapshot(), pytest.raises(ConfigError, match="BACKBONE.FREEZE_AFFINE=True only works with "
                                                              "BACKBONE.NORM=FreezeBN, got 'GN'"):
         configure({"BACKBONE.FREEZE_AFFINE": True})
+
+
+# ------------------------------------------------------------------ snapshot / restore (the tests' config fixtures)
+def _small_tree():
+    from config import AttrDict
+    tree = AttrDict()
+    tree.MODE_MASK = True
+    tree.TRAIN.BASE_LR = 0.01
+    tree.TRAIN.LR_SCHEDULE = [10, 20, 30]
+    tree.DATA.TRAIN = ("coco_train2017",)
+    # a plain dict value with upper-case keys, not a sub-tree: it must come back as a dict
+    tree.DATA.CUSTOM = {"mine": ["a.json", "images"], "OTHER": {"KEY": 1}}
+    return tree
+
+
+def test_restore_brings_back_values_removes_added_keys_and_unfreezes_what_was_unfrozen():
+    tree = _small_tree()
+    expected = {"MODE_MASK": True, "TRAIN": {"BASE_LR": 0.01, "LR_SCHEDULE": [10, 20, 30]},
+                "DATA": {"TRAIN": ("coco_train2017",), "CUSTOM": {"mine": ["a.json", "images"], "OTHER": {"KEY": 1}}}}
+    train_node = tree.TRAIN
+    saved = tree.snapshot()
+    tree.TRAIN.BASE_LR = 0.5
+    tree.TRAIN.LR_SCHEDULE.append(40)            # changed in place
+    tree.DATA.CUSTOM["OTHER"]["KEY"] = 2
+    tree.DATA.CUSTOM["new"] = ["b.json", "more"]
+    tree.TRAIN.ADDED = 3                         # an added key ...
+    tree.EXTRA.DEEP.KEY = 4                      # ... and an added sub-tree
+    tree.MODE_MASK = {"NOT": "a node"}           # a value replaced by a dict
+    tree.freeze()
+    tree.restore(saved)
+    assert tree.to_dict() == expected
+    assert type(tree.DATA.CUSTOM) is dict and type(tree.DATA.CUSTOM["OTHER"]) is dict
+    assert "EXTRA" not in tree and "ADDED" not in tree.TRAIN
+    assert tree.TRAIN is train_node              # refilled in place for whoever holds the sub-tree
+    tree.TRAIN.BASE_LR = 0.2                     # unfrozen again, every node
+    tree.DATA.NEW.KEY = 1
+    tree.TRAIN.LR_SCHEDULE.append(50)
+    tree.restore(saved)                          # the snapshot is not consumed or shared
+    assert tree.to_dict() == expected
+
+
+def test_restore_refreezes_a_tree_that_was_frozen_at_the_snapshot():
+    tree = _small_tree()
+    tree.freeze()
+    saved = tree.snapshot()
+    tree.freeze(False)
+    tree.TRAIN.BASE_LR = 0.5
+    tree.ADDED.KEY = 1
+    tree.restore(saved)
+    assert tree.TRAIN.BASE_LR == 0.01 and "ADDED" not in tree
+    for node, key in ((tree, "MODE_MASK"), (tree.TRAIN, "BASE_LR"), (tree.DATA, "TRAIN")):
+        with pytest.raises(ConfigError, match=f"Config is frozen: cannot set '{key}'"):
+            setattr(node, key, None)
+    with pytest.raises(AttributeError):
+        tree.NEW_NODE  # a frozen tree creates no sub-tree on reading
+
+
+def test_config_snapshot_restores_the_global_config_after_finalisation():
+    before, was_frozen = cfg.snapshot().to_dict(), cfg._frozen
+    with config_snapshot():
+        configure({"DATA.CUSTOM": {"mine": ["a.json", "images"]}})  # adds DATA.NUM_CLASS, freezes
+        assert cfg._frozen and "NUM_CLASS" in cfg.DATA
+    assert cfg.to_dict() == before and cfg._frozen == was_frozen and cfg.TRAIN._frozen == was_frozen
