@@ -119,7 +119,7 @@ def test_boxes_scale_by_their_own_axis_factor(tiny_coco, cfg_override):
     so x scales by 61 / 50 = 1.22 and y by 85 / 70 = 1.2143: its rectangle [5, 30, 45, 60] becomes
     [6.1, 36.43, 54.9, 72.86] (the same when flipped: it is centred in x), its mask within it."""
     cfg_override({"PREPROC.TRAIN_SHORT_EDGE_SIZE": [61, 61]})
-    dp = pipeline.TrainingMapper()((_record(2), 0))
+    dp = _mapper()((_record(2), 0))
     assert dp["image"].shape[:2] == (85, 61)
     np.testing.assert_allclose(dp["gt_boxes"][0], [5 * 61 / 50, 30 * 85 / 70, 45 * 61 / 50, 60 * 85 / 70], rtol=1e-5)
     ys, xs = np.nonzero(_unpack(dp)[0])
