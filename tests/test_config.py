@@ -1,4 +1,6 @@
 """Config overrides: literal parsing, type checks, unknown keys, consistency, schedules."""
+import os
+
 import pytest
 
 from config import ConfigError, config as cfg, finalize_configs
@@ -274,3 +276,41 @@ def test_config_snapshot_restores_the_global_config_after_finalisation():
         configure({"DATA.CUSTOM": {"mine": ["a.json", "images"]}})  # adds DATA.NUM_CLASS, freezes
         assert cfg._frozen and "NUM_CLASS" in cfg.DATA
     assert cfg.to_dict() == before and cfg._frozen == was_frozen and cfg.TRAIN._frozen == was_frozen
+
+
+# -------------------- the Tensorpack example's rule (faithfulness): named schedules
+@pytest.mark.faithfulness
+@pytest.mark.parametrize("name, steps", [
+    ("1x", [120000, 160000, 180000]), ("2x", [240000, 320000, 360000]), ("3x", [420000, 500000, 540000]),
+    ("6x", [960000, 1040000, 1080000]), ("9x", [1500000, 1580000, 1620000])])
+def test_named_schedules_follow_the_examples_formula(name, steps):
+    with config_snapshot():
+        configure({"TRAIN.LR_SCHEDULE": name})
+        assert cfg.TRAIN.LR_SCHEDULE == steps
+
+
+# -------------------- the Tensorpack example's rule (faithfulness): tower counts
+@pytest.mark.faithfulness
+@pytest.mark.parametrize("towers", [3, 5, 6, 7, 12])
+def test_tower_counts_that_do_not_divide_a_batch_of_8_are_rejected(towers):
+    with config_snapshot(), pytest.raises(ConfigError, match=rf"TRAIN.NUM_GPUS={towers}: training needs 1, 2, 4 "
+                                                            r"or a multiple of 8 towers"):
+        configure({"TRAIN.NUM_GPUS": towers})
+
+
+# -------------------- the Tensorpack example's rule (faithfulness): cuDNN autotuning by phase
+@pytest.mark.faithfulness
+def test_the_example_sets_cudnn_autotuning_by_phase(monkeypatch):
+    env = os.environ
+    for key in ("TF_AUTOTUNE_THRESHOLD", "TF_CUDNN_USE_AUTOTUNE"):
+        monkeypatch.delenv(key, raising=False)
+    with config_snapshot():
+        configure({"PREPROC.TRAIN_SHORT_EDGE_SIZE": [640, 800]})  # multi-scale: shapes change every image
+    assert (env.get("TF_AUTOTUNE_THRESHOLD"), env.get("TF_CUDNN_USE_AUTOTUNE")) == ("1", "0")
+    monkeypatch.delenv("TF_CUDNN_USE_AUTOTUNE")
+    with config_snapshot():
+        configure({"PREPROC.TRAIN_SHORT_EDGE_SIZE": [800, 800]})
+    assert env.get("TF_CUDNN_USE_AUTOTUNE") is None
+    with config_snapshot():
+        configure({}, training=False)  # inference: never autotune
+    assert env.get("TF_CUDNN_USE_AUTOTUNE") == "0"
