@@ -78,6 +78,7 @@ def chain(dataset, tmp_path_factory):
     return logdir, mid
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("run, which", [("b", "sigkill"), ("c", "sigterm")])
 def test_a_resumed_run_starts_from_the_checkpoints_whole_state(chain, run, which):
     logdir, mid = chain
@@ -104,6 +105,7 @@ def test_a_resumed_run_starts_from_the_checkpoints_whole_state(chain, run, which
     assert float(start["mask_loss_alpha"]) == pytest.approx(expected_alpha(step))
 
 
+@pytest.mark.cli
 def test_the_chain_ends_at_the_schedules_last_step(chain):
     logdir, mid = chain
     assert _checkpoints(logdir)[-1] == LAST
