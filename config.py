@@ -15,7 +15,7 @@ import math
 import os
 import pprint
 
-__all__ = ["config", "cfg", "finalize_configs", "ConfigError", "AttrDict"]
+__all__ = ["config", "cfg", "finalize_configs", "ConfigError", "AttrDict", "BOX_HEAD_NAMES", "MASK_HEAD_NAMES"]
 
 
 class ConfigError(ValueError):
@@ -343,6 +343,13 @@ _C.MASKPLUS.MASK_LOSS_ALPHA = [[0, 1.5], [120000, 1.0]]  # (step at total batch 
 cfg = config
 
 _NORMS = ("FreezeBN", "SyncBN", "GN", "None")
+#: The baseline heads ``FPN.FRCNN_HEAD_FUNC`` and ``FPN.MRCNN_HEAD_FUNC`` accept: the one list, which
+#: the modeling modules map to the functions of these names.
+BOX_HEAD_NAMES = ("fastrcnn_2fc_head", "fastrcnn_4conv1fc_head", "fastrcnn_4conv1fc_gn_head")
+MASK_HEAD_NAMES = ("maskrcnn_up4conv_head", "maskrcnn_up4conv_gn_head")
+#: GroupNorm's group count (maskplus/modeling/layers.py, as in the example): a GN layer's width must
+#: be a multiple of it
+GN_GROUPS = 32
 
 
 #: The example's named schedules in thousands of steps at a total batch of 8: Detectron's 1x, and for
@@ -400,6 +407,22 @@ def _c4_or_cascade_errors(c):
             errors.append(f"CASCADE.BBOX_REG_WEIGHTS must hold one [wx, wy, ww, wh] per CASCADE.IOUS "
                           f"entry ({len(ious)}), got {weights}.")
     return errors
+
+
+def _group_norm_width_errors(c):
+    """GroupNorm splits a layer's channels into GN_GROUPS groups: the widths of the FPN's GN layers
+    must be multiples of it (else TensorFlow fails while the graph is built)."""
+    if not c.MODE_FPN:  # a C4 model has neither the FPN nor its heads
+        return []
+    gn_widths = []
+    if c.FPN.NORM == "GN":
+        gn_widths.append(("FPN.NUM_CHANNEL", "FPN.NORM=GN"))
+    if "gn" in c.FPN.FRCNN_HEAD_FUNC:
+        gn_widths.append(("FPN.FRCNN_CONV_HEAD_DIM", f"FPN.FRCNN_HEAD_FUNC={c.FPN.FRCNN_HEAD_FUNC}"))
+    if "gn" in c.FPN.MRCNN_HEAD_FUNC:
+        gn_widths.append(("MRCNN.HEAD_DIM", f"FPN.MRCNN_HEAD_FUNC={c.FPN.MRCNN_HEAD_FUNC}"))
+    return [f"{key}={c.get(key)} must be a multiple of {GN_GROUPS} with {why}: GroupNorm splits it into "
+            f"{GN_GROUPS} groups." for key, why in gn_widths if c.get(key) % GN_GROUPS]
 
 
 def _int(v):
@@ -520,7 +543,6 @@ def _check_consistency(c):
         errors.append(f"BACKBONE.NORM must be one of {_NORMS}, got '{c.BACKBONE.NORM}'.")
     if c.FPN.NORM not in ("None", "GN"):
         errors.append(f"FPN.NORM must be 'None' or 'GN', got '{c.FPN.NORM}'.")
-    from maskplus.modeling.head_names import BOX_HEAD_NAMES, MASK_HEAD_NAMES  # lazy: `import maskplus` loads TF
     if c.FPN.FRCNN_HEAD_FUNC not in BOX_HEAD_NAMES:
         errors.append(f"FPN.FRCNN_HEAD_FUNC must be one of {BOX_HEAD_NAMES}, got '{c.FPN.FRCNN_HEAD_FUNC}'.")
     if c.FPN.MRCNN_HEAD_FUNC not in MASK_HEAD_NAMES:
@@ -541,6 +563,7 @@ def _check_consistency(c):
         errors.append(f"FPN.FRCNN_HEAD_FUNC={c.FPN.FRCNN_HEAD_FUNC} is a GN head: set FPN.NORM=GN as well.")
     if "gn" in c.FPN.MRCNN_HEAD_FUNC and c.FPN.NORM != "GN":
         errors.append(f"FPN.MRCNN_HEAD_FUNC={c.FPN.MRCNN_HEAD_FUNC} is a GN head: set FPN.NORM=GN as well.")
+    errors.extend(_group_norm_width_errors(c))
     if c.TRAINER not in ("replicated", "horovod"):
         errors.append(f"TRAINER must be 'replicated' or 'horovod', got '{c.TRAINER}'.")
     mp = c.MASKPLUS
@@ -615,6 +638,7 @@ def finalize_configs(is_training, num_gpus=None, class_names=None):
     _check_precision(c, is_training)
     if is_training:
         if c.TRAINER == "horovod":
+            from maskplus import compat  # noqa: F401  (its shims before Horovod imports TensorFlow)
             import horovod.tensorflow as hvd  # only present where installed
             n = hvd.size()
             if c.TRAIN.NUM_GPUS and c.TRAIN.NUM_GPUS != n:

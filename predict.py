@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import maskplus  # noqa: E402,F401  (compat shims first)
+from maskplus import compat  # noqa: E402,F401  (its shims before anything imports TensorFlow)
 from config import ConfigError, config as cfg  # noqa: E402
 from maskplus.cli import add_config_arguments, apply_config_arguments, fail, finalize  # noqa: E402
 

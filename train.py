@@ -32,7 +32,7 @@ for _signal in (signal.SIGTERM, signal.SIGINT):  # before the imports, which tak
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import maskplus  # noqa: E402,F401  (compat shims first)
+from maskplus import compat  # noqa: E402,F401  (its shims before anything imports TensorFlow)
 from config import ConfigError, config as cfg  # noqa: E402
 from maskplus.cli import add_config_arguments, apply_config_arguments, fail, finalize  # noqa: E402
 from maskplus.engine.run_dir import ACTIONS  # noqa: E402

@@ -1,6 +1,9 @@
 """The one place for version shims between Tensorpack 0.11 and today's stack.
 
-Imported first by the package and by every entry point, before anything touches TensorFlow.
+Imported before TensorFlow by every module that imports TensorFlow or Tensorpack (``modeling/`` and
+``techniques/`` through their ``__init__``) and by every entry point; ``import maskplus`` alone loads
+nothing (tests/test_import_layers.py).
+
 Why each shim exists:
 
 * ``TF_USE_LEGACY_KERAS=1``: Tensorpack's layers wrap ``tf.keras`` layers written for Keras 2;

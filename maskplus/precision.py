@@ -129,6 +129,7 @@ def resolve(requested, key="TRAIN.PRECISION"):
         return choose(requested, set(), [], key)
     choice = choose(requested, cpu_flags(), gpu_capabilities(), key)
     if choice.reason.startswith("emulated"):
+        from maskplus import compat  # noqa: F401  (its shims before Tensorpack imports TensorFlow)
         from tensorpack.utils import logger
         logger.warn(f"{key}=bf16 is {choice.reason}.")
     return choice

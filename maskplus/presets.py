@@ -51,7 +51,7 @@ _ROWS = {
 with open(os.path.join(os.path.dirname(__file__), "evaluation", "paper_numbers.json")) as _f:
     TABLES = {int(t): [row["preset"] for row in table["rows"]] for t, table in json.load(_f)["tables"].items()}
 
-# Table 1 with the other reading of "the last layer of FPN backbone" (see contextual_fusion.py):
+# Table 1 with the other reading of "the last layer of FPN backbone" (see techniques/context_fusion.py):
 # the full-image RoI pooled from P5 instead of P2.
 for _name in ("context-fusion-256-256", "context-fusion-256-256-256", "context-fusion-720-512-512-256"):
     _ROWS[_name + "-p5"] = _ROWS[_name] + ["MASKPLUS.CONTEXT_FUSION_LEVEL=5"]

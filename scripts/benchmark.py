@@ -37,15 +37,13 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import numpy as np  # noqa: E402
 
-import maskplus  # noqa: E402,F401
-from helpers import build_graph, config_snapshot, configure, synthetic_datapoint  # noqa: E402
 from maskplus.compat import tf, tfv1  # noqa: E402
 from config import parse_literal  # noqa: E402
 from maskplus.presets import technique_overrides  # noqa: E402
+from maskplus.testing import build_graph, config_snapshot, configure, synthetic_datapoint  # noqa: E402
 
 TECHNIQUE_PRESETS = ["baseline", "context-fusion-720-512-512-256", "deconv-pyramid", "boundary-refinement-improved",
                      "quasi-multitask-0.5x", "quasi-multitask-2x", "biased-training", "maskplus-all"]

@@ -20,7 +20,6 @@ demo stops after it and ``--resume`` continues; a second Ctrl-C stops train.py a
 import argparse
 import functools
 import glob
-import importlib.util
 import json
 import os
 import signal
@@ -32,26 +31,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
 sys.path.insert(0, ROOT)
 
-
-
-def _load(relative_path):
-    """A module of this repository by path: `import maskplus` would load TensorFlow (seconds, and
-    its messages on the console), which this script does not need."""
-    name = os.path.splitext(os.path.basename(relative_path))[0]
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, relative_path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-demo_schedule = _load("maskplus/presets.py").demo_schedule
+from maskplus.console import CONSOLE_FD  # noqa: E402  (the variable train.py/predict.py read)
+from maskplus.engine.run_dir import unused_path  # noqa: E402
+from maskplus.lifetime import die_with_parent  # noqa: E402
+from maskplus.presets import demo_schedule  # noqa: E402
 
 #: seconds of a demo spent outside the training's own budget: starting train.py (imports) and,
 #: after training, predict.py drawing the pictures and the curves (~20 s measured on the 2-core
 #: AVX2-only AMD EPYC, where a run also ended ~5 s past its budget)
 OUTSIDE_TRAINING_SECONDS = 35
-CONSOLE_FD = _load("maskplus/console.py").CONSOLE_FD  # the variable train.py/predict.py read
-die_with_parent = _load("maskplus/lifetime.py").die_with_parent
 
 
 class Runner:
@@ -146,12 +134,7 @@ def run_directory(out, resume):
     runs = sorted(glob.glob(os.path.join(out, "run-*")))
     if resume and runs:
         return runs[-1]
-    path = os.path.join(out, time.strftime("run-%Y%m%d-%H%M%S"))
-    fresh, n = path, 1
-    while os.path.exists(fresh):
-        n += 1
-        fresh = f"{path}-{n}"
-    return fresh
+    return unused_path(os.path.join(out, time.strftime("run-%Y%m%d-%H%M%S")))
 
 
 def final_evaluation(logdir):
@@ -260,7 +243,7 @@ def main(argv=None):
     print(f"Pictures: {len(images)} validation image{'s' if len(images) != 1 else ''} with the predictions drawn "
           f"in {pictures}/")
 
-    format_metrics_table = _load("maskplus/evaluation/coco_eval.py").format_metrics_table
+    from maskplus.evaluation.coco_eval import format_metrics_table
     with open(metrics_path) as f:
         metrics = json.load(f)["metrics"]
     print("\nMaskPlus demo: COCO metrics on the generated validation set (%)")

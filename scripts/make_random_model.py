@@ -12,8 +12,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import maskplus  # noqa: E402,F401
 from maskplus.cli import add_config_arguments, apply_config_arguments, finalize  # noqa: E402
+from maskplus.testing import write_random_model  # noqa: E402
 
 
 def main(argv=None):
@@ -25,19 +25,7 @@ def main(argv=None):
     apply_config_arguments(args)
     finalize(is_training=False)
 
-    from tensorpack.tfutils.tower import TowerContext
-    from maskplus.compat import tf, tfv1
-    from maskplus.engine.checkpoint import export_npz
-    from maskplus.modeling.generalized_rcnn import model_for_config
-    model = model_for_config()
-    with tf.Graph().as_default():
-        tfv1.set_random_seed(args.seed)
-        image = tfv1.placeholder(tf.float32, (None, None, 3), "image")
-        with TowerContext("", is_training=False):
-            model.build_graph(image, *[None] * (len(model.inputs()) - 1))
-        with tfv1.Session() as sess:
-            sess.run(tfv1.global_variables_initializer())
-            n = export_npz(sess, args.out)
+    n = write_random_model(args.out, args.seed)
     print(f"Wrote {n} freshly initialised variables to {args.out}")
 
 

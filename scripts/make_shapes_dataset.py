@@ -7,21 +7,13 @@ Writes DIR/annotations/instances_{train,val}2017.json and DIR/{train,val}2017/*.
 ``--config DATA.BASEDIR=DIR`` makes it available as coco_train2017 / coco_val2017.
 """
 import argparse
-import importlib.util
 import os
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def _load_shapes():
-    # by path: `import maskplus` would load TensorFlow, which generation does not need
-    spec = importlib.util.spec_from_file_location("shapes", os.path.join(ROOT, "maskplus", "data", "shapes.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["shapes"] = module  # worker processes find its functions by this name
-    spec.loader.exec_module(module)
-    return module
+from maskplus.data import shapes  # noqa: E402  (no TensorFlow: its forked workers stay safe)
 
 
 def main(argv=None):
@@ -34,7 +26,6 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="processes drawing images (default: one per CPU; the files do not depend on it)")
     args = parser.parse_args(argv)
-    shapes = _load_shapes()
     start = time.time()
     paths = shapes.write_dataset(args.out, args.train, args.val, seed=args.seed, size=args.size,
                                  workers=args.workers)

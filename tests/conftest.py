@@ -36,7 +36,7 @@ def pytest_configure(config):
     if capture is not None:
         capture.resume_global_capture()
     try:
-        import maskplus  # noqa: F401
+        from maskplus import compat  # noqa: F401
     finally:
         if capture is not None:
             capture.suspend_global_capture()
@@ -203,3 +203,24 @@ def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("coco")
     write_tiny_coco(str(root))
     return str(root)
+
+
+# ---------------------------------------------------------------------- the tests' own sessions
+@pytest.fixture(autouse=True, scope="session")
+def _tests_own_sessions_skip_grappler():
+    """A session a test opens itself (``tfv1.Session()``, no config) skips Grappler's graph rewrites:
+    they cost ~7 s per training graph, most of a tiny model test, and change no result beyond
+    round-off. Sessions the code under test opens pass their config and keep every rewrite (the
+    mixed-precision rewrite is one: tests/engine/test_session.py), as do train.py and predict.py."""
+    from maskplus.compat import tfv1
+    original = tfv1.Session.__init__
+
+    def without_grappler(self, target="", graph=None, config=None):
+        if config is None:
+            config = tfv1.ConfigProto()
+            config.graph_options.rewrite_options.disable_meta_optimizer = True
+        original(self, target, graph, config)
+
+    tfv1.Session.__init__ = without_grappler
+    yield
+    tfv1.Session.__init__ = original

@@ -57,6 +57,54 @@ def test_inconsistent_combinations_fail_at_finalisation(overrides, message):
         configure(overrides, tiny=False)
 
 
+@pytest.mark.parametrize("overrides, key", [
+    ({"FPN.NORM": "GN", "FPN.NUM_CHANNEL": 48}, "FPN.NUM_CHANNEL=48"),
+    ({"FPN.NORM": "GN", "FPN.FRCNN_HEAD_FUNC": "fastrcnn_4conv1fc_gn_head", "FPN.FRCNN_CONV_HEAD_DIM": 80},
+     "FPN.FRCNN_CONV_HEAD_DIM=80"),
+    ({"FPN.NORM": "GN", "FPN.MRCNN_HEAD_FUNC": "maskrcnn_up4conv_gn_head", "MRCNN.HEAD_DIM": 100}, "MRCNN.HEAD_DIM=100"),
+])
+def test_a_group_norm_width_that_32_groups_do_not_divide_is_a_config_error_naming_the_key(overrides, key):
+    with config_snapshot(), pytest.raises(ConfigError, match=key.replace(".", r"\.") + " must be a multiple of 32"):
+        configure(overrides, tiny=False)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"FPN.NORM": "GN", "FPN.NUM_CHANNEL": 96, "FPN.FRCNN_HEAD_FUNC": "fastrcnn_4conv1fc_gn_head",
+     "FPN.FRCNN_CONV_HEAD_DIM": 160, "FPN.MRCNN_HEAD_FUNC": "maskrcnn_up4conv_gn_head", "MRCNN.HEAD_DIM": 64},
+    {"FPN.NUM_CHANNEL": 48, "FPN.FRCNN_HEAD_FUNC": "fastrcnn_4conv1fc_head", "FPN.FRCNN_CONV_HEAD_DIM": 80,
+     "MRCNN.HEAD_DIM": 100},  # no GroupNorm: any width
+    {"MODE_FPN": False, "FPN.NORM": "GN", "FPN.NUM_CHANNEL": 48, "RPN.ANCHOR_STRIDE": 16},  # C4 builds no FPN
+])
+def test_widths_without_group_norm_or_divisible_into_32_groups_pass(overrides):
+    with config_snapshot():
+        configure(overrides, tiny=False)
+
+
+def test_the_config_refuses_exactly_the_widths_group_norm_cannot_split():
+    from maskplus.compat import tf, tfv1
+    from maskplus.modeling.layers import GroupNorm
+    widths = [48, 64, 80, 96, 100, 128]
+
+    def layer_fails(width):
+        with tf.Graph().as_default():
+            try:
+                GroupNorm("gn", tfv1.placeholder(tf.float32, [None, width, 4, 4]))
+            except ValueError:
+                return True
+        return False
+
+    def config_fails(width):
+        with config_snapshot():
+            try:
+                configure({"FPN.NORM": "GN", "FPN.NUM_CHANNEL": width}, tiny=False)
+            except ConfigError:
+                return True
+        return False
+
+    assert [layer_fails(w) for w in widths] == [True, False, True, False, True, False]
+    assert [config_fails(w) for w in widths] == [layer_fails(w) for w in widths]
+
+
 def test_the_class_names_come_from_the_caller_after_the_configs_own_checks():
     """config.py knows no dataset: the command lines give the classes (maskplus/cli.py), asked for
     only once the config passed its checks, so a config error never waits for an annotation file."""

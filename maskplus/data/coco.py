@@ -18,6 +18,7 @@ import io
 import os
 
 import numpy as np
+from maskplus import compat  # noqa: F401  (first: its shims precede Tensorpack's TensorFlow)
 from tensorpack.utils import logger
 from maskplus.data.coco_classes import COCO_CLASS_NAMES
 from maskplus.data.validate import annotation_problem

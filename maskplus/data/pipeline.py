@@ -24,6 +24,7 @@ import warnings
 
 import cv2
 import numpy as np
+from maskplus import compat  # noqa: F401  (first: its shims precede Tensorpack's TensorFlow)
 from tensorpack.dataflow import DataFlow, MapData, ProxyDataFlow
 from tensorpack.dataflow.base import DataFlowTerminated
 from tensorpack.dataflow.parallel_map import MultiProcessMapDataZMQ

@@ -11,13 +11,13 @@ import threading
 import time
 
 import numpy as np
+from maskplus.compat import tf, tfv1  # first: its shims precede Tensorpack's TensorFlow
 from tensorpack.callbacks import Callback, ModelSaver
 from tensorpack.train.base import StopTraining
 from tensorpack.utils import logger
 
 from config import config as cfg
 from maskplus import console
-from maskplus.compat import tf, tfv1
 from maskplus.engine.checkpoint import CheckpointError
 from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, inference_outputs
 

@@ -11,10 +11,10 @@ import re
 import tempfile
 
 import numpy as np
+from maskplus.compat import tf, tfv1  # first: its shims precede Tensorpack's TensorFlow
 from tensorpack.tfutils.sessinit import SessionInit
 from tensorpack.utils import logger
 
-from maskplus.compat import tf, tfv1
 
 # Variables that only a training checkpoint has; never part of a model file.
 _TRAINING_STATE = re.compile(r"(^|/)(global_step|learning_rate|mask_loss_alpha)$|/(Momentum|AccumGrad)(_\d+)?$"

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 
+from maskplus import compat  # noqa: F401  (first: its shims precede Tensorpack's TensorFlow)
 from tensorpack.utils import logger
 from tqdm import tqdm
 

@@ -12,11 +12,11 @@ model and returns, in original-image coordinates:
 import os
 import shutil
 
+from maskplus.compat import tf, tfv1  # first: its shims precede Tensorpack's TensorFlow
 from tensorpack.tfutils.tower import TowerContext
 from tensorpack.utils import logger
 
 from config import config as cfg
-from maskplus.compat import tf, tfv1
 from maskplus.engine.checkpoint import CheckpointInit
 from maskplus.modeling.generalized_rcnn import model_for_config
 

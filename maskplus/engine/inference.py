@@ -9,6 +9,7 @@ from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from maskplus import compat  # noqa: F401  (first: its shims precede Tensorpack's TensorFlow)
 from tensorpack.predict import OfflinePredictor, PredictConfig
 from tensorpack.tfutils.sesscreate import NewSessionCreator
 from tensorpack.utils import logger

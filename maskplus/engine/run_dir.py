@@ -138,7 +138,11 @@ def _holds_working_directory(logdir):
 
 def _timestamped(logdir):
     """``<logdir>-<YYYYmmdd-HHMMSS>`` (with a counter if that exists too)."""
-    base = f"{os.path.normpath(logdir)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return unused_path(f"{os.path.normpath(logdir)}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def unused_path(base):
+    """``base``, else the first of ``base-2``, ``base-3``, ... that does not exist."""
     path, n = base, 1
     while os.path.exists(path):
         n += 1

@@ -14,9 +14,9 @@ written during training.
 import dataclasses
 import math
 
+from maskplus.compat import tf, tfv1  # first: its shims precede Tensorpack's TensorFlow
 from tensorpack.callbacks import Callback
 
-from maskplus.compat import tf, tfv1
 
 
 def step_factor(num_towers):

@@ -12,6 +12,7 @@ the config is never written.
 import collections
 import time
 
+from maskplus import compat  # noqa: F401  (first: its shims precede Tensorpack's TensorFlow)
 from tensorpack.callbacks import Callback
 from tensorpack.train.base import StopTraining
 from tensorpack.utils import logger

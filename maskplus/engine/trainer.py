@@ -12,6 +12,7 @@ import os
 import signal
 import time
 
+from maskplus.compat import tf, tfv1  # first: its shims precede Tensorpack's TensorFlow
 from tensorpack.callbacks import (EnableCallbackIf, EstimatedTimeLeft, MergeAllSummaries,
                                   MovingAverageSummary, PeriodicCallback, RunUpdateOps, ThroughputTracker)
 from tensorpack.input_source import QueueInput
@@ -22,7 +23,6 @@ from tensorpack.utils import logger
 
 from config import config as cfg
 from maskplus import console
-from maskplus.compat import tf, tfv1
 from maskplus.data.coco import load_training_records
 from maskplus.data.pipeline import LoaderFaultError, LoaderFaults, TrainingMapper, get_train_dataflow
 from maskplus.engine import run_dir, time_budget

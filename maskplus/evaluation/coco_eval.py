@@ -168,6 +168,7 @@ def evaluate_coco(coco_gt, results, iou_types=("bbox", "segm"), boundary=True, b
         boundary: also compute Boundary AP when "segm" is evaluated.
         backend: "faster" (faster-coco-eval), "pycocotools", or "auto" (faster when installed).
     """
+    from maskplus import compat  # noqa: F401  (its shims before Tensorpack imports TensorFlow)
     from tensorpack.utils import logger
     gt_dataset = with_unique_annotation_ids(_gt_dataset(coco_gt), warn=logger.warn)
     results = _load_results(results)

@@ -14,6 +14,9 @@ def msra_fan_out():
 def GroupNorm(x, group=32, gamma_initializer=tf.ones_initializer()):
     """Group normalisation (Wu & He, 2018) of an NCHW tensor.
 
+    ``group``: 32 everywhere, as in the example; config.py (``GN_GROUPS``) refuses the widths it
+    does not divide before a graph is built.
+
     Variables ``beta`` and ``gamma`` of shape [C], as the model-zoo GN checkpoints store them.
     ``gamma_initializer=None`` leaves gamma to the variable scope's default (glorot-uniform).
     """

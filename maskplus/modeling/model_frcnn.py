@@ -4,9 +4,8 @@ from tensorpack.tfutils import argscope
 from tensorpack.tfutils.scope_utils import under_name_scope
 from tensorpack.tfutils.summary import add_moving_summary
 
-from config import config as cfg
+from config import BOX_HEAD_NAMES, config as cfg
 from maskplus.compat import tf, tfv1
-from maskplus.modeling.head_names import BOX_HEAD_NAMES
 from maskplus.modeling.layers import GroupNorm, msra_fan_out
 from maskplus.modeling.model_box import decode_bbox_target, encode_bbox_target, pairwise_iou
 

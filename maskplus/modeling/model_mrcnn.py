@@ -10,13 +10,12 @@ from tensorpack.tfutils import argscope
 from tensorpack.tfutils.scope_utils import under_name_scope
 from tensorpack.tfutils.summary import add_moving_summary
 
-from config import config as cfg
+from config import MASK_HEAD_NAMES, config as cfg
 from maskplus.compat import tf
-from maskplus.modeling.head_names import MASK_HEAD_NAMES
 from maskplus.modeling.layers import GroupNorm, msra_fan_out
 from maskplus.modeling.mask_ops import MaskTargets, class_wise_predictor, mask_targets, own_class_loss
 from maskplus.modeling.model_fpn import multilevel_roi_align
-from maskplus.techniques import (biased_training, boundary_refinement, contextual_fusion, deconv_pyramid,
+from maskplus.techniques import (biased_training, boundary_refinement, context_fusion, deconv_pyramid,
                                  quasi_multitask)
 
 
@@ -95,8 +94,8 @@ def build_mask_branch(roi_features, features, image_shape2d, num_categories, hea
     head_input = roi_features
     if mp.CONTEXT_FUSION:
         level = mp.CONTEXT_FUSION_LEVEL
-        head_input = contextual_fusion.fuse_context(head_input, features[level - 2], cfg.FPN.ANCHOR_STRIDES[level - 2],
-                                                    image_shape2d, mp.CONTEXT_FUSION_DIMS)
+        head_input = context_fusion.fuse_context(head_input, features[level - 2], cfg.FPN.ANCHOR_STRIDES[level - 2],
+                                                 image_shape2d, mp.CONTEXT_FUSION_DIMS)
     before_upsample = None
     if mp.DECONV_PYRAMID:
         before_upsample = lambda x: deconv_pyramid.deconv_pyramid_module(x, mp.DECONV_PYRAMID_DIM)  # noqa: E731

@@ -5,3 +5,4 @@ TensorFlow, Tensorpack and the config-free modeling primitives (``maskplus.model
 ``model_box``, ``mask_ops``), never the config or the model. The mask-branch builder
 (``maskplus.modeling.model_mrcnn``) reads ``cfg.MASKPLUS`` and hands each technique its arguments.
 """
+from maskplus import compat  # noqa: F401  (its shims before any module here imports TensorFlow)

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.horovod, pytest.mark.cli]
 
 
 def _horovod_available():
-    proc = subprocess.run([sys.executable, "-c", "import maskplus, horovod.tensorflow"], capture_output=True)
+    proc = subprocess.run([sys.executable, "-c", "import maskplus.compat, horovod.tensorflow"], capture_output=True)
     return proc.returncode == 0 and os.path.exists(HOROVODRUN)
 
 

@@ -4,7 +4,8 @@ and mask_loss_alpha of the schedule at that step, and ends at the schedule's las
 
 One chain of runs on one log directory, 32 steps of 1 tower with accumulation to 8 (so an
 update every 8 steps), epochs of 16 steps, lr x0.1 at step 16 and alpha 1.5 -> 1.0 at step 24:
-run A is killed (SIGKILL) after its step-16 checkpoint; run B resumes from it and gets SIGTERM
+run A is killed (SIGKILL) after its step-16 checkpoint, its loader processes (DATA.NUM_WORKERS=4,
+the default users get) must end with it; run B, the same command, resumes from it and gets SIGTERM
 in the middle of its epoch (checkpoint at a step s between 16 and 32); run C resumes from s and
 must stop at 32, not run a whole epoch to s + 16. Each run dumps the state it starts from
 (MASKPLUS_DUMP_VARIABLES), which is compared with the checkpoint it resumed.
@@ -20,12 +21,13 @@ import pytest
 from maskplus.compat import tf
 from maskplus.engine.callbacks import DUMP_VARIABLES_ENV
 from tests.engine.test_training import ROOT
-from tests.engine.test_training_interruptions import _checkpoints, _command, _wait_for
+from tests.engine.test_training_interruptions import (_checkpoints, _command, _loader_processes, _wait_for,
+                                                      _wait_until_gone)
 
 BASE_LR = 0.02
 CONFIG = ["TRAIN.LR_SCHEDULE=[2,4,4]", "TRAIN.STEPS_PER_EPOCH=16", "TRAIN.CHECKPOINT_PERIOD=1",
           f"TRAIN.BASE_LR={BASE_LR}", "TRAIN.WARMUP=2", "TRAIN.GRADIENT_ACCUMULATION=True",
-          "MASKPLUS.BIASED_TRAINING=True", "MASKPLUS.MASK_LOSS_ALPHA=[[0,1.5],[3,1.0]]"]
+          "MASKPLUS.BIASED_TRAINING=True", "MASKPLUS.MASK_LOSS_ALPHA=[[0,1.5],[3,1.0]]", "DATA.NUM_WORKERS=4"]
 FIRST_EPOCH, LAST = 16, 32
 COUNTER = "apply_gradients/AccumGrad/counter"  # the accumulation's step counter
 
@@ -61,8 +63,11 @@ def chain(dataset, tmp_path_factory):
     logdir = tmp_path_factory.mktemp("resume")
     proc, _ = _start(dataset, logdir, "a")
     _wait_for(lambda: FIRST_EPOCH in _checkpoints(logdir) and os.path.exists(logdir / "checkpoint"), proc)
+    loaders = len(_loader_processes(proc))
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
+    # no handler runs on SIGKILL: the loader processes end by their parent-death signal
+    orphans = _wait_until_gone(logdir)
     assert _checkpoints(logdir) == [FIRST_EPOCH]
 
     proc, log_b = _start(dataset, logdir, "b")
@@ -75,13 +80,22 @@ def chain(dataset, tmp_path_factory):
 
     proc, log_c = _start(dataset, logdir, "c")
     assert proc.wait(timeout=600) == 0, log_c.read_text()[-3000:]
-    return logdir, mid
+    return logdir, mid, {"loaders": loaders, "orphans": orphans}
+
+
+def test_a_killed_run_leaves_no_loader_and_the_same_command_resumes_from_its_checkpoint(chain):
+    logdir, _, killed = chain
+    assert killed == {"loaders": 4, "orphans": []}
+    text = (logdir / "b.txt").read_text()
+    assert f"Start training with global_step={FIRST_EPOCH}" in text
+    assert "taking over the lock left by a run that ended without releasing it" in text
+    assert f"Weights: resuming from the log directory's latest checkpoint {logdir / f'model-{FIRST_EPOCH}'}" in text
 
 
 @pytest.mark.cli
 @pytest.mark.parametrize("run, which", [("b", "sigkill"), ("c", "sigterm")])
 def test_a_resumed_run_starts_from_the_checkpoints_whole_state(chain, run, which):
-    logdir, mid = chain
+    logdir, mid, _ = chain
     step = FIRST_EPOCH if which == "sigkill" else mid
     saved, start = _checkpoint(logdir, step), _dump(logdir, run)
     assert int(start["global_step"]) == int(saved["global_step"]) == step
@@ -107,7 +121,7 @@ def test_a_resumed_run_starts_from_the_checkpoints_whole_state(chain, run, which
 
 @pytest.mark.cli
 def test_the_chain_ends_at_the_schedules_last_step(chain):
-    logdir, mid = chain
+    logdir, mid, _ = chain
     assert _checkpoints(logdir)[-1] == LAST
     end = _dump(logdir, "c", suffix="")
     assert int(end["global_step"]) == LAST  # not mid + 16

@@ -13,7 +13,7 @@ from tensorpack.tfutils.tower import TowerContext
 from config import config as _global_config
 from maskplus.compat import tf, tfv1
 from maskplus.modeling.mask_ops import MaskTargets
-from maskplus.techniques import (biased_training, boundary_refinement, contextual_fusion, deconv_pyramid,
+from maskplus.techniques import (biased_training, boundary_refinement, context_fusion, deconv_pyramid,
                                  quasi_multitask)
 
 
@@ -66,8 +66,8 @@ def test_contextual_fusion_pools_the_real_image_at_the_given_stride():
     with tf.Graph().as_default():
         for image, stride in (((32, 24), 4), ((32, 64), 4)):
             with tfv1.variable_scope(tfv1.get_variable_scope(), reuse=tfv1.AUTO_REUSE):
-                outs[image] = contextual_fusion.fuse_context(tf.constant(roi), tf.constant(fmap), stride,
-                                                             tf.constant(image), [6, 8])
+                outs[image] = context_fusion.fuse_context(tf.constant(roi), tf.constant(fmap), stride,
+                                                          tf.constant(image), [6, 8])
         assert _shapes() == {"context_fusion/conv0/W": [3, 3, 5, 6], "context_fusion/conv0/b": [6],
                              "context_fusion/conv1/W": [3, 3, 6, 8], "context_fusion/conv1/b": [8]}
         narrow, wide = _run([outs[(32, 24)], outs[(32, 64)]])

@@ -1,5 +1,7 @@
 """The five MaskPlus techniques: the variables each adds, the baseline untouched, and what each
 one computes (paper sections 3.1-3.5)."""
+import functools
+
 import numpy as np
 import pytest
 
@@ -32,16 +34,32 @@ def tiny_preset(name):
     return values
 
 
-def extra_variables(overrides, training):
+#: every technique off: the tiny baseline, whatever the config held when the baseline is first built
+#: (``configure`` applies its overrides on top of the current config, e.g. a preset's)
+TECHNIQUES_OFF = {"MASKPLUS.CONTEXT_FUSION": False, "MASKPLUS.DECONV_PYRAMID": False,
+                  "MASKPLUS.BOUNDARY_REFINEMENT": "none", "MASKPLUS.QUASI_MULTITASK": [],
+                  "MASKPLUS.BIASED_TRAINING": False}
+
+
+@functools.lru_cache(maxsize=None)
+def _baseline_variables(training):
     with config_snapshot():
-        configure({}, training=training)
-        base = variable_shapes(build_graph(training)[0])
-    with config_snapshot():
-        configure(overrides, training=training)
-        ours = variable_shapes(build_graph(training)[0])
+        configure(TECHNIQUES_OFF, training=training)
+        return variable_shapes(build_graph(training)[0])
+
+
+def added_variables(graph, training):
+    """The variables of ``graph`` (the configured model's) that the tiny baseline does not hold."""
+    base, ours = _baseline_variables(training), variable_shapes(graph)
     assert set(base) <= set(ours), "a technique must only add variables"
     assert all(ours[k] == base[k] for k in base), "a technique must not change baseline shapes"
     return {k: v for k, v in ours.items() if k not in base}
+
+
+def extra_variables(overrides, training):
+    with config_snapshot():
+        configure(overrides, training=training)
+        return added_variables(build_graph(training)[0], training)
 
 
 EXPECTED_EXTRA = {
@@ -89,22 +107,28 @@ def _improved_expected():
 EXPECTED_EXTRA["boundary-refinement-improved"] = _improved_expected()
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED_EXTRA))
-def test_each_technique_adds_exactly_its_own_variables(name):
-    assert extra_variables(tiny_preset(name), training=True) == EXPECTED_EXTRA[name]
-
-
 def test_quasi_multitask_variables_are_absent_from_the_inference_graph():
     assert extra_variables(tiny_preset("quasi-multitask-0.5x"), training=False) == {}
     assert extra_variables({"MASKPLUS.QUASI_MULTITASK": ["0.5x", "2x"]}, training=False) == {}
 
 
 # the -p5 variants differ from their row only in the context level: one of them stands for all
-@pytest.mark.parametrize("name", sorted(n for n in PRESETS if not n.endswith("-p5")) + ["context-fusion-256-256-p5"])
-def test_every_preset_trains_with_finite_losses_and_predicts(name):
+TRAINED_PRESETS = sorted(n for n in PRESETS if not n.endswith("-p5")) + ["context-fusion-256-256-p5"]
+
+
+def test_every_technique_with_expected_variables_is_a_trained_preset():
+    assert set(EXPECTED_EXTRA) <= set(TRAINED_PRESETS)
+
+
+@pytest.mark.parametrize("name", TRAINED_PRESETS)
+def test_every_preset_adds_exactly_its_variables_trains_with_finite_losses_and_predicts(name):
+    """One training graph per preset (they cost ~10 s each): its variables beyond the baseline's
+    are the technique's own (EXPECTED_EXTRA, the paper's layers), then two SGD steps."""
     with config_snapshot():
         configure(tiny_preset(name), training=True)
         graph, ph, model = build_graph(True)
+        if name in EXPECTED_EXTRA:
+            assert added_variables(graph, training=True) == EXPECTED_EXTRA[name]
         costs = train_steps(graph, ph, model, synthetic_datapoint(), steps=2)
         assert np.all(np.isfinite(costs)), costs
     with config_snapshot():
@@ -167,7 +191,7 @@ def test_contextual_fusion_adds_one_context_to_every_roi():
     """3.1: the context branch's output is added to the RoI features: what fusion adds does not
     depend on the RoI features and is the same for every RoI."""
     from config import config as cfg
-    from maskplus.techniques.contextual_fusion import fuse_context
+    from maskplus.techniques.context_fusion import fuse_context
     rng = np.random.RandomState(0)
     rois_a, rois_b = (rng.standard_normal((3, 64, 14, 14)).astype(np.float32) for _ in range(2))
     with config_snapshot():
@@ -188,16 +212,25 @@ def test_contextual_fusion_adds_one_context_to_every_roi():
 @pytest.mark.parametrize("level", [2, 5])
 def test_contextual_fusion_pools_the_real_image_not_the_padding_on_its_level(level):
     """The full-image RoI of 3.1 is [0, 0, w, h] of the real 50 x 90 image (padded to 64 x 96) at
-    the level's stride: its 14 x 14 RoIAlign (no conv in between, CONTEXT_FUSION_DIMS empty)
-    equals a slow NumPy RoIAlign of that level's map, which differs by position."""
-    from maskplus.techniques.contextual_fusion import global_context
+    the stride of MASKPLUS.CONTEXT_FUSION_LEVEL: in the mask branch built from the config, its
+    14 x 14 RoIAlign (before the convolutions) equals a slow NumPy RoIAlign of that level's map,
+    which differs by position and from level to level."""
+    from config import config as cfg
+    from tensorpack.tfutils.tower import TowerContext
+    from maskplus.modeling.model_mrcnn import MASK_HEADS, build_mask_branch
     strides = (4, 8, 16, 32, 64)
     feats = [position_dependent_map(64 // s, 96 // s, offset=100.0 * k) for k, s in zip(range(2, 7), strides)]
     with config_snapshot():
-        configure({"MASKPLUS.CONTEXT_FUSION": True})
-        with tf.Graph().as_default(), tfv1.Session() as sess:
-            context = sess.run(global_context(tf.constant(feats[level - 2]), strides[level - 2], tf.constant([50, 90]),
-                                              [], resolution=14))
+        configure({"MASKPLUS.CONTEXT_FUSION": True, "MASKPLUS.CONTEXT_FUSION_LEVEL": level})
+        with tf.Graph().as_default() as graph, TowerContext("", is_training=False):
+            rois = tf.zeros([1, cfg.FPN.NUM_CHANNEL, 14, 14])
+            build_mask_branch(rois, [tf.constant(f) for f in feats], tf.constant([50, 90]), K,
+                              MASK_HEADS[cfg.FPN.MRCNN_HEAD_FUNC])
+            (pooled,) = [op.outputs[0] for op in graph.get_operations()
+                         if op.type == "AvgPool" and op.name.startswith("context_fusion/")]
+            with tfv1.Session() as sess:
+                sess.run(tfv1.global_variables_initializer())
+                context = sess.run(pooled)
     box = np.array([0, 0, 90, 50]) / strides[level - 2]
     assert context.shape == (1, 2, 14, 14)
     for c in range(2):

@@ -21,10 +21,9 @@ Our interpretations, where the paper is vague:
 * The 1 x C x 14 x 14 context is added to every RoI's features (broadcast over RoIs), before the
   mask head's first convolution, in training and inference alike.
 
-Variables: ``context_fusion/conv{i}/{W,b}``. Names: the module is named after the paper's
-"contextual fusion"; the variable scope ``context_fusion`` and the config keys
-``MASKPLUS.CONTEXT_FUSION*`` are the shorter spelling, kept because checkpoints and command lines
-carry them.
+Variables: ``context_fusion/conv{i}/{W,b}``. Names: the module, its variable scope and the config
+keys ``MASKPLUS.CONTEXT_FUSION*`` share one spelling, the one checkpoints and command lines carry;
+"contextual fusion" is the paper's name for the technique.
 """
 from tensorpack.models import Conv2D
 from tensorpack.tfutils import argscope
