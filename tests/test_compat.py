@@ -79,6 +79,7 @@ def test_nchw_conv_computed_via_nhwc_equals_the_native_nchw_op():
         assert sess.run(nhwc).shape == (2, 5, 6, 5)
 
 
+@pytest.mark.slow
 @pytest.mark.cli
 def test_cpu_conv_layout_can_be_forced_and_rejects_nonsense():
     probe = ("import maskplus.compat as c; from tensorflow.python.ops import gen_nn_ops; "

@@ -57,6 +57,7 @@ def test_near_tie_order_swaps_only_near_ties():
     assert near_tie_order(apart, boxes, apart, boxes[[0, 2, 1]]).tolist() == [0, 1, 2]
 
 
+@pytest.mark.slow
 @pytest.mark.cli
 def test_saved_model_and_frozen_graph_match_the_predictor(tmp_path):
     from maskplus.engine.export import export_frozen_graph, export_serving

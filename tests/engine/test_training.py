@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.cli
+pytestmark = [pytest.mark.cli, pytest.mark.slow]
 
 TINY_ARGS = [
     "BACKBONE.RESNET_NUM_BLOCKS=[1,1,1,1]", "BACKBONE.NORM=GN", "BACKBONE.FREEZE_AT=0", "FPN.NORM=GN",

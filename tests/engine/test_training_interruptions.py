@@ -12,7 +12,7 @@ import pytest
 from tests.engine.test_loader_faults import processes_of
 from tests.engine.test_training import ROOT, TINY_ARGS, stats, train
 
-pytestmark = pytest.mark.cli
+pytestmark = [pytest.mark.cli, pytest.mark.slow]
 
 
 def _command(dataset, logdir, *config):

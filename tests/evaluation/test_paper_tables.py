@@ -38,6 +38,7 @@ def _line(text, start_marker, source):
     return [c.strip() for c in lines[j].strip("|").split("|")]
 
 
+@pytest.mark.slow
 @pytest.mark.cli
 def test_tables_show_paper_numbers_ours_with_mean_std_and_deltas(tmp_path):
     root = str(tmp_path)
@@ -69,6 +70,7 @@ def test_tables_show_paper_numbers_ours_with_mean_std_and_deltas(tmp_path):
     assert chart.stat().st_size > 1000
 
 
+@pytest.mark.slow
 @pytest.mark.cli
 def test_directories_that_are_not_runs_are_skipped_with_a_reason(tmp_path):
     good = make_run(str(tmp_path), "baseline", 1, 0.3)
@@ -108,6 +110,7 @@ def test_reproduce_table_dry_run_prints_train_and_evaluate_for_every_row(table, 
     assert all("TRAIN.NUM_GPUS=8" in l for l in trains)
 
 
+@pytest.mark.slow
 @pytest.mark.cli
 def test_ablation_cpu_dry_run_scales_every_table_preset_down(tmp_path):
     import shlex
