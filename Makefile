@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 HOROVOD_STAMP := $(VENV)/.horovod
 
-.PHONY: venv horovod gpu test mutation-check demo clean
+.PHONY: venv horovod gpu test test-fast mutation-check demo clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ gpu: $(STAMP)
 
 test: $(STAMP) $(HOROVOD_STAMP)
 	MASKPLUS_REQUIRE_HOROVOD=1 $(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
+
+# The edit-test loop: every test but those marked slow (over ~10 s: training graphs, model-zoo
+# sized graphs) or cli (train.py, predict.py and the scripts run as command lines).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=5 -m "not slow and not cli" tests
 
 # Not part of `test` (it takes a while): plants each bug of scripts/mutants.txt in a scratch copy
 # and runs the tests that must catch it; fails unless every one is caught.

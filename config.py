@@ -9,6 +9,7 @@ plain string, and must have the type of the default they replace (ints are accep
 lists and tuples are interchangeable). An unknown key is an error that suggests the closest one.
 """
 import ast
+import copy
 import difflib
 import math
 import os
@@ -64,6 +65,28 @@ class AttrDict:
         for v in self.__dict__.values():
             if isinstance(v, AttrDict):
                 v.freeze(frozen)
+
+    def snapshot(self):
+        """A detached deep copy of the tree (values, sub-trees, added keys, frozen state) for
+        :meth:`restore`."""
+        return copy.deepcopy(self)
+
+    def restore(self, snapshot):
+        """Make this tree what it was at ``snapshot``: values, keys added since removed, frozen state
+        of every node. Sub-trees still present are refilled in place (modules holding ``cfg.TRAIN``
+        see the restored values); a dict value stays a dict. The snapshot can be restored again."""
+        current = self.__dict__
+        restored = {}
+        for key, value in snapshot.__dict__.items():
+            if isinstance(value, AttrDict):
+                node = current.get(key)
+                node = node if isinstance(node, AttrDict) else AttrDict()
+                node.restore(value)
+                restored[key] = node
+            else:
+                restored[key] = copy.deepcopy(value)  # `_frozen` too, when that node was ever frozen
+        current.clear()
+        current.update(restored)
 
     def get(self, dotted):
         node = self

@@ -1,12 +1,11 @@
 """Small models, random model files and synthetic training data, built from the global config:
 what the tests, scripts/benchmark.py and scripts/make_random_model.py share."""
 import contextlib
-import copy
 
 from maskplus.compat import tf, tfv1  # first: its shims precede Tensorpack's TensorFlow
 from tensorpack.tfutils.tower import TowerContext
 
-from config import AttrDict, config as cfg, finalize_configs
+from config import config as cfg, finalize_configs
 
 #: A small model that still has every stage: one bottleneck per ResNet group, narrow FPN/heads.
 TINY = {
@@ -23,29 +22,15 @@ TINY = {
 }
 
 
-def _restore(node, saved):
-    node.__dict__.clear()
-    for k, v in saved.items():
-        if isinstance(v, dict) and k.isupper() and k not in ("CUSTOM",):
-            child = AttrDict()
-            _restore(child, v)
-            node.__dict__[k] = child
-        else:
-            node.__dict__[k] = v
-
-
 @contextlib.contextmanager
 def config_snapshot():
-    """Restore the whole global config (values, added keys, frozen state) on exit."""
-    saved = copy.deepcopy(cfg.to_dict())
-    frozen = cfg._frozen
+    """The whole global config (values, added keys, frozen state) restored on exit; unfrozen inside."""
+    saved = cfg.snapshot()
     try:
         cfg.freeze(False)
         yield cfg
     finally:
-        cfg.freeze(False)
-        _restore(cfg, saved)
-        cfg.freeze(frozen)
+        cfg.restore(saved)
 
 
 def configure(overrides=None, class_names=("a", "b", "c"), training=True, tiny=True):

@@ -1,13 +1,13 @@
-"""Shared test fixtures: the repo root on sys.path, temporary config overrides, a tiny COCO set."""
+"""Shared test fixtures: the repo root on sys.path, temporary config overrides, a tiny COCO set;
+the markers given by path (``cli``) and the check that only ``cli`` tests start command lines."""
 import json
 import os
+import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-
-from maskplus import compat  # noqa: E402,F401  (its shims before anything imports TensorFlow)
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -15,29 +15,92 @@ import pytest  # noqa: E402
 
 from config import config as _cfg  # noqa: E402
 
-_MISSING = object()
+
+# ---------------------------------------------------------------------- session set-up and markers
+def _only_schedules(config):
+    """True in pytest-xdist's controller (``-n N``), which hands the tests to worker processes and
+    runs none itself (xdist's own rule for starting its distributed session)."""
+    option = config.option
+    return (not hasattr(config, "workerinput") and not option.collectonly
+            and getattr(option, "dist", "no") != "no" and bool(getattr(option, "tx", None)))
+
+
+def pytest_configure(config):
+    """The compat shims before any test module imports TensorFlow, in every process that runs tests.
+    Not in xdist's controller: TensorFlow's start-up log (printed on import, whatever
+    TF_CPP_MIN_LOG_LEVEL says) would be held by pytest's capture until exit and printed after the
+    summary line. Where tests run, the log is captured like the rest of collection's output."""
+    if _only_schedules(config):
+        return
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        capture.resume_global_capture()
+    try:
+        from maskplus import compat  # noqa: F401
+    finally:
+        if capture is not None:
+            capture.suspend_global_capture()
+
+
+_CLI_DIR = os.path.join(ROOT, "tests", "cli") + os.sep
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if str(item.path).startswith(_CLI_DIR):
+            item.add_marker(pytest.mark.cli)
+
+
+def _a_command_line(args):
+    """The command of ``subprocess.Popen(args)`` if it is one of ours (a Python program or snippet, a
+    shell script, horovodrun), else None: tools such as `ps`, `git` or `nvidia-smi` do not count."""
+    argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
+    words = str(argv[0]).split() if argv else []
+    program = os.path.basename(words[0]) if words else ""
+    if program.startswith("python") or program in ("bash", "sh", "horovodrun"):
+        return " ".join(map(str, argv))[:200]
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _command_lines_only_in_cli_tests(request):
+    """Fails a test that starts a command line without the ``cli`` marker, so that `-m "not cli"`
+    (`make test-fast`) really leaves every one of them out."""
+    if request.node.get_closest_marker("cli"):
+        yield
+        return
+    started = []
+    real_init = subprocess.Popen.__init__
+
+    def init(self, args, *rest, **kwargs):
+        command = _a_command_line(args)
+        if command:
+            started.append(command)
+        real_init(self, args, *rest, **kwargs)
+
+    subprocess.Popen.__init__ = init
+    try:
+        yield
+    finally:
+        subprocess.Popen.__init__ = real_init
+    assert not started, f"this test starts a command line, so it must be marked cli: {started}"
 
 
 @pytest.fixture
 def cfg_override():
-    """``cfg_override({"DATA.BASEDIR": "/x", ...})`` sets config keys (Python values, not strings)
-    for the duration of the test; everything is restored afterwards, frozen state included."""
-    saved = []
-    was_frozen = _cfg._frozen
+    """``cfg_override({"DATA.BASEDIR": "/x", ...})`` sets config keys (Python values, not strings);
+    after the test the whole config is restored (values, added keys, frozen state), whatever else
+    the test changed in it."""
+    saved = _cfg.snapshot()
 
     def apply(values=None, **kwargs):
         _cfg.freeze(False)
-        values = dict(values or {}, **kwargs)
-        for key, value in values.items():
-            saved.append((key, _cfg.get(key)))
+        for key, value in dict(values or {}, **kwargs).items():
             _cfg.set(key, value)
         return _cfg
 
     yield apply
-    _cfg.freeze(False)
-    for key, value in reversed(saved):
-        _cfg.set(key, value)
-    _cfg.freeze(was_frozen)
+    _cfg.restore(saved)
 
 
 # ---------------------------------------------------------------------- the tiny dataset

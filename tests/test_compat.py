@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests.conftest import ROOT
 
@@ -32,6 +33,7 @@ def run_clean(code, **env_overrides):
                           timeout=300)
 
 
+@pytest.mark.cli
 def test_nchw_pooling_and_convolution_run_on_cpu_without_user_settings():
     # TensorFlow enables oneDNN by itself only on CPUs with AVX-512 VNNI and friends; on others
     # (e.g. AVX2-only AMD EPYC) NCHW max-pooling fails unless compat turns oneDNN on.
@@ -40,12 +42,14 @@ def test_nchw_pooling_and_convolution_run_on_cpu_without_user_settings():
     assert proc.stdout.split("\n")[0] == "(1, 3, 4, 4) (1, 4, 8, 8) False"
 
 
+@pytest.mark.cli
 def test_disabling_onednn_is_refused_with_a_clear_message():
     proc = run_clean("import maskplus.compat", TF_ENABLE_ONEDNN_OPTS="0")
     assert proc.returncode != 0
     assert "TF_ENABLE_ONEDNN_OPTS=0 disables the oneDNN kernels" in proc.stderr
 
 
+@pytest.mark.cli
 def test_keras_2_is_selected_for_tensorpack_layers():
     proc = run_clean("import maskplus.compat, os; from maskplus.compat import tf; "
                      "print(os.environ['TF_USE_LEGACY_KERAS'], tf.keras.layers.Conv2D.__module__.split('.')[0])")
@@ -75,6 +79,8 @@ def test_nchw_conv_computed_via_nhwc_equals_the_native_nchw_op():
         assert sess.run(nhwc).shape == (2, 5, 6, 5)
 
 
+@pytest.mark.slow
+@pytest.mark.cli
 def test_cpu_conv_layout_can_be_forced_and_rejects_nonsense():
     probe = ("import maskplus.compat as c; from tensorflow.python.ops import gen_nn_ops; "
              "print(c.cpu_conv_layout(), hasattr(gen_nn_ops.conv2d, 'nchw_via_nhwc'))")

@@ -1,4 +1,6 @@
 """Config overrides: literal parsing, type checks, unknown keys, consistency, schedules."""
+import os
+
 import pytest
 
 from config import ConfigError, config as cfg, finalize_configs
@@ -259,3 +261,104 @@ def test_freezing_the_affine_parameters_of_a_non_frozen_norm_is_a_config_error_e
     with config_snapshot(), pytest.raises(ConfigError, match="BACKBONE.FREEZE_AFFINE=True only works with "
                                                              "BACKBONE.NORM=FreezeBN, got 'GN'"):
         configure({"BACKBONE.FREEZE_AFFINE": True})
+
+
+# ------------------------------------------------------------------ snapshot / restore (the tests' config fixtures)
+def _small_tree():
+    from config import AttrDict
+    tree = AttrDict()
+    tree.MODE_MASK = True
+    tree.TRAIN.BASE_LR = 0.01
+    tree.TRAIN.LR_SCHEDULE = [10, 20, 30]
+    tree.DATA.TRAIN = ("coco_train2017",)
+    # a plain dict value with upper-case keys, not a sub-tree: it must come back as a dict
+    tree.DATA.CUSTOM = {"mine": ["a.json", "images"], "OTHER": {"KEY": 1}}
+    return tree
+
+
+def test_restore_brings_back_values_removes_added_keys_and_unfreezes_what_was_unfrozen():
+    tree = _small_tree()
+    expected = {"MODE_MASK": True, "TRAIN": {"BASE_LR": 0.01, "LR_SCHEDULE": [10, 20, 30]},
+                "DATA": {"TRAIN": ("coco_train2017",), "CUSTOM": {"mine": ["a.json", "images"], "OTHER": {"KEY": 1}}}}
+    train_node = tree.TRAIN
+    saved = tree.snapshot()
+    tree.TRAIN.BASE_LR = 0.5
+    tree.TRAIN.LR_SCHEDULE.append(40)            # changed in place
+    tree.DATA.CUSTOM["OTHER"]["KEY"] = 2
+    tree.DATA.CUSTOM["new"] = ["b.json", "more"]
+    tree.TRAIN.ADDED = 3                         # an added key ...
+    tree.EXTRA.DEEP.KEY = 4                      # ... and an added sub-tree
+    tree.MODE_MASK = {"NOT": "a node"}           # a value replaced by a dict
+    tree.freeze()
+    tree.restore(saved)
+    assert tree.to_dict() == expected
+    assert type(tree.DATA.CUSTOM) is dict and type(tree.DATA.CUSTOM["OTHER"]) is dict
+    assert "EXTRA" not in tree and "ADDED" not in tree.TRAIN
+    assert tree.TRAIN is train_node              # refilled in place for whoever holds the sub-tree
+    tree.TRAIN.BASE_LR = 0.2                     # unfrozen again, every node
+    tree.DATA.NEW.KEY = 1
+    tree.TRAIN.LR_SCHEDULE.append(50)
+    tree.restore(saved)                          # the snapshot is not consumed or shared
+    assert tree.to_dict() == expected
+
+
+def test_restore_refreezes_a_tree_that_was_frozen_at_the_snapshot():
+    tree = _small_tree()
+    tree.freeze()
+    saved = tree.snapshot()
+    tree.freeze(False)
+    tree.TRAIN.BASE_LR = 0.5
+    tree.ADDED.KEY = 1
+    tree.restore(saved)
+    assert tree.TRAIN.BASE_LR == 0.01 and "ADDED" not in tree
+    for node, key in ((tree, "MODE_MASK"), (tree.TRAIN, "BASE_LR"), (tree.DATA, "TRAIN")):
+        with pytest.raises(ConfigError, match=f"Config is frozen: cannot set '{key}'"):
+            setattr(node, key, None)
+    with pytest.raises(AttributeError):
+        tree.NEW_NODE  # a frozen tree creates no sub-tree on reading
+
+
+def test_config_snapshot_restores_the_global_config_after_finalisation():
+    before, was_frozen = cfg.snapshot().to_dict(), cfg._frozen
+    with config_snapshot():
+        configure({"DATA.CUSTOM": {"mine": ["a.json", "images"]}})  # adds DATA.NUM_CLASS, freezes
+        assert cfg._frozen and "NUM_CLASS" in cfg.DATA
+    assert cfg.to_dict() == before and cfg._frozen == was_frozen and cfg.TRAIN._frozen == was_frozen
+
+
+# -------------------- the Tensorpack example's rule (faithfulness): named schedules
+@pytest.mark.faithfulness
+@pytest.mark.parametrize("name, steps", [
+    ("1x", [120000, 160000, 180000]), ("2x", [240000, 320000, 360000]), ("3x", [420000, 500000, 540000]),
+    ("6x", [960000, 1040000, 1080000]), ("9x", [1500000, 1580000, 1620000])])
+def test_named_schedules_follow_the_examples_formula(name, steps):
+    with config_snapshot():
+        configure({"TRAIN.LR_SCHEDULE": name})
+        assert cfg.TRAIN.LR_SCHEDULE == steps
+
+
+# -------------------- the Tensorpack example's rule (faithfulness): tower counts
+@pytest.mark.faithfulness
+@pytest.mark.parametrize("towers", [3, 5, 6, 7, 12])
+def test_tower_counts_that_do_not_divide_a_batch_of_8_are_rejected(towers):
+    with config_snapshot(), pytest.raises(ConfigError, match=rf"TRAIN.NUM_GPUS={towers}: training needs 1, 2, 4 "
+                                                            r"or a multiple of 8 towers"):
+        configure({"TRAIN.NUM_GPUS": towers})
+
+
+# -------------------- the Tensorpack example's rule (faithfulness): cuDNN autotuning by phase
+@pytest.mark.faithfulness
+def test_the_example_sets_cudnn_autotuning_by_phase(monkeypatch):
+    env = os.environ
+    for key in ("TF_AUTOTUNE_THRESHOLD", "TF_CUDNN_USE_AUTOTUNE"):
+        monkeypatch.delenv(key, raising=False)
+    with config_snapshot():
+        configure({"PREPROC.TRAIN_SHORT_EDGE_SIZE": [640, 800]})  # multi-scale: shapes change every image
+    assert (env.get("TF_AUTOTUNE_THRESHOLD"), env.get("TF_CUDNN_USE_AUTOTUNE")) == ("1", "0")
+    monkeypatch.delenv("TF_CUDNN_USE_AUTOTUNE")
+    with config_snapshot():
+        configure({"PREPROC.TRAIN_SHORT_EDGE_SIZE": [800, 800]})
+    assert env.get("TF_CUDNN_USE_AUTOTUNE") is None
+    with config_snapshot():
+        configure({}, training=False)  # inference: never autotune
+    assert env.get("TF_CUDNN_USE_AUTOTUNE") == "0"

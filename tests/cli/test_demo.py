@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -16,6 +18,7 @@ def _demo_module():
     return module
 
 
+@pytest.mark.slow
 def test_demo_trains_for_its_budget_evaluates_draws_and_keeps_the_console_short(tmp_path):
     demo = _demo_module()
     out, data, minutes = tmp_path / "out", tmp_path / "shapes", 1.6

@@ -13,6 +13,7 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 
 from tests.helpers import TINY, config_snapshot, configure, write_random_model
 from tests.engine.test_export import PLAIN_TF
@@ -45,6 +46,7 @@ def _matched_fraction(got, want, tol):
     return hits / max(1, len(got["boxes"]))
 
 
+@pytest.mark.slow
 def test_predict_cli_exports_a_graph_that_maps_boxes_like_the_predictor(tmp_path):
     from maskplus.engine.inference import build_predictor, run_network
     weights = str(tmp_path / "model.npz")

@@ -18,6 +18,8 @@ from tests.conftest import write_tiny_coco
 from tests.helpers import config_snapshot
 from tests.engine.test_training import ROOT, TINY_ARGS, stats, train
 
+pytestmark = pytest.mark.slow  # every test uses a trained model (a train.py run per family)
+
 #: Each model's overrides on top of test_training's tiny FPN config. C4: a 64-wide RPN, few
 #: proposals and 16 sampled RoIs (res5 runs on every RoI at 2048 channels, the costly part).
 MODELS = {

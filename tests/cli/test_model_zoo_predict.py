@@ -14,6 +14,8 @@ from tests.modeling.test_model_zoo_compat import _reference
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow
+
 #: The file each reference list describes, named as in the Tensorpack model zoo (which has no
 #: Faster R-CNN file: the no-mask list is R50-FPN with MODE_MASK=False, named after it), and its
 #: predict.py configuration: the preset of that file (README, "Model-zoo compatibility").

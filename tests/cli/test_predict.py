@@ -15,6 +15,8 @@ import pytest
 from tests.conftest import write_tiny_coco
 from tests.engine.test_training import ROOT, TINY_ARGS, train
 
+pytestmark = pytest.mark.slow  # every test uses the model a train.py run trains
+
 EVAL_ARGS = [a for a in TINY_ARGS if not a.startswith("DATA.SEED")] + ["TEST.RESULT_SCORE_THRESH=0.001"]
 
 

@@ -4,9 +4,11 @@ import os
 import numpy as np
 import pytest
 
+from config import config as cfg
 from maskplus.data import coco
 from maskplus.data.coco import DatasetError
 from tests.conftest import write_tiny_coco
+from tests.helpers import config_snapshot
 
 
 def test_coco_split_names_resolve_from_basedir(tiny_coco):
@@ -185,3 +187,16 @@ def test_load_training_records_concatenates(tiny_coco, cfg_override):
     assert recs[0]["file_name"].endswith(os.path.join("train2017", "000000000001.jpg"))
     assert recs[3]["file_name"].endswith(os.path.join("val2017", "000000000002.jpg"))
 
+
+# -------------------- the Tensorpack example's rule (faithfulness): COCO's names
+@pytest.mark.faithfulness
+def test_coco_names_without_a_dataset_give_the_80_coco_classes(cfg_override, tmp_path):
+    from maskplus.data.coco_classes import COCO_CLASS_NAMES
+    cfg_override({"DATA.BASEDIR": str(tmp_path), "DATA.CUSTOM": {}})
+    with config_snapshot():
+        cfg.DATA.CLASS_NAMES = []
+        cfg.DATA.VAL = ("coco_val2017",)
+        from maskplus.cli import finalize
+        finalize(is_training=False)
+        assert cfg.DATA.NUM_CLASS == 81 and cfg.DATA.CLASS_NAMES[1:] == list(COCO_CLASS_NAMES)
+        assert cfg.DATA.CLASS_NAMES[1] == "person" and cfg.DATA.CLASS_NAMES[-1] == "toothbrush"

@@ -1,6 +1,7 @@
 import os
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -119,7 +120,7 @@ def test_boxes_scale_by_their_own_axis_factor(tiny_coco, cfg_override):
     so x scales by 61 / 50 = 1.22 and y by 85 / 70 = 1.2143: its rectangle [5, 30, 45, 60] becomes
     [6.1, 36.43, 54.9, 72.86] (the same when flipped: it is centred in x), its mask within it."""
     cfg_override({"PREPROC.TRAIN_SHORT_EDGE_SIZE": [61, 61]})
-    dp = pipeline.TrainingMapper()((_record(2), 0))
+    dp = _mapper()((_record(2), 0))
     assert dp["image"].shape[:2] == (85, 61)
     np.testing.assert_allclose(dp["gt_boxes"][0], [5 * 61 / 50, 30 * 85 / 70, 45 * 61 / 50, 60 * 85 / 70], rtol=1e-5)
     ys, xs = np.nonzero(_unpack(dp)[0])
@@ -270,3 +271,38 @@ def test_dict_datapoint_feeds_the_model_placeholders(tiny_coco):
         with tfv1.Session() as sess:
             shapes = sess.run([tf.shape(p) for p in phs], feed_dict=feed)
     assert [list(s) for s in shapes] == [list(dp[p.op.name].shape) for p in phs]
+
+
+# -------------------- the Tensorpack example's rule (faithfulness): the training image is cast to float before resizing
+@pytest.mark.faithfulness
+def test_training_image_is_cast_to_float32_before_resizing(tiny_coco, cfg_override):
+    from maskplus.data.coco import load_training_records
+    from maskplus.data.pipeline import TrainingMapper
+    cfg_override({"PREPROC.TRAIN_SHORT_EDGE_SIZE": [45, 45]})
+    record = [r for r in load_training_records(cfg.DATA.TRAIN) if r["image_id"] == 1][0]
+    seed = 3
+    dp = TrainingMapper.from_config(cfg)((record, seed))
+
+    raw = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)  # 60 x 80 -> 45 x 60
+    expected = cv2.resize(raw.astype(np.float32), (60, 45), interpolation=cv2.INTER_LINEAR)
+    rng = np.random.RandomState(seed)  # the mapper's draws: short edge, then the flip
+    rng.randint(45, 46)
+    if rng.uniform() < 0.5:
+        expected = expected[:, ::-1]
+    np.testing.assert_array_equal(dp["image"], expected)
+    # the uint8 resize would have rounded every pixel: here most are fractional
+    assert np.mean(dp["image"] != np.round(dp["image"])) > 0.5
+
+
+# -------------------- the Tensorpack example's rule (faithfulness): empty images when not filtered
+@pytest.mark.faithfulness
+def test_empty_images_train_as_all_negative_when_not_filtered(tiny_coco, cfg_override):
+    from maskplus.data.coco import load_training_records
+    from maskplus.data.pipeline import TrainingMapper
+    cfg_override({"DATA.FILTER_EMPTY_ANNOTATIONS": False})
+    records = load_training_records(cfg.DATA.TRAIN, filter_empty=cfg.DATA.FILTER_EMPTY_ANNOTATIONS)
+    record = [r for r in records if r["image_id"] == 3][0]  # 40 x 40, only a crowd box
+    dp = TrainingMapper.from_config(cfg)((record, 0))
+    assert dp is not None and dp["gt_boxes"].shape == (0, 4) and dp["gt_masks_packed"].shape == (0, 60, 8)
+    labels = np.concatenate([dp[f"anchor_labels_lvl{k}"].ravel() for k in range(2, 7)])
+    assert np.sum(labels == 1) == 0 and np.sum(labels == 0) > 0

@@ -22,6 +22,7 @@ def generated(tmp_path_factory):
     return root
 
 
+@pytest.mark.cli
 def test_same_seed_gives_identical_files_and_another_seed_differs(generated, tmp_path):
     # `again` is drawn by the script with two worker processes: the files must not depend on how many
     again, other = str(tmp_path / "again"), str(tmp_path / "other")

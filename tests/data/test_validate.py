@@ -101,6 +101,7 @@ def test_duplicate_image_ids_and_no_usable_image_are_errors(tmp_path):
     assert any("has no usable image" in e for e in report.errors)
 
 
+@pytest.mark.cli
 def test_train_py_reports_every_problem_and_stops_before_training_without_a_traceback(tmp_path):
     root = str(tmp_path / "data")
     _write(root, [_img(1), _img(1), _img(2)], [_ann(1, 1), _ann(3, 1, cat=5), _ann(2, 2)], files={2: "missing"})
@@ -145,3 +146,14 @@ def test_an_image_over_opencvs_decoding_limit_is_named_as_too_large(tmp_path, mo
     report = validate_dataset(ds)
     reasons = {k.split(" under ")[0]: v for k, v in report.skipped_images.items()}
     assert reasons == {"image too large to decode (over OpenCV's 3071 pixels; raise CV_IO_MAX_IMAGE_PIXELS)": [1]}
+
+
+# -------------------- the Tensorpack example's rule (faithfulness): tiny annotations
+@pytest.mark.faithfulness
+@pytest.mark.parametrize("area, dropped", [(1.0, True), (0.5, True), (1.5, False)])
+def test_annotations_of_at_most_one_pixel_area_are_dropped(area, dropped):
+    from maskplus.data.validate import annotation_problem
+    ann = {"bbox": [10, 10, 5, 5], "category_id": 1, "area": area, "iscrowd": 0,
+           "segmentation": [[10, 10, 15, 10, 15, 15, 10, 15]]}
+    problem = annotation_problem(ann, 100, 100, {1: 1}, mode_mask=True)
+    assert (problem == "area of at most 1 pixel") if dropped else problem is None

@@ -146,7 +146,7 @@ def test_a_model_file_holds_no_training_state(tmp_path):
             w = tfv1.get_variable("head/W", initializer=tf.ones([3]))
             tfv1.get_variable("head/bn/mean/EMA", initializer=tf.zeros([3]), trainable=False)
             from maskplus.techniques.biased_training import mask_loss_alpha
-            loss = tf.reduce_sum(w * w) * mask_loss_alpha()
+            loss = tf.reduce_sum(w * w) * mask_loss_alpha(1.5)
             ResNetFPNModel().optimizer().minimize(loss, global_step=get_global_step_var())
             names = {v.op.name for v in tfv1.global_variables()}
             assert {"head/W/Momentum", "head/W/AccumGrad", "AccumGrad/counter", "global_step", "learning_rate",

@@ -57,6 +57,8 @@ def test_near_tie_order_swaps_only_near_ties():
     assert near_tie_order(apart, boxes, apart, boxes[[0, 2, 1]]).tolist() == [0, 1, 2]
 
 
+@pytest.mark.slow
+@pytest.mark.cli
 def test_saved_model_and_frozen_graph_match_the_predictor(tmp_path):
     from maskplus.engine.export import export_frozen_graph, export_serving
     from maskplus.engine.inference import build_predictor, run_network
@@ -115,7 +117,7 @@ def test_the_exported_resize_follows_the_predict_rule(h, w):
 def test_the_exported_graph_maps_boxes_back_like_predict(per_axis):
     """A 150 x 230 image resized to 100 x 153: boxes go back by one scale sqrt(sy * sx) and x2, y2
     are clipped at the width and the height (the example), or per axis with BOX_SCALE_PER_AXIS;
-    the expected values are the ones test_faithfulness.py works out by hand."""
+    the expected values are the ones tests/engine/test_inference.py works out by hand."""
     from maskplus.compat import tf
     from maskplus.engine.export import _unresize_boxes
     boxes = np.array([[10, 20, 100, 90], [140, 0, 153, 100]], np.float32)

@@ -18,7 +18,7 @@ from tests.engine.test_training import ROOT, TINY_ARGS
 
 HOROVODRUN = os.path.join(os.path.dirname(sys.executable), "horovodrun")
 
-pytestmark = pytest.mark.horovod
+pytestmark = [pytest.mark.horovod, pytest.mark.cli, pytest.mark.slow]
 
 
 def _horovod_available():

@@ -14,6 +14,8 @@ import pytest
 from tests.conftest import ROOT, write_tiny_coco
 from tests.engine.test_training import TINY_ARGS, stats
 
+pytestmark = [pytest.mark.cli, pytest.mark.slow]
+
 #: TINY_ARGS with the loader processes users get (DATA.NUM_WORKERS's default, 4)
 WITH_LOADER_PROCESSES = [a for a in TINY_ARGS if not a.startswith("DATA.NUM_WORKERS")]
 

@@ -92,6 +92,8 @@ def test_a_killed_run_leaves_no_loader_and_the_same_command_resumes_from_its_che
     assert f"Weights: resuming from the log directory's latest checkpoint {logdir / f'model-{FIRST_EPOCH}'}" in text
 
 
+@pytest.mark.slow
+@pytest.mark.cli
 @pytest.mark.parametrize("run, which", [("b", "sigkill"), ("c", "sigterm")])
 def test_a_resumed_run_starts_from_the_checkpoints_whole_state(chain, run, which):
     logdir, mid, _ = chain
@@ -118,6 +120,8 @@ def test_a_resumed_run_starts_from_the_checkpoints_whole_state(chain, run, which
     assert float(start["mask_loss_alpha"]) == pytest.approx(expected_alpha(step))
 
 
+@pytest.mark.slow
+@pytest.mark.cli
 def test_the_chain_ends_at_the_schedules_last_step(chain):
     logdir, mid, _ = chain
     assert _checkpoints(logdir)[-1] == LAST

@@ -10,6 +10,7 @@ import pytest
 
 from config import config as cfg
 from tests.helpers import config_snapshot, configure
+from maskplus.compat import tf
 from maskplus.engine import schedules
 
 SCHEDULE = {"TRAIN.LR_SCHEDULE": [100, 150, 175], "TRAIN.STEPS_PER_EPOCH": 300, "TRAIN.BASE_LR": 0.02,
@@ -62,3 +63,48 @@ def test_smooth_decays_with_two_towers_end_at_8_over_2_times_the_last_boundary(d
         rates = [schedule.lr_at(s) for s in (50, 375, 699, 700)]
     assert rates[0] == pytest.approx(0.02) and rates[1] == pytest.approx(middle)
     assert 0 < rates[2] < 0.0005 and rates[3] == pytest.approx(0.0, abs=1e-12)
+
+
+# -------------------- the Tensorpack example's rule (faithfulness): tower counts and epochs
+@pytest.mark.faithfulness
+@pytest.mark.parametrize("towers, drops, end, warmup_start, accumulate", [
+    (1, [960000, 1280000], 1440000, 0.0033, 8),
+    (2, [480000, 640000], 720000, 0.0033, 4),
+    (4, [240000, 320000], 360000, 0.0033, 2),
+    (8, [120000, 160000], 180000, 0.0033, 1),
+    (16, [60000, 80000], 90000, 0.00165, 1),
+])
+def test_tower_counts_scale_the_steps_and_the_warm_up_as_in_the_example(towers, drops, end, warmup_start, accumulate):
+    from maskplus.engine.schedules import Schedule
+    from maskplus.modeling.generalized_rcnn import ResNetFPNModel
+    with config_snapshot():
+        configure({"TRAIN.NUM_GPUS": towers, "TRAIN.LR_SCHEDULE": "1x", "TRAIN.STEPS_PER_EPOCH": 500,
+                   "TRAIN.BASE_LR": 0.01, "TRAIN.WARMUP": 1000, "TRAIN.WARMUP_INIT_LR": 0.0033})
+        schedule = Schedule.from_config(cfg)
+        assert schedule.drop_steps == tuple(drops)
+        assert schedule.total_steps == end and schedule.max_epoch == end // 500
+        assert schedule.lr_at(0) == pytest.approx(warmup_start)
+        assert schedule.lr_at(500) == pytest.approx((warmup_start + 0.01) / 2)
+        assert schedule.lr_at(drops[0] - 1) == pytest.approx(0.01)
+        assert schedule.lr_at(drops[0]) == pytest.approx(0.001)
+        assert schedule.lr_at(drops[1]) == pytest.approx(0.0001)
+        with tf.Graph().as_default():
+            opt = ResNetFPNModel().optimizer()
+        # the base optimizer applies BASE_LR / 8 to the gradient summed over the 8 (or n) images
+        assert getattr(opt, "_niter", 1) == accumulate
+
+
+@pytest.mark.faithfulness
+def test_lr_drops_fall_on_epoch_starts_and_the_run_ends_on_a_whole_epoch():
+    # the example: drop after epoch floor(b * 8 / n / STEPS_PER_EPOCH), max_epoch likewise floored
+    from maskplus.engine.schedules import Schedule
+    with config_snapshot():
+        configure({"TRAIN.NUM_GPUS": 8, "TRAIN.LR_SCHEDULE": [1000, 1250, 1650], "TRAIN.STEPS_PER_EPOCH": 300,
+                   "TRAIN.BASE_LR": 0.1, "TRAIN.WARMUP": 10, "TRAIN.EVAL_PERIOD": 2})
+        schedule = Schedule.from_config(cfg)
+        assert schedule.drop_steps == (900, 1200) and schedule.max_epoch == 5 and schedule.total_steps == 1500
+        assert [round(schedule.lr_at(s), 6) for s in (899, 900, 1199, 1200)] == [0.1, 0.01, 0.01, 0.001]
+        assert schedule.eval_steps == (600, 1200, 1500)  # after epochs 2, 4 (every EVAL_PERIOD) and always the last
+        by_step = Schedule.from_config(cfg, rounding="step")
+        assert by_step.drop_steps == (1000, 1250) and by_step.max_epoch == 6 and by_step.total_steps == 1650
+        assert by_step.eval_steps == (600, 1200, 1650)  # the last epoch is cut at the schedule's end

@@ -132,6 +132,8 @@ with tfv1.Session() as sess:
 """
 
 
+@pytest.mark.slow
+@pytest.mark.cli
 def test_a_second_signal_stops_at_once_even_while_a_step_waits_inside_tensorflow(tmp_path):
     log = tmp_path / "out.txt"
     with open(log, "w") as out:

@@ -60,6 +60,8 @@ def test_steps_that_fit_never_go_negative():
     assert steps_that_fit(100, 0.5, 10, 2) == 160
 
 
+@pytest.mark.slow
+@pytest.mark.cli
 def test_a_run_on_a_tiny_budget_ends_near_it_with_its_schedule_and_last_evaluation(dataset, tmp_path):
     from tests.engine.test_training import TINY_ARGS
     budget = 1.2  # minutes from the start of training (after Python's imports)

@@ -5,7 +5,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.cli, pytest.mark.slow]
+
 TINY_ARGS = [
     "BACKBONE.RESNET_NUM_BLOCKS=[1,1,1,1]", "BACKBONE.NORM=GN", "BACKBONE.FREEZE_AT=0", "FPN.NORM=GN",
     "FPN.NUM_CHANNEL=64", "FPN.FRCNN_FC_HEAD_DIM=64", "FPN.MRCNN_HEAD_FUNC=maskrcnn_up4conv_gn_head",

@@ -7,9 +7,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 
 from tests.engine.test_loader_faults import processes_of
 from tests.engine.test_training import ROOT, TINY_ARGS, stats, train
+
+pytestmark = [pytest.mark.cli, pytest.mark.slow]
 
 
 def _command(dataset, logdir, *config):

@@ -38,6 +38,8 @@ def _line(text, start_marker, source):
     return [c.strip() for c in lines[j].strip("|").split("|")]
 
 
+@pytest.mark.slow
+@pytest.mark.cli
 def test_tables_show_paper_numbers_ours_with_mean_std_and_deltas(tmp_path):
     root = str(tmp_path)
     dirs = [make_run(root, "baseline", 1, 0.300, bbox_ap=0.40), make_run(root, "baseline", 2, 0.302, bbox_ap=0.42),
@@ -68,6 +70,8 @@ def test_tables_show_paper_numbers_ours_with_mean_std_and_deltas(tmp_path):
     assert chart.stat().st_size > 1000
 
 
+@pytest.mark.slow
+@pytest.mark.cli
 def test_directories_that_are_not_runs_are_skipped_with_a_reason(tmp_path):
     good = make_run(str(tmp_path), "baseline", 1, 0.3)
     bad = tmp_path / "empty"
@@ -93,6 +97,7 @@ def test_an_evaluation_of_another_runs_model_is_not_shown_under_this_runs_preset
         load_run(logdir)
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("table, rows", [(1, 4), (2, 2), (3, 3), (4, 3), (5, 2), (6, 2)])
 def test_reproduce_table_dry_run_prints_train_and_evaluate_for_every_row(table, rows):
     proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "reproduce_table.sh"), str(table), "--dry-run",
@@ -105,6 +110,8 @@ def test_reproduce_table_dry_run_prints_train_and_evaluate_for_every_row(table, 
     assert all("TRAIN.NUM_GPUS=8" in l for l in trains)
 
 
+@pytest.mark.slow
+@pytest.mark.cli
 def test_ablation_cpu_dry_run_scales_every_table_preset_down(tmp_path):
     import shlex
     from maskplus.presets import TABLES

@@ -1,4 +1,6 @@
 """The image the backbone sees: the example's per-channel normalisation of a BGR image."""
+import math
+
 import numpy as np
 import pytest
 
@@ -50,3 +52,31 @@ def test_the_model_feeds_the_normalised_image_to_its_first_convolution():
         got = sess.run(normalised, {ph["image"]: image})
     np.testing.assert_allclose(got[0, 0, 0], _by_hand(PIXELS[0]), rtol=1e-5)
     np.testing.assert_allclose(got[0, 15, 30], _by_hand(PIXELS[1]), rtol=1e-5)
+
+
+# -------------------- the Tensorpack example's rule (faithfulness): initialisation of norms
+def _initial_gammas(norm_init, *names):
+    with config_snapshot():
+        configure({"BACKBONE.NORM_INIT": norm_init})
+        graph, _, _ = build_graph(False)
+        with graph.as_default(), tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            return sess.run([graph.get_tensor_by_name(f"{n}/gamma:0") for n in names])
+
+
+@pytest.mark.faithfulness
+def test_backbone_norms_start_as_the_examples_get_norm():
+    """Last norm of a residual branch at 0; every other with no initializer, i.e. TF's
+    glorot-uniform on a [C] vector: uniform in +-sqrt(6 / (C + C))."""
+    final, inner, fpn = _initial_gammas("example", "group1/block0/conv3/gn", "group1/block0/conv1/gn",  # 128 ch
+                                        "fpn/gn_c2")
+    np.testing.assert_array_equal(final, 0)
+    limit = math.sqrt(6 / (128 + 128))
+    assert np.all(np.abs(inner) <= limit) and inner.std() > 0.5 * limit / math.sqrt(3)
+    np.testing.assert_array_equal(fpn, 1)  # the FPN's and heads' GN keep gamma 1, as in the example
+
+
+@pytest.mark.faithfulness
+def test_unit_norm_init_starts_every_other_gamma_at_one():
+    inner, = _initial_gammas("unit", "group1/block0/conv1/gn")
+    np.testing.assert_array_equal(inner, 1)

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.helpers import config_snapshot, configure
+from tests.helpers import build_graph, config_snapshot, configure, synthetic_datapoint, train_steps
 from maskplus.compat import tf, tfv1
 
 LN2, LN3 = math.log(2), math.log(3)
@@ -125,3 +125,18 @@ def test_the_box_head_regresses_weighted_deltas_of_the_matched_gt():
         return head.losses()
     _, box_loss = _run(build)
     assert box_loss == pytest.approx(0.75 / 2, rel=1e-5)
+
+
+# -------------------- the Tensorpack example's rule (faithfulness): an image without foreground
+@pytest.mark.faithfulness
+def test_an_image_without_foreground_trains_with_finite_losses_and_zero_mask_loss():
+    empty = synthetic_datapoint(boxes=np.zeros((0, 4)), labels=())
+    with config_snapshot():
+        configure({"MASKPLUS.QUASI_MULTITASK": ["0.5x"]})
+        graph, placeholders, model = build_graph(True)
+        costs = train_steps(graph, placeholders, model, empty)
+        with graph.as_default(), tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            mask_losses = [op.outputs[0] for op in graph.get_operations() if op.name.endswith("_or_zero")]
+            values = sess.run(mask_losses, {placeholders[k]: v for k, v in empty.items()})
+    assert np.all(np.isfinite(costs)) and values == [0.0, 0.0]  # the mask loss and the 0.5x loss

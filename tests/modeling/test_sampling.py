@@ -6,6 +6,7 @@ the proposals, IoU >= FG_THRESH is foreground, at most BATCH_PER_IM * FG_RATIO f
 rest background up to BATCH_PER_IM); proposals by per-level top-k, NMS, then a global top-k.
 """
 import numpy as np
+import pytest
 
 from tests.helpers import config_snapshot, configure, position_dependent_map, roi_align_reference
 from maskplus.compat import tf, tfv1
@@ -188,3 +189,34 @@ def test_rpn_proposal_nms_suppresses_above_the_examples_iou_of_0_7_only():
     boxes, scores = _run(build, training=False)
     np.testing.assert_array_equal(boxes, [a, at_06, far])
     np.testing.assert_array_equal(scores, [5.0, 4.0, 2.0])
+
+
+# -------------------- the Tensorpack example's rule (faithfulness): proposals and RPN.MIN_SIZE
+# On a 100 x 100 image: b1 lies beyond the right edge and is clipped to zero width; b2 overlaps b0
+# at IoU 38*38 / (2*1600 - 38*38) = 0.82 > 0.7 and is suppressed.
+_BOXES = [[10, 10, 50, 50], [120, 20, 160, 60], [12, 12, 52, 52], [60, 60, 90, 95]]
+_LOGITS = [5.0, 4.0, 3.0, 2.0]
+
+
+def _proposals_with_min_size(min_size):
+    from maskplus.modeling.model_rpn import generate_rpn_proposals
+    with config_snapshot():
+        configure({"RPN.MIN_SIZE": float(min_size)})
+        with tf.Graph().as_default(), tfv1.Session() as sess:
+            boxes, scores = generate_rpn_proposals(tf.constant(_BOXES, tf.float32), tf.constant(_LOGITS),
+                                                   tf.constant([100, 100]), 10)
+            return sess.run([boxes, scores])
+
+
+@pytest.mark.faithfulness
+def test_with_min_size_zero_a_box_clipped_to_zero_width_stays_a_proposal():
+    boxes, scores = _proposals_with_min_size(0)
+    np.testing.assert_array_equal(boxes, [[10, 10, 50, 50], [100, 20, 100, 60], [60, 60, 90, 95]])
+    np.testing.assert_array_equal(scores, [5.0, 4.0, 2.0])
+
+
+@pytest.mark.faithfulness
+def test_with_a_positive_min_size_boxes_not_wider_and_taller_are_dropped():
+    boxes, scores = _proposals_with_min_size(1)
+    np.testing.assert_array_equal(boxes, [[10, 10, 50, 50], [60, 60, 90, 95]])
+    np.testing.assert_array_equal(scores, [5.0, 2.0])
