@@ -32,8 +32,8 @@ gpu: $(STAMP)
 test: $(STAMP) $(HOROVOD_STAMP)
 	MASKPLUS_REQUIRE_HOROVOD=1 $(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
-# The edit-test loop: every test but those marked slow (over ~10 s: training graphs, model-zoo
-# sized graphs) or cli (train.py, predict.py and the scripts run as command lines).
+# The edit-test loop: every test but those marked slow (over ~10 s, mostly tiny models trained
+# for a few steps) or cli (train.py, predict.py and the scripts run as command lines).
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=5 -m "not slow and not cli" tests
 

@@ -40,6 +40,7 @@ def pytest_configure(config):
     finally:
         if capture is not None:
             capture.suspend_global_capture()
+    _record_command_lines()
 
 
 _CLI_DIR = os.path.join(ROOT, "tests", "cli") + os.sep
@@ -62,28 +63,35 @@ def _a_command_line(args):
     return None
 
 
-@pytest.fixture(autouse=True)
-def _command_lines_only_in_cli_tests(request):
-    """Fails a test that starts a command line without the ``cli`` marker, so that `-m "not cli"`
-    (`make test-fast`) really leaves every one of them out."""
-    if request.node.get_closest_marker("cli"):
-        yield
-        return
-    started = []
+#: The command lines started in the current phase of the current test (setup, fixtures of any scope
+#: included, or call); subprocess.Popen records them while tests run.
+_COMMAND_LINES_STARTED = []
+
+
+def _record_command_lines():
     real_init = subprocess.Popen.__init__
 
     def init(self, args, *rest, **kwargs):
         command = _a_command_line(args)
         if command:
-            started.append(command)
+            _COMMAND_LINES_STARTED.append(command)
         real_init(self, args, *rest, **kwargs)
 
     subprocess.Popen.__init__ = init
-    try:
-        yield
-    finally:
-        subprocess.Popen.__init__ = real_init
-    assert not started, f"this test starts a command line, so it must be marked cli: {started}"
+
+
+def _command_lines_need_the_cli_marker(item):
+    """A test that starts a command line (in its own fixtures too) without the ``cli`` marker fails,
+    so that `-m "not cli"` (`make test-fast`) really leaves every one of them out."""
+    del _COMMAND_LINES_STARTED[:]
+    result = yield
+    if _COMMAND_LINES_STARTED and not item.get_closest_marker("cli"):
+        raise AssertionError(f"this test starts a command line, so it must be marked cli: {_COMMAND_LINES_STARTED}")
+    return result
+
+
+pytest_runtest_setup = pytest.hookimpl(wrapper=True)(_command_lines_need_the_cli_marker)
+pytest_runtest_call = pytest.hookimpl(wrapper=True)(_command_lines_need_the_cli_marker)
 
 
 @pytest.fixture

@@ -334,6 +334,7 @@ LIGHT_MODULES = ["config", "maskplus", "maskplus.presets", "maskplus.console", "
                  "maskplus.engine.run_dir"]
 
 
+@pytest.mark.cli
 def test_the_light_modules_import_without_tensorflow():
     """What scripts/demo.py, make_shapes_dataset.py and paper_tables.py import: no TensorFlow (seconds of
     start-up and its messages on the console)."""

@@ -156,6 +156,7 @@ def test_a_model_file_holds_no_training_state(tmp_path):
     assert sorted(read_checkpoint(str(tmp_path / "m.npz"))) == ["head/W", "head/bn/mean/EMA"]
 
 
+@pytest.mark.slow
 def test_export_then_load_round_trips_every_model_variable(tmp_path):
     path = str(tmp_path / "exported.npz")
     with config_snapshot():

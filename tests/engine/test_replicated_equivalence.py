@@ -21,6 +21,8 @@ from maskplus.compat import tf, tfv1
 from maskplus.engine.callbacks import DUMP_VARIABLES_ENV
 from tests.engine.test_training import stats, train
 
+pytestmark = [pytest.mark.cli, pytest.mark.slow]  # both tests compare the models of two train.py runs
+
 # every proposal (<= 64 per image, plus the gts) is kept: no random sampling
 NO_SAMPLING = ["FRCNN.BATCH_PER_IM=256", "FRCNN.FG_RATIO=0.5", "RPN.TRAIN_PER_LEVEL_NMS_TOPK=64"]
 CONSTANT_LR = ["TRAIN.BASE_LR=0.02", "TRAIN.WARMUP=1", "TRAIN.WARMUP_INIT_LR=0.02"]

@@ -83,6 +83,8 @@ def chain(dataset, tmp_path_factory):
     return logdir, mid, {"loaders": loaders, "orphans": orphans}
 
 
+@pytest.mark.slow
+@pytest.mark.cli
 def test_a_killed_run_leaves_no_loader_and_the_same_command_resumes_from_its_checkpoint(chain):
     logdir, _, killed = chain
     assert killed == {"loaders": 4, "orphans": []}

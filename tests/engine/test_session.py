@@ -115,6 +115,7 @@ def training_graph():
     return graph, train_op
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision, device", [("bf16", None), ("fp16", "/device:GPU:0")])
 def test_losses_box_coding_nms_roialign_coordinates_and_sums_stay_float32(training_graph, precision, device,
                                                                             monkeypatch):

@@ -128,6 +128,7 @@ def test_the_box_head_regresses_weighted_deltas_of_the_matched_gt():
 
 
 # -------------------- the Tensorpack example's rule (faithfulness): an image without foreground
+@pytest.mark.slow
 @pytest.mark.faithfulness
 def test_an_image_without_foreground_trains_with_finite_losses_and_zero_mask_loss():
     empty = synthetic_datapoint(boxes=np.zeros((0, 4)), labels=())

@@ -146,6 +146,7 @@ def _c4_training_graph(overrides, h=100, w=84):
     return build_graph(True), dp
 
 
+@pytest.mark.slow
 def test_tiny_c4_map_matches_its_anchor_targets_and_trains_with_finite_losses():
     with config_snapshot():
         (graph, placeholders, model), dp = _c4_training_graph({})
@@ -188,6 +189,7 @@ def test_tiny_c4_inference_gives_14x14_masks_from_a_second_res5_pass():
     assert ((masks >= 0) & (masks <= 1)).all() and (labels >= 1).all()
 
 
+@pytest.mark.slow
 def test_maskplus_techniques_train_on_c4():
     with config_snapshot():
         (graph, placeholders, model), dp = _c4_training_graph(C4_TECHNIQUES)

@@ -122,6 +122,7 @@ def test_at_inference_each_stages_classifier_sees_that_stages_input_boxes():
     assert final_boxes == {1, 2, 3}
 
 
+@pytest.mark.slow
 def test_tiny_cascade_trains_with_six_finite_box_losses_and_scaled_stage_gradients():
     with config_snapshot():
         configure(CASCADE)
@@ -148,6 +149,7 @@ def test_tiny_cascade_trains_with_six_finite_box_losses_and_scaled_stage_gradien
     assert all(np.isfinite(costs)), costs
 
 
+@pytest.mark.slow
 def test_maskplus_techniques_train_on_cascade():
     with config_snapshot():
         configure(dict(CASCADE, **{"MASKPLUS.CONTEXT_FUSION": True, "MASKPLUS.DECONV_PYRAMID": True,

@@ -66,6 +66,7 @@ def test_graph_has_exactly_the_model_zoo_variables(reference, overrides, trainin
     assert {k: v for k, v in ours.items() if v != expected[k]} == {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reference, overrides, count, probe", [
     ("tensorpack_r50fpn_mask_variables.json", [], 307, "group3/block2/conv3/W"),
     ("tensorpack_r50c4_mask_variables.json", ["MODE_FPN=False"], 279, "maskrcnn/deconv/W"),

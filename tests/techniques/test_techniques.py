@@ -120,6 +120,7 @@ def test_every_technique_with_expected_variables_is_a_trained_preset():
     assert set(EXPECTED_EXTRA) <= set(TRAINED_PRESETS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TRAINED_PRESETS)
 def test_every_preset_adds_exactly_its_variables_trains_with_finite_losses_and_predicts(name):
     """One training graph per preset (they cost ~10 s each): its variables beyond the baseline's
@@ -394,6 +395,7 @@ def test_an_image_without_detections_predicts_nothing_instead_of_failing(name):
     assert boxes.shape == (0, 4) and masks.shape == (0, 28, 28)
 
 
+@pytest.mark.slow
 def test_a_baseline_npz_loads_into_maskplus_all_with_only_the_new_variables_fresh(tmp_path):
     from maskplus.engine.checkpoint import CheckpointInit, export_npz
     path = str(tmp_path / "baseline.npz")
