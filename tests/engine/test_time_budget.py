@@ -1,6 +1,5 @@
 """Time-budgeted training: the schedule fitted to a fake step rate, and a real run on a budget."""
 import json
-import os
 import subprocess
 import sys
 import time
