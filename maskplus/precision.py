@@ -12,19 +12,30 @@ What TensorFlow 2.21 does where the hardware lacks them (found on an AVX2-only A
 * bf16 without AVX-512: oneDNN has no bfloat16 kernels ("oneDNN supports DT_BFLOAT16 only on
   platforms with AVX-512"), TensorFlow falls back to its Eigen kernels, which cannot run the NCHW
   pooling and transposed convolutions of these models ("Default MaxPoolingOp only supports NHWC
-  on device type CPU"). So an explicit bf16 there is a configuration error.
+  on device type CPU"). So an explicit bf16 there is a configuration error, unless
+  ``MASKPLUS_BF16_WITHOUT_AVX512=1`` asks for it anyway: those NCHW ops are then kept float32
+  (TensorFlow's ``TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_*`` list edits) and the rest runs in
+  Eigen's bfloat16, which keeps about float32's speed there (scripts/benchmark.py measured
+  0.82-1.04x). It is there to measure what bf16 costs such a CPU and to check bf16's numbers on
+  it (tests, scripts/benchmark.py): with its backward convolutions in float32 it is not the
+  arithmetic of a bf16 CPU, so ``auto`` never picks it.
 * bf16 with AVX-512 but without AVX512_BF16/AMX: oneDNN emulates bfloat16 with AVX-512
   instructions; it runs, but is not expected to be faster than float32 (a warning says so).
 * fp16 without a GPU (or on GPUs below compute capability 7.0): the rewrite skips every op
   ("No (suitable) GPUs detected"), i.e. the run would be float32: a configuration error.
 """
 import functools
+import os
 from collections import namedtuple
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16 with dynamic loss scaling"}
 #: /proc/cpuinfo flags of native bfloat16 arithmetic (AVX-512 BF16: Cooper Lake, Zen 4; AMX: Sapphire Rapids)
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+#: the environment variable that lets an explicit bf16 run on a CPU without AVX-512 (Eigen's kernels)
+EIGEN_BF16_SWITCH = "MASKPLUS_BF16_WITHOUT_AVX512"
+#: the ops Eigen's kernels cannot run in bf16 in these models' NCHW layout: kept float32 there
+EIGEN_NCHW_OPS = "MaxPool,AvgPool,MaxPoolGrad,AvgPoolGrad,Conv2DBackpropInput,Conv2DBackpropFilter"
 #: the first compute capability whose tensor cores TensorFlow's float16 rewrite targets (Volta)
 MIN_FP16_CAPABILITY = (7, 0)
 
@@ -82,9 +93,17 @@ def _capability(cap):
     return f"{cap[0]}.{cap[1]}"
 
 
-def choose(requested, flags, gpus, key="TRAIN.PRECISION"):
+def eigen_bf16_environment():
+    """The TensorFlow variables that keep :data:`EIGEN_NCHW_OPS` out of the bf16 rewrite (read when
+    grappler rewrites a graph, so setting them before a session is made is enough)."""
+    return {f"TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_{edit}": EIGEN_NCHW_OPS
+            for edit in ("ALLOWLIST_REMOVE", "INFERLIST_REMOVE", "CLEARLIST_REMOVE", "DENYLIST_ADD")}
+
+
+def choose(requested, flags, gpus, key="TRAIN.PRECISION", eigen_bf16=False):
     """The :class:`Choice` for ``requested`` on a CPU with ``flags`` and GPUs of compute capabilities
-    ``gpus`` (pure: tests pass faked flags). Raises :class:`PrecisionError` where it cannot run."""
+    ``gpus`` (pure: tests pass faked flags). Raises :class:`PrecisionError` where it cannot run;
+    ``eigen_bf16`` lets an explicit bf16 run without AVX-512 (module docstring)."""
     if requested not in PRECISIONS:
         raise PrecisionError(f"{key} must be one of {', '.join(PRECISIONS)}, got '{requested}'.")
     bf16 = cpu_bf16(flags)
@@ -102,6 +121,9 @@ def choose(requested, flags, gpus, key="TRAIN.PRECISION"):
     if requested == "bf16":
         if gpus:
             raise PrecisionError(f"{key}=bf16 is TensorFlow's CPU (oneDNN) rewrite; on GPUs use fp16 or auto.")
+        if bf16 is None and eigen_bf16:
+            return Choice("bf16", f"through TensorFlow's Eigen kernels ({EIGEN_BF16_SWITCH}=1; this CPU has no "
+                                  f"AVX-512), backward convolutions in float32: for measurements")
         if bf16 is None:
             raise PrecisionError(
                 f"{key}=bf16 cannot run on this CPU: it has no AVX-512, so oneDNN has no bfloat16 kernels and "
@@ -122,13 +144,24 @@ def choose(requested, flags, gpus, key="TRAIN.PRECISION"):
     return Choice("fp32", "")
 
 
-@functools.lru_cache(maxsize=None)
 def resolve(requested, key="TRAIN.PRECISION"):
-    """The :class:`Choice` for ``requested`` on this machine (its CPU flags and visible GPUs)."""
+    """The :class:`Choice` for ``requested`` on this machine (its CPU flags and visible GPUs, and
+    :data:`EIGEN_BF16_SWITCH` in the environment). A bf16 that runs on Eigen's kernels sets
+    :func:`eigen_bf16_environment` in this process (and its children)."""
+    eigen_bf16 = os.environ.get(EIGEN_BF16_SWITCH) == "1"
+    choice = _resolve(requested, key, eigen_bf16)
+    if eigen_bf16 and choice.precision == "bf16" and cpu_bf16(cpu_flags()) is None:
+        os.environ.update(eigen_bf16_environment())
+    return choice
+
+
+@functools.lru_cache(maxsize=None)
+def _resolve(requested, key, eigen_bf16):
     if requested not in ("bf16", "fp16", "auto"):  # fp32, or an error that needs no look at the machine
         return choose(requested, set(), [], key)
-    choice = choose(requested, cpu_flags(), gpu_capabilities(), key)
-    if choice.reason.startswith("emulated"):
+    flags = cpu_flags()
+    choice = choose(requested, flags, gpu_capabilities(), key, eigen_bf16)
+    if choice.precision == "bf16" and cpu_bf16(flags) != "native":  # said once per process
         from maskplus import compat  # noqa: F401  (its shims before Tensorpack imports TensorFlow)
         from tensorpack.utils import logger
         logger.warn(f"{key}=bf16 is {choice.reason}.")

@@ -283,14 +283,14 @@ BF16_FLAGS = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 PRECISION_SIZES = [(256, 320), (800, 1333)]
 
 
-def _precision_available(precision):
-    """None if ``precision`` runs on this machine, else why not (maskplus/precision.py's rules)."""
-    from maskplus.precision import PrecisionError, cpu_flags, choose, gpu_capabilities
+def _precision_choice(precision):
+    """(choice, None) if ``precision`` runs on this machine, else (None, why not): maskplus/precision.py's
+    rules, with MASKPLUS_BF16_WITHOUT_AVX512=1 honoured (what bf16 costs a CPU without AVX-512)."""
+    from maskplus.precision import PrecisionError, resolve
     try:
-        choose(precision, cpu_flags(), gpu_capabilities())
+        return resolve(precision), None
     except PrecisionError as e:
-        return str(e).replace("TRAIN.PRECISION=", "")
-    return None
+        return None, str(e).replace("TRAIN.PRECISION=", "")
 
 
 def precision_train_step(model, size, precision, repeats):
@@ -335,14 +335,18 @@ def precision_comparison(precisions, model, sizes, repeats):
     precision), then per precision the training step and the inference network at each size."""
     from maskplus.precision import cpu_flags, cpu_model_name
     flags = cpu_flags()
-    runnable = [p for p in precisions if _precision_available(p) is None]
-    rates = {p: matmul_gflops(p) for p in runnable}
+    choices = {p: _precision_choice(p) for p in precisions}
+    runnable = [p for p in precisions if choices[p][0] is not None]
+    run_as = {p: choices[p][0].precision for p in runnable}  # auto: what it resolves to
+    rates = {p: matmul_gflops(run_as[p]) for p in runnable}
     lines = ["", f"Precision comparison, CPU {cpu_model_name()}, flags: "
                  f"{' '.join(f for f in BF16_FLAGS if f in flags) or 'none of ' + ', '.join(BF16_FLAGS)}; "
                  f"matmul 2048^2: " + (", ".join(f"{p} {r:.1f} GFLOP/s" for p, r in rates.items()) or "not run"), ""]
-    for p in precisions:
-        if p not in runnable:
-            lines.append(f"- {p}: not run: {_precision_available(p)}")
+    for p, (choice, why_not) in choices.items():
+        if why_not:
+            lines.append(f"- {p}: not run: {why_not}")
+        elif choice.reason:
+            lines.append(f"- {p}: {choice.reason}")
     if not runnable:
         return lines
     header = [f"train step {h}x{w}" for h, w in sizes] + [f"network {h}x{w}" for h, w in sizes]
@@ -350,10 +354,12 @@ def precision_comparison(precisions, model, sizes, repeats):
     cells = {p: [] for p in runnable}
     for size in sizes:
         for p in runnable:
-            cells[p].append(precision_train_step(model, size, p, repeats))
+            cells[p].append(precision_train_step(model, size, run_as[p], repeats))
             print(f"  train step {size[0]}x{size[1]} {p}: {cells[p][-1]:.3f} s", flush=True)
     for size in sizes:
-        for p, t in precision_network(model, size, runnable, max(2, repeats // 3)).items():
+        times = precision_network(model, size, sorted(set(run_as.values())), max(2, repeats // 3))
+        for p in runnable:
+            t = times[run_as[p]]
             cells[p].append(t)
             print(f"  network {size[0]}x{size[1]} {p}: {t:.3f} s", flush=True)
     base = cells.get("fp32")

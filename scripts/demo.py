@@ -3,7 +3,7 @@
 scratch with every technique on (preset demo-cpu), evaluate it, and write pictures.
 
     python scripts/demo.py [--minutes 14.5 | --steps N] [--out demo_output] [--data datasets/shapes]
-                           [--resume] [--verbose]
+                           [--resume] [--verbose] [--config KEY=VALUE ...]
 
 The whole demo (dataset, training with its evaluations, pictures) fits in ``--minutes``: training
 gets what the other phases leave, and its length in steps is fitted to the step rate measured
@@ -12,7 +12,8 @@ Each run gets a fresh folder demo_output/run-<time>/ (``--resume`` continues the
 holding the checkpoints, the evaluation (AP table with bbox, segm and Boundary AP), prediction
 PNGs for a few validation images, curves.png (loss and AP against training time) and demo.log:
 everything the steps printed (config, model summary, statistics), of which the console shows
-only progress bars and a few lines per phase (``--verbose`` shows it all).
+only progress bars and a few lines per phase (``--verbose`` shows it all). ``--config`` is passed
+on to train.py and predict.py after the preset (e.g. ``TRAIN.PRECISION=fp32``).
 
 Ctrl-C (or SIGTERM) is passed on to the running step: train.py writes a checkpoint and stops, the
 demo stops after it and ``--resume`` continues; a second Ctrl-C stops train.py at once.
@@ -194,6 +195,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=0, help="train exactly this many steps instead (reproducible)")
     parser.add_argument("--pictures", type=int, default=6)
     parser.add_argument("--verbose", action="store_true", help="show every step's whole output on the console")
+    parser.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="config changes on top of the demo-cpu preset, for train.py and predict.py")
     args = parser.parse_args(argv)
     if args.steps <= 0 and args.minutes <= 0:
         parser.error("--minutes must be positive")
@@ -220,6 +223,7 @@ def main(argv=None):
         budget = ["--minutes", f"{minutes:.2f}"]
         print(f"Training: {minutes:.1f} min (steps fitted to this machine's speed after warm-up), "
               "evaluated at 1/3, 2/3 and the end")
+    config += args.config
 
     train_start = time.time()
     runner.run([PY, "train.py", "--preset", "demo-cpu", "--logdir", logdir, *budget, "--config", *config])

@@ -59,3 +59,13 @@ def position_dependent_map(height, width, channels=2, offset=0.0):
     maps = [offset + 10 * c + 5 * np.sin(0.7 * y + 0.2 * c) + 3 * np.cos(0.45 * x) + 0.05 * x * y
             for c in range(channels)]
     return np.stack(maps)[None].astype(np.float32)
+
+
+def restore_eigen_bf16_environment_afterwards(monkeypatch):
+    """Unsets the variables precision.resolve() sets for bf16 on Eigen's kernels, and has
+    ``monkeypatch`` unset them again at teardown (its delenv of an absent variable records
+    nothing, so each is set first), so that no later test's rewrite sees them."""
+    from maskplus.precision import eigen_bf16_environment
+    for name in eigen_bf16_environment():
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)

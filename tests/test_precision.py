@@ -65,6 +65,18 @@ def test_requests_that_cannot_run_here_are_refused(requested, cpuinfo, gpus, mes
         choose(requested, cpu_flags(cpuinfo), gpus)
 
 
+def test_the_eigen_switch_lets_only_an_explicit_bf16_run_without_avx512():
+    flags = cpu_flags(AVX2_EPYC)
+    got = choose("bf16", flags, [], eigen_bf16=True)
+    assert got.precision == "bf16" and "MASKPLUS_BF16_WITHOUT_AVX512=1" in got.reason and "backward convolutions in float32" in got.reason
+    # auto still takes float32 there, and the switch changes nothing where oneDNN has bf16
+    assert choose("auto", flags, [], eigen_bf16=True) == Choice("fp32", "auto: this CPU has no native bf16")
+    assert choose("bf16", cpu_flags(ZEN4), [], eigen_bf16=True) == Choice("bf16", "")
+    assert choose("bf16", cpu_flags(SKYLAKE), [], eigen_bf16=True).reason.startswith("emulated")
+    with pytest.raises(PrecisionError, match="on GPUs use fp16"):
+        choose("bf16", flags, [(8, 0)], eigen_bf16=True)
+
+
 def test_describe_names_the_precision_and_why_auto_chose_it():
     assert describe(Choice("fp32", "auto: this CPU has no native bf16")) == \
         "float32 (auto: this CPU has no native bf16)"
@@ -78,9 +90,9 @@ def fake_machine(monkeypatch):
     def apply(cpuinfo, gpus=()):
         monkeypatch.setattr(precision, "read_cpuinfo", lambda: cpuinfo)
         monkeypatch.setattr(precision, "gpu_capabilities", lambda: list(gpus))
-        precision.resolve.cache_clear()
+        precision._resolve.cache_clear()
     yield apply
-    precision.resolve.cache_clear()
+    precision._resolve.cache_clear()
 
 
 def test_finalize_refuses_a_precision_that_cannot_run_naming_the_key(fake_machine, cfg_override):
@@ -94,6 +106,28 @@ def test_finalize_refuses_a_precision_that_cannot_run_naming_the_key(fake_machin
         cfg_override({"DATA.CLASS_NAMES": ["a"], "TEST.PRECISION": "auto"})
         finalize_configs(is_training=False)  # auto always runs: float32 here
         assert precision.resolve("auto", "TEST.PRECISION") == Choice("fp32", "auto: this CPU has no native bf16")
+
+
+def test_resolve_reads_the_eigen_switch_and_keeps_the_nchw_ops_out_of_the_rewrite(fake_machine, monkeypatch):
+    lists = precision.eigen_bf16_environment()
+    assert len(lists) == 4 and all(v == precision.EIGEN_NCHW_OPS for v in lists.values())
+    assert {"MaxPool", "Conv2DBackpropInput"} <= set(precision.EIGEN_NCHW_OPS.split(","))
+    from tests.helpers import restore_eigen_bf16_environment_afterwards
+    restore_eigen_bf16_environment_afterwards(monkeypatch)
+    fake_machine(AVX2_EPYC)
+    monkeypatch.delenv("MASKPLUS_BF16_WITHOUT_AVX512", raising=False)
+    with pytest.raises(PrecisionError, match="no AVX-512"):
+        precision.resolve("bf16")
+    monkeypatch.setenv("MASKPLUS_BF16_WITHOUT_AVX512", "1")
+    assert precision.resolve("bf16").precision == "bf16"
+    import os
+    assert {name: os.environ.get(name) for name in lists} == lists
+    # where oneDNN has bf16 kernels the lists are left alone
+    for name in lists:
+        del os.environ[name]
+    fake_machine(ZEN4)
+    assert precision.resolve("bf16") == Choice("bf16", "")
+    assert not any(name in os.environ for name in lists)
 
 
 def test_the_paper_presets_and_the_config_default_to_fp32_and_the_demo_to_auto():

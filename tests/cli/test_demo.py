@@ -24,7 +24,8 @@ def test_demo_trains_for_its_budget_evaluates_draws_and_keeps_the_console_short(
     out, data, minutes = tmp_path / "out", tmp_path / "shapes", 1.6
     start = time.time()
     proc = subprocess.run([sys.executable, "scripts/demo.py", "--out", str(out), "--data", str(data),
-                           "--train-images", "12", "--val-images", "4", "--minutes", str(minutes), "--pictures", "2"],
+                           "--train-images", "12", "--val-images", "4", "--minutes", str(minutes), "--pictures", "2",
+                           "--config", "TEST.RESULT_SCORE_THRESH_VIS=0.3"],
                           cwd=ROOT, capture_output=True, timeout=900)
     elapsed = time.time() - start
     # bytes: text mode would turn a progress bar's in-place updates ("\r") into lines
@@ -44,6 +45,9 @@ def test_demo_trains_for_its_budget_evaluates_draws_and_keeps_the_console_short(
     (train_cmd,) = [line for line in log.splitlines() if line.startswith("+ ") and "train.py" in line]
     given = float(train_cmd.split("--minutes ")[1].split()[0])
     assert 0.5 <= given <= minutes - demo.OUTSIDE_TRAINING_SECONDS / 60 and elapsed > 60 * given
+    # --config reaches train.py and predict.py, last (after the preset and the dataset's folder)
+    commands = [line for line in log.splitlines() if line.startswith("+ ") and ("train.py" in line or "predict.py" in line)]
+    assert len(commands) == 2 and all(c.endswith(" TEST.RESULT_SCORE_THRESH_VIS=0.3") for c in commands), commands
 
     # the console: progress bars (one line each, updated in place) and a few lines per phase
     console = [line for line in (stdout + stderr).split("\n") if line.strip()]

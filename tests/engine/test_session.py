@@ -30,20 +30,16 @@ FLOAT32_SCOPES = re.compile(
     r"AccumGrad|AccumulatingOptimizer|Momentum|LossScal)")
 
 
-#: the ops TensorFlow's fallback (Eigen) kernels cannot run in bf16 in these models' NCHW layout
-EIGEN_NCHW_OPS = "MaxPool,AvgPool,MaxPoolGrad,AvgPoolGrad,Conv2DBackpropInput,Conv2DBackpropFilter"
-
-
 def emulate_bf16_without_avx512(monkeypatch):
     """Lets the bf16 rewrite run on a CPU without AVX-512 (an explicit bf16 is refused there,
     maskplus/precision.py): oneDNN has no bf16 kernels there and TensorFlow falls back to Eigen's,
     which lack NCHW pooling and NCHW transposed/backward convolutions, so these ops are kept in
-    float32 through TensorFlow's list-editing variables. The convolutions' forward passes (NHWC
-    here, maskplus/compat.py), the matrix products and the element-wise ops run in bf16."""
-    from maskplus.precision import cpu_bf16, cpu_flags
+    float32 (precision.eigen_bf16_environment). The convolutions' forward passes (NHWC here,
+    maskplus/compat.py), the matrix products and the element-wise ops run in bf16."""
+    from maskplus.precision import cpu_bf16, cpu_flags, eigen_bf16_environment
     if cpu_bf16(cpu_flags()) is None:
-        for edit in ("ALLOWLIST_REMOVE", "INFERLIST_REMOVE", "CLEARLIST_REMOVE", "DENYLIST_ADD"):
-            monkeypatch.setenv(f"TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_{edit}", EIGEN_NCHW_OPS)
+        for name, value in eigen_bf16_environment().items():
+            monkeypatch.setenv(name, value)
 
 
 def _low_precision(node):
