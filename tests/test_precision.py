@@ -2,6 +2,8 @@
 capabilities), and the errors where it cannot run. Expected values from the rules in
 maskplus/precision.py's docstring: native bf16 = avx512_bf16 or amx_bf16 flags; oneDNN emulates
 bf16 with avx512f alone; TensorFlow's float16 rewrite acts on GPUs of compute capability >= 7.0."""
+import os
+
 import pytest
 
 from config import ConfigError, finalize_configs
@@ -120,7 +122,6 @@ def test_resolve_reads_the_eigen_switch_and_keeps_the_nchw_ops_out_of_the_rewrit
         precision.resolve("bf16")
     monkeypatch.setenv("MASKPLUS_BF16_WITHOUT_AVX512", "1")
     assert precision.resolve("bf16").precision == "bf16"
-    import os
     assert {name: os.environ.get(name) for name in lists} == lists
     # where oneDNN has bf16 kernels the lists are left alone
     for name in lists:
