@@ -221,8 +221,7 @@ def main(argv=None):
         if minutes < 0.5:
             sys.exit(f"demo: --minutes {args.minutes:g} leaves {minutes:.1f} min for training; give more time")
         budget = ["--minutes", f"{minutes:.2f}"]
-        print(f"Training: {minutes:.1f} min (steps fitted to this machine's speed after warm-up), "
-              "evaluated at 1/3, 2/3 and the end")
+        print(f"Training: {minutes:.1f} min (steps fitted to this machine's speed after warm-up)")
     config += args.config
 
     train_start = time.time()

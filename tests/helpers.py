@@ -61,6 +61,18 @@ def position_dependent_map(height, width, channels=2, offset=0.0):
     return np.stack(maps)[None].astype(np.float32)
 
 
+def emulate_bf16_without_avx512(monkeypatch):
+    """Lets the bf16 rewrite run on a CPU without AVX-512 (an explicit bf16 is refused there,
+    maskplus/precision.py): oneDNN has no bf16 kernels there and TensorFlow falls back to Eigen's,
+    which lack NCHW pooling and NCHW transposed/backward convolutions, so these ops are kept in
+    float32 (precision.eigen_bf16_environment). The convolutions' forward passes (NHWC here,
+    maskplus/compat.py), the matrix products and the element-wise ops run in bf16."""
+    from maskplus.precision import cpu_bf16, cpu_flags, eigen_bf16_environment
+    if cpu_bf16(cpu_flags()) is None:
+        for name, value in eigen_bf16_environment().items():
+            monkeypatch.setenv(name, value)
+
+
 def restore_eigen_bf16_environment_afterwards(monkeypatch):
     """Unsets the variables precision.resolve() sets for bf16 on Eigen's kernels, and has
     ``monkeypatch`` unset them again at teardown (its delenv of an absent variable records

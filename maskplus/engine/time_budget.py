@@ -70,6 +70,12 @@ def evaluations_left(plan, step):
     return len({e for e in plan.eval_steps if e > step})
 
 
+def describe_evaluations(plan):
+    """Where ``plan`` evaluates, in words: "evaluated at the end" or "evaluated at steps 380, 760 and the end"."""
+    before_end = sorted({e for e in plan.eval_steps if e < plan.total})
+    return "evaluated at " + (f"steps {', '.join(map(str, before_end))} and " if before_end else "") + "the end"
+
+
 def describe(plan):
     alpha = ", ".join(f"{v:g} from {s}" for s, v in plan.alpha)
     return (f"{plan.total} steps: LR boundaries at {list(plan.lr_boundaries)}, mask-loss alpha {alpha}, "
@@ -162,8 +168,8 @@ class TimeBudget(Callback):
         logger.info(f"Time budget at step {step}: {seconds_per_step:.3f} s/step, {eval_seconds:.1f} s per "
                     f"evaluation, {(self.deadline - now) / 60:.2f} min left -> {describe(self.plan)}")
         if not self._fitted:
-            console.say(f"  {seconds_per_step:.2f} s/step after warm-up: about {self.plan.total} steps fit "
-                        f"(fitted again as training goes)")
+            console.say(f"  {seconds_per_step:.2f} s/step after warm-up: about {self.plan.total} steps fit, "
+                        f"{describe_evaluations(self.plan)} (fitted again as training goes)")
         self._fitted = True
 
     def _before_epoch(self):

@@ -38,6 +38,8 @@ def test_demo_trains_for_its_budget_evaluates_draws_and_keeps_the_console_short(
     assert (run / "curves.png").is_file() and (run / f"model-{steps}.index").is_file()
     # the evaluation of the last checkpoint made during training is reused, not repeated
     assert (run / f"outputs{steps}-coco_val2017-metrics.json").is_file() and not (run / "eval").exists()
+    # and it is the only one: the preset evaluates at the end, which the console says
+    assert len(list(run.glob("outputs*-metrics.json"))) == 1
     # training got what the budget left after the dataset, less the reserve for the pictures
     # (that training ends near its own budget is tests/engine/test_time_budget.py's; so small a one is
     # overrun by the graph building and the 25 calibration steps, so the total is not checked)
@@ -58,6 +60,7 @@ def test_demo_trains_for_its_budget_evaluates_draws_and_keeps_the_console_short(
     assert any(f"in {run}" in line for line in last) and last[-2].endswith(str(run / "demo.log"))
     assert last[-1].startswith("Total demo time:") and f"Training took" in table
     assert any("step" in line and "segm AP" in line for line in console)  # AP after the evaluation
+    assert any("steps fit, evaluated at the end (fitted again" in line for line in console)
     from maskplus.precision import describe, resolve
     assert any("Training 1 tower on the CPU" in line and line.rstrip().endswith(
         f" in {describe(resolve('auto'))}.") for line in console)  # the demo's precision, and why

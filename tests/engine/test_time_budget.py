@@ -6,30 +6,34 @@ import time
 
 import pytest
 
-from maskplus.engine.time_budget import Plan, plan_for, refit, run_shape, steps_that_fit
-from maskplus.presets import demo_schedule
+from maskplus.engine.time_budget import Plan, describe_evaluations, plan_for, refit, run_shape, steps_that_fit
+from maskplus.presets import PRESETS
 
 from tests.conftest import ROOT
 
 
-def demo_shape():
-    """The shape of the demo preset's 600-step run, read from its overrides like the config would."""
-    values = dict(arg.split("=", 1) for arg in demo_schedule(600))
+def demo_shape(eval_period=None):
+    """The shape of the demo preset's 600-step run, read from its overrides like the config would;
+    ``eval_period`` (epochs) replaces the preset's (which evaluates at the end only)."""
+    values = dict(arg.split("=", 1) for arg in PRESETS["demo-cpu"])
     lr = eval(values["TRAIN.LR_SCHEDULE"])
     alpha = eval(values["MASKPLUS.MASK_LOSS_ALPHA"])
     steps_per_epoch = int(values["TRAIN.STEPS_PER_EPOCH"])
-    return run_shape(lr, alpha, eval_every=2 * steps_per_epoch, factor=8)  # demo-cpu: EVAL_PERIOD=2
+    eval_period = eval_period or int(values["TRAIN.EVAL_PERIOD"])
+    return run_shape(lr, alpha, eval_every=eval_period * steps_per_epoch, factor=8)
 
 
 def test_the_demo_shape_is_its_fractions():
     shape = demo_shape()
     assert [round(f, 4) for f in shape.lr_fractions] == [0.88, 0.97]
     assert [(round(f, 4), v) for f, v in shape.alpha] == [(0.0, 1.5), (0.3333, 1.0)]
-    assert [round(f, 4) for f in shape.eval_fractions] == [0.3333, 0.6667, 1.0]
+    assert shape.eval_fractions == (1.0,)  # one evaluation, at the end
+    # with --config TRAIN.EVAL_PERIOD=2 (the shape the tests below fit): every 200 of the 600 steps
+    assert [round(f, 4) for f in demo_shape(eval_period=2).eval_fractions] == [0.3333, 0.6667, 1.0]
 
 
 def test_a_fake_step_rate_gives_the_boundaries_switch_and_evaluations():
-    shape = demo_shape()
+    shape = demo_shape(eval_period=2)
     # calibrated at step 25 with 10 min left, 1.0 s/step, 30 s per evaluation, 3 evaluations to
     # come: (600 - 3 * 30) / 1.0 = 510 more steps, 535 in all
     total = 25 + steps_that_fit(600, 1.0, 30, 3)
@@ -42,8 +46,16 @@ def test_a_fake_step_rate_gives_the_boundaries_switch_and_evaluations():
         Plan(280, (246, 272), ((0, 1.5), (93, 1.0)), (93, 187, 280))
 
 
+def test_the_console_names_the_evaluations_before_the_end():
+    assert describe_evaluations(Plan(535, (471, 519), ((0, 1.5), (178, 1.0)), (178, 357, 535))) == \
+        "evaluated at steps 178, 357 and the end"
+    # an evaluation period longer than the run: the end only (and a repeated step is named once)
+    assert describe_evaluations(Plan(1292, (1137, 1253), ((0, 1.5), (431, 1.0)), (1292, 1292))) == \
+        "evaluated at the end"
+
+
 def test_a_refit_keeps_what_has_happened_and_moves_the_rest():
-    shape = demo_shape()
+    shape = demo_shape(eval_period=2)
     plan = plan_for(535, shape)
     # after the first evaluation (step 178) the run turns out to have room for 600 steps: the
     # switch at 178 and the first evaluation stay, the rest moves to 0.88 / 0.97 / 2/3 / 1 of 600
@@ -132,7 +144,7 @@ def test_the_callback_on_a_fake_clock_ends_on_time_with_its_events_in_place(monk
 
     clock = [1000.0]
     monkeypatch.setattr(time_budget.time, "time", lambda: clock[0])
-    shape = demo_shape()
+    shape = demo_shape(eval_period=2)
     applied = []
     budget = time_budget.TimeBudget(clock[0] + 600, shape, plan_for(600, shape), applied.append,
                                     eval_seconds=lambda s: 40.0, grain=100)
