@@ -163,18 +163,22 @@ def plot_curves(logdir, path):
     if not stats:
         return None
     t = [e["elapsed_seconds"] / 60 for e in stats]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    # one time axis for both: the AP of a run that evaluates only at its end is a point at its end
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
     ax1.plot(t, [e["total_cost"] for e in stats], label="total loss")
     ax1.plot(t, [e.get("maskrcnn_loss/maskrcnn_loss", float("nan")) for e in stats], label="mask loss")
     ax1.set_xlabel("training time (min)")
     ax1.legend()
+    top = 0.0
     for kind in ("bbox", "segm", "boundary"):
         points = [(e["elapsed_seconds"] / 60, 100 * e[f"coco_val2017/{kind}/AP"]) for e in stats
                   if f"coco_val2017/{kind}/AP" in e]
         if points:
-            ax2.plot(*zip(*points), marker="o", label=f"{kind} AP")
+            ax2.plot(*zip(*points), marker="o", label=f"{kind} AP ({points[-1][1]:.1f} at the end)")
+            top = max(top, *(ap for _, ap in points))
     ax2.set_xlabel("training time (min)")
     ax2.set_ylabel("AP (val)")
+    ax2.set_ylim(0, 1.15 * top + 1)
     ax2.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
