@@ -116,7 +116,7 @@ PRESETS["demo-cpu"] = CPU_MODEL + [
     "MASKPLUS.DECONV_PYRAMID=True", "MASKPLUS.DECONV_PYRAMID_DIM=64",
     "MASKPLUS.BOUNDARY_REFINEMENT=improved", "MASKPLUS.QUASI_MULTITASK=['0.5x']",
     "MASKPLUS.BIASED_TRAINING=True",
-] + demo_schedule(600)  # about 15 minutes on a 2-core AMD EPYC; scripts/demo.py --steps N changes it
+] + demo_schedule(600)  # the run's shape: scripts/demo.py fits its length to --minutes or sets --steps N
 
 
 _GN = ["BACKBONE.NORM=GN", "FPN.NORM=GN", "FPN.FRCNN_HEAD_FUNC=fastrcnn_4conv1fc_gn_head",

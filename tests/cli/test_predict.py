@@ -241,8 +241,7 @@ def test_bf16_inference_gives_the_float32_detections_within_tolerances(dataset, 
     from config import config as cfg
     from maskplus.cli import finalize
     from maskplus.engine.inference import build_predictor, run_network
-    from tests.helpers import emulate_bf16_without_avx512
-    from tests.helpers import config_snapshot
+    from tests.helpers import config_snapshot, emulate_bf16_without_avx512
     emulate_bf16_without_avx512(monkeypatch)
     images = [cv2.imread(os.path.join(dataset, "train2017", f"00000000000{i}.jpg")) for i in (1, 2)]
     with config_snapshot():
