@@ -153,6 +153,12 @@ def last_step(logdir):
     return max(steps, default=0)
 
 
+def ap_points(stats, kind):
+    """(training minutes, AP in %, step) of each evaluation of ``kind`` among stats.json's entries."""
+    key = f"coco_val2017/{kind}/AP"
+    return [(e["elapsed_seconds"] / 60, 100 * e[key], e["global_step"]) for e in stats if key in e]
+
+
 def plot_curves(logdir, path):
     """Total loss and AP (bbox, segm, boundary) against training seconds, from stats.json."""
     import matplotlib
@@ -171,11 +177,12 @@ def plot_curves(logdir, path):
     ax1.legend()
     top = 0.0
     for kind in ("bbox", "segm", "boundary"):
-        points = [(e["elapsed_seconds"] / 60, 100 * e[f"coco_val2017/{kind}/AP"]) for e in stats
-                  if f"coco_val2017/{kind}/AP" in e]
+        points = ap_points(stats, kind)
         if points:
-            ax2.plot(*zip(*points), marker="o", label=f"{kind} AP ({points[-1][1]:.1f} at the end)")
-            top = max(top, *(ap for _, ap in points))
+            # the last AP named by its step: a run stopped early evaluated last before its schedule's end
+            minutes, ap, step = zip(*points)
+            ax2.plot(minutes, ap, marker="o", label=f"{kind} AP ({ap[-1]:.1f} at step {step[-1]})")
+            top = max(top, *ap)
     ax2.set_xlabel("training time (min)")
     ax2.set_ylabel("AP (val)")
     ax2.set_ylim(0, 1.15 * top + 1)

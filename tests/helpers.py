@@ -1,6 +1,6 @@
 """Helpers for model tests. The tiny configuration, config snapshots, graph building, random model
 files and synthetic datapoints live in :mod:`maskplus.testing` (scripts use them too)."""
-from maskplus.compat import tfv1
+from maskplus.compat import tf, tfv1
 from maskplus.testing import (TINY, build_graph, config_snapshot, configure, synthetic_datapoint,  # noqa: F401
                               write_random_model)
 
@@ -10,6 +10,12 @@ def variable_shapes(graph):
     with graph.as_default():
         from maskplus.engine.checkpoint import model_variables
         return {name: v.shape.as_list() for name, v in model_variables().items()}
+
+
+def checkpoint_arrays(prefix):
+    """{name: array} of every entry of a TF checkpoint, read with TensorFlow's own reader."""
+    reader = tf.train.load_checkpoint(str(prefix))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
 
 
 def train_steps(graph, placeholders, model, datapoint, steps=2, lr=0.01):

@@ -85,6 +85,18 @@ def test_a_second_demo_run_gets_a_fresh_directory_and_reuses_the_dataset(tmp_pat
     assert demo.dataset_ready(str(tmp_path / "shapes"))
 
 
+def test_the_curves_name_each_evaluation_by_its_step_and_draw_a_run_stopped_early(tmp_path):
+    demo = _demo_module()
+    stats = [{"global_step": 400, "elapsed_seconds": 150.0, "total_cost": 2.5},
+             {"global_step": 800, "elapsed_seconds": 303.0, "total_cost": 1.9, "coco_val2017/segm/AP": 0.2125},
+             {"global_step": 1100, "elapsed_seconds": 420.0, "total_cost": 1.7}]  # stopped: no evaluation at the end
+    assert demo.ap_points(stats, "segm") == [(5.05, 21.25, 800)]
+    assert demo.ap_points(stats, "bbox") == []
+    (tmp_path / "stats.json").write_text(json.dumps(stats))
+    out = demo.plot_curves(str(tmp_path), str(tmp_path / "curves.png"))
+    assert out == str(tmp_path / "curves.png") and os.path.getsize(out) > 1000
+
+
 def test_the_progress_bar_rate_leaves_out_the_evaluations_between_epochs(monkeypatch):
     import io
     from types import SimpleNamespace

@@ -16,8 +16,8 @@ import os
 import numpy as np
 import pytest
 
-from tests.helpers import build_graph, config_snapshot, configure
-from maskplus.compat import tf, tfv1
+from tests.helpers import build_graph, checkpoint_arrays, config_snapshot, configure
+from maskplus.compat import tfv1
 from maskplus.engine.callbacks import DUMP_VARIABLES_ENV
 from tests.engine.test_training import stats, train
 
@@ -40,11 +40,6 @@ def _initial_npz(path):
             export_npz(sess, path)
     with np.load(path) as f:
         return {k[:-2] if k.endswith(":0") else k: f[k] for k in f.files}
-
-
-def _checkpoint(path):
-    reader = tf.train.load_checkpoint(path)
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
 
 
 def _update_error(init, one, two, names):
@@ -73,7 +68,7 @@ def runs(dataset, tmp_path_factory):
     assert stats(root / "two")[-1]["global_step"] == 4  # 1 batch-8 step = 4 steps of 2 images
     with np.load(root / "dump" / "variables-rank0.npz") as f:
         dumped = {k: f[k] for k in f.files}
-    return init, _checkpoint(str(root / "one" / "model-8")), _checkpoint(str(root / "two" / "model-4")), dumped
+    return init, checkpoint_arrays(root / "one" / "model-8"), checkpoint_arrays(root / "two" / "model-4"), dumped
 
 
 def test_the_first_update_of_two_towers_equals_one_tower_accumulating_the_same_images(runs):

@@ -18,9 +18,9 @@ import time
 import numpy as np
 import pytest
 
-from maskplus.compat import tf
 from maskplus.engine.callbacks import DUMP_VARIABLES_ENV
 from tests.engine.test_training import ROOT
+from tests.helpers import checkpoint_arrays
 from tests.engine.test_training_interruptions import (_checkpoints, _command, _loader_processes, _wait_for,
                                                       _wait_until_gone)
 
@@ -46,11 +46,6 @@ def _start(dataset, logdir, name):
     env = dict(os.environ, **{DUMP_VARIABLES_ENV: str(logdir / f"dump-{name}")})
     return subprocess.Popen(_command(dataset, logdir, *CONFIG), stdout=log, stderr=subprocess.STDOUT,
                             cwd=ROOT, env=env), logdir / f"{name}.txt"
-
-
-def _checkpoint(logdir, step):
-    reader = tf.train.load_checkpoint(str(logdir / f"model-{step}"))
-    return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}
 
 
 def _dump(logdir, name, suffix="-start"):
@@ -100,7 +95,7 @@ def test_a_killed_run_leaves_no_loader_and_the_same_command_resumes_from_its_che
 def test_a_resumed_run_starts_from_the_checkpoints_whole_state(chain, run, which):
     logdir, mid, _ = chain
     step = FIRST_EPOCH if which == "sigkill" else mid
-    saved, start = _checkpoint(logdir, step), _dump(logdir, run)
+    saved, start = checkpoint_arrays(logdir / f"model-{step}"), _dump(logdir, run)
     assert int(start["global_step"]) == int(saved["global_step"]) == step
     # every variable of the checkpoint, optimizer state included, is what the run starts from
     differ = [n for n in saved if n in start and not np.array_equal(start[n], saved[n])
