@@ -176,8 +176,8 @@ def test_export_then_load_round_trips_every_model_variable(tmp_path):
 
 
 def test_a_load_restores_every_variable_in_one_session_run(tmp_path, tiny_shapes):
-    # a run per variable prunes the whole graph each time: resuming the tiny training model's
-    # 505 variables that way took 40 s
+    # a run per variable prunes the whole graph each time: resuming R50-FPN's 678 variables that
+    # way took 116 s (BENCHMARKS.md)
     arrays = _random_npz(tmp_path / "m.npz", tiny_shapes, seed=3)
     graph, _, _ = build_graph(False)
     with graph.as_default(), tfv1.Session() as sess:
