@@ -112,7 +112,19 @@ def cpu_conv_layout():
 
 from tensorflow.python.ops import gen_nn_ops  # noqa: E402  (nn_ops looks its ops up at call time)
 
-if cpu_conv_layout() == "NHWC" and not hasattr(gen_nn_ops.conv2d, "nchw_via_nhwc"):
-    gen_nn_ops.conv2d = nchw_conv2d_via_nhwc(gen_nn_ops.conv2d)
+_CONV2D = getattr(gen_nn_ops.conv2d, "original", gen_nn_ops.conv2d)
+
+
+def use_conv_layout(layout):
+    """Makes graphs built from now on run NCHW convolutions in ``layout`` ('NCHW' or 'NHWC');
+    returns the layout used before. Tests build the graph of the other kind of machine with it."""
+    before = "NHWC" if hasattr(gen_nn_ops.conv2d, "nchw_via_nhwc") else "NCHW"
+    if layout not in ("NCHW", "NHWC"):
+        raise ValueError(f"layout must be NCHW or NHWC, got '{layout}'.")
+    gen_nn_ops.conv2d = _CONV2D if layout == "NCHW" else nchw_conv2d_via_nhwc(_CONV2D)
+    return before
+
+
+use_conv_layout(cpu_conv_layout())
 
 __all__ = ["tf", "tfv1", "np"]

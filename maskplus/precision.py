@@ -8,6 +8,20 @@ loss scaling. ``fp16`` is TensorFlow's CUDA rewrite (``auto_mixed_precision``) p
 scaling (:mod:`maskplus.modeling.loss_scale`); it acts on GPU ops only. ``auto`` picks bf16 on a
 CPU with native bfloat16 instructions, fp16 on GPUs of compute capability 7.0 or more, else fp32.
 
+Why the float32 islands hold (maskplus/modeling/float32_island.py). Both rewrites sort ops into
+lists: an allow list (convolutions, matrix products) always converted, an infer list (Add, Mul,
+Sigmoid...) and a clear list (Select, Neg, GreaterEqual, Minimum, TopKV2, Reshape, Transpose...)
+converted when their neighbours are, a deny list kept float32. Clear-list ops next to a converted
+convolution are converted too, so an RPN logit's loss, a box delta's clip or a score's top-k would
+follow the convolution that produced them into bf16/fp16, whatever name scope they sit in. An op
+on no list is never converted: the islands' float32 inputs and outputs pass through a ``Cast``
+from float32 to float32 (numerically the identity), which no list names, so a conversion stops
+there and the island's ops see float32. TensorFlow's ``tf.cast`` makes no node for a cast to the
+same type, hence the raw op; the rewrite runs before the arithmetic optimiser removes the no-op
+casts, so they cost nothing at run time. Before this boundary the islands held only where the
+NHWC layout's transposes happened to separate them (AVX2 CPUs), not in the NCHW layout of
+AVX-512 CPUs and GPUs; tests/engine/test_session.py checks both layouts offline.
+
 What TensorFlow 2.21 does where the hardware lacks them (found on an AVX2-only AMD EPYC):
 * bf16 without AVX-512: oneDNN has no bfloat16 kernels ("oneDNN supports DT_BFLOAT16 only on
   platforms with AVX-512"), TensorFlow falls back to its Eigen kernels, which cannot run the NCHW
@@ -70,6 +84,35 @@ def cpu_model_name(cpuinfo=None):
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return "unknown CPU"
+
+
+def _cpuinfo_field(text, name):
+    for line in text.splitlines():
+        if line.split(":", 1)[0].strip() == name:
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def nominal_peak_gflops(cpuinfo=None, cpus=None):
+    """(float32 GFLOP/s, how it was computed) of ``cpus`` logical CPUs at the clock /proc/cpuinfo
+    gives, or (None, why not): cpus x 2 FMA units x float32 lanes x 2 FLOPs x clock. The lanes are
+    16 with AVX-512, except on Zen 3/4 (AMD family 25), which run AVX-512 on 256-bit halves, 8 with
+    AVX2/FMA. An upper bound: turbo clocks aside, two hyperthreads share one core's units."""
+    text = read_cpuinfo() if cpuinfo is None else cpuinfo
+    flags = cpu_flags(text)
+    mhz = _cpuinfo_field(text, "cpu MHz")
+    if not mhz:
+        return None, "no clock in /proc/cpuinfo"
+    if "avx512f" in flags:
+        amd_half_width = _cpuinfo_field(text, "vendor_id") == "AuthenticAMD" and _cpuinfo_field(text, "cpu family") == "25"
+        lanes = 8 if amd_half_width else 16
+    elif "fma" in flags:
+        lanes = 8
+    else:
+        return None, "neither AVX-512 nor FMA"
+    cpus = cpus or os.cpu_count() or 1
+    gflops = cpus * 2 * lanes * 2 * float(mhz) / 1000.0
+    return gflops, f"{cpus} CPUs x 2 FMA units x {lanes} float32 lanes x 2 x {float(mhz) / 1000:.2f} GHz"
 
 
 def cpu_bf16(flags):

@@ -28,7 +28,8 @@ Not part of ``make test`` (it takes a while): ``make mutation-check`` runs it.
 The list's format (``scripts/mutants.txt``): blocks of ``key: value`` lines, each block opened by
 ``[mutant-id]``; keys ``file``, ``find``, ``replace``, ``tests`` (space-separated test files or
 node ids) and ``why`` (one line). ``#`` starts a comment line. Values are taken verbatim after
-``key: `` (leading and trailing spaces stripped), one line each.
+``key: `` (leading and trailing spaces stripped), one line each; in ``find`` and ``replace`` the two
+characters ``\\n`` stand for a line break (a decorator and the line it decorates).
 """
 import argparse
 import concurrent.futures
@@ -109,7 +110,8 @@ def parse_mutants(path):
                                 f"got: {line}")
             if key in fields:
                 raise ListError(f"{path}:{number}: '{key}' given twice for mutant '{ident}'")
-            fields[key] = value.strip()
+            value = value.strip()
+            fields[key] = value.replace("\\n", "\n") if key in ("find", "replace") else value
     close()
     return mutants
 

@@ -8,7 +8,7 @@ cannot hide an upward arrow. The floors, lowest first (README "Layout" shows the
   floor 1: config              config.py, maskplus/presets.py
   floor 2: data                maskplus/data/
   floor 3: evaluation          maskplus/evaluation/, maskplus/viz.py
-  floor 4: model primitives    maskplus/modeling/: layers.py, model_box.py, mask_ops.py   (config-free)
+  floor 4: model primitives    maskplus/modeling/: layers.py, model_box.py, mask_ops.py, float32_island.py (config-free)
   floor 5: techniques          maskplus/techniques/                                      (config-free)
   floor 6: model               the rest of maskplus/modeling/
   floor 7: engine              maskplus/engine/
@@ -36,7 +36,7 @@ LAYERS = [
     ("data", ["maskplus.data", "maskplus.data.*"]),
     ("evaluation", ["maskplus.evaluation", "maskplus.evaluation.*", "maskplus.viz"]),
     ("model primitives", ["maskplus.modeling", "maskplus.modeling.layers", "maskplus.modeling.model_box",
-                          "maskplus.modeling.mask_ops"]),
+                          "maskplus.modeling.mask_ops", "maskplus.modeling.float32_island"]),
     ("techniques", ["maskplus.techniques", "maskplus.techniques.*"]),
     ("model", ["maskplus.modeling.*"]),
     ("engine", ["maskplus.engine", "maskplus.engine.*"]),

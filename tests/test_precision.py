@@ -8,7 +8,8 @@ import pytest
 
 from config import ConfigError, finalize_configs
 from maskplus import precision
-from maskplus.precision import Choice, PrecisionError, choose, cpu_bf16, cpu_flags, cpu_model_name, describe
+from maskplus.precision import (Choice, PrecisionError, choose, cpu_bf16, cpu_flags, cpu_model_name, describe,
+                                nominal_peak_gflops)
 
 _COMMON = "fpu sse sse2 ssse3 sse4_1 sse4_2 avx avx2 fma f16c"
 AVX2_EPYC = f"processor\t: 0\nmodel name\t: AMD EPYC 7B12\nflags\t\t: {_COMMON} sse4a\n\nprocessor\t: 1\n"
@@ -139,3 +140,26 @@ def test_the_paper_presets_and_the_config_default_to_fp32_and_the_demo_to_auto()
         keys = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in overrides}
         expected = "auto" if name == "demo-cpu" else None  # None: the config's fp32
         assert keys.get("TRAIN.PRECISION") == expected and keys.get("TEST.PRECISION") == expected, name
+
+
+def _cpuinfo(vendor, family, mhz, flags):
+    return (f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: {family}\nmodel name\t: X\n"
+            f"cpu MHz\t\t: {mhz}\nflags\t\t: {_COMMON} {flags}\n")
+
+
+@pytest.mark.parametrize("vendor, family, flags, lanes", [
+    ("AuthenticAMD", 26, "avx512f avx512_bf16", 16),   # Zen 5: full-width AVX-512
+    ("AuthenticAMD", 25, "avx512f avx512_bf16", 8),    # Zen 4: AVX-512 on 256-bit halves
+    ("GenuineIntel", 6, "avx512f", 16),                 # Skylake-SP and later Xeons
+    ("AuthenticAMD", 25, "", 8),                        # Zen 3: AVX2 + FMA
+])
+def test_the_nominal_peak_is_cpus_times_two_fma_units_times_lanes_times_two_times_the_clock(vendor, family, flags,
+                                                                                              lanes):
+    peak, how = nominal_peak_gflops(_cpuinfo(vendor, family, "2596.120", flags), cpus=3)
+    assert peak == pytest.approx(3 * 2 * lanes * 2 * 2.59612)
+    assert f"{lanes} float32 lanes" in how and "2.60 GHz" in how
+
+
+def test_the_nominal_peak_is_unknown_without_a_clock_or_fma():
+    assert nominal_peak_gflops(_cpuinfo("GenuineIntel", 6, "", "avx512f")) == (None, "no clock in /proc/cpuinfo")
+    assert nominal_peak_gflops("flags\t\t: sse2\ncpu MHz\t\t: 2000\n") == (None, "neither AVX-512 nor FMA")

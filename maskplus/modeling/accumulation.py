@@ -11,6 +11,7 @@ the increment returns. Variable names are Tensorpack's (``<var>/AccumGrad``,
 from tensorpack.tfutils.optimizer import ProxyOptimizer
 
 from maskplus.compat import tf, tfv1
+from maskplus.modeling.float32_island import float32_boundary
 
 NAME = "AccumGrad"
 
@@ -31,7 +32,7 @@ class AccumulatingOptimizer(ProxyOptimizer):
             with tfv1.variable_scope(self._name), tf.device("/cpu:0"):
                 counter = tfv1.Variable(0, name="counter", trainable=False, dtype=tf.int32)
         with tf.name_scope("AccumulatingOptimizer"):
-            added = [s.assign_add(g) for s, (g, _) in zip(sums, grads_and_vars)]
+            added = [s.assign_add(float32_boundary(g)) for s, (g, _) in zip(sums, grads_and_vars)]
             with tf.control_dependencies(added):
                 count = tfv1.assign_add(counter, 1, name="update_counter")  # the incremented value
 

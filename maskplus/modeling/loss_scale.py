@@ -18,6 +18,7 @@ How it combines with the rest of training:
 from tensorpack.tfutils.optimizer import ProxyOptimizer
 
 from maskplus.compat import tf, tfv1
+from maskplus.modeling.float32_island import float32_boundary
 
 NAME = "LossScale"
 
@@ -43,7 +44,7 @@ class LossScalingOptimizer(ProxyOptimizer):
         scale = tf.identity(self.scale, name="loss_scale")  # one read for scaling and unscaling
         grads = self._opt.compute_gradients(loss * scale, var_list=var_list, **kwargs)
         inverse = 1.0 / scale
-        return [(None if g is None else _multiply(g, inverse), v) for g, v in grads]
+        return [(None if g is None else _multiply(float32_boundary(g), inverse), v) for g, v in grads]
 
     def apply_gradients(self, grads_and_vars, global_step=None, name=None):
         grads_and_vars = [(g, v) for g, v in grads_and_vars if g is not None]

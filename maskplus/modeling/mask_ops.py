@@ -7,6 +7,7 @@ other way round.
 from tensorpack.models import Conv2D
 
 from maskplus.compat import tf
+from maskplus.modeling.float32_island import float32_island
 from maskplus.modeling.model_box import crop_and_resize
 
 
@@ -38,6 +39,7 @@ def mask_targets(gt_masks, fg_boxes, fg_inds_wrt_gt, size):
     return tf.squeeze(crops, 1)
 
 
+@float32_island
 def own_class_loss(mask_logits, labels, target_masks, name=None):
     """Mask R-CNN's L_mask: the mean per-pixel sigmoid cross-entropy of each RoI's own class channel.
 

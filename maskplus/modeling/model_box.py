@@ -11,6 +11,7 @@ import numpy as np
 from tensorpack.tfutils.scope_utils import under_name_scope
 
 from maskplus.compat import tf
+from maskplus.modeling.float32_island import float32_island
 
 
 def area(boxes):
@@ -19,6 +20,7 @@ def area(boxes):
 
 
 @under_name_scope()
+@float32_island
 def pairwise_iou(boxes1, boxes2):
     """IoU between every box of ``boxes1`` (N x 4) and of ``boxes2`` (M x 4): N x M."""
     ax1, ay1, ax2, ay2 = tf.split(boxes1, 4, axis=1)  # N x 1 each
@@ -31,6 +33,7 @@ def pairwise_iou(boxes1, boxes2):
 
 
 @under_name_scope()
+@float32_island
 def clip_boxes(boxes, shape2d, name=None):
     """Clip boxes (..., 4) to an image of ``shape2d`` = [h, w]."""
     hw = tf.cast(shape2d, tf.float32)
@@ -46,6 +49,7 @@ def _centre_size(boxes):
 
 
 @under_name_scope()
+@float32_island
 def encode_bbox_target(boxes, anchors):
     """Regression targets (dx, dy, log dw, log dh) of ``boxes`` relative to ``anchors``; same shape."""
     anchor_c, anchor_s = _centre_size(anchors)
@@ -56,6 +60,7 @@ def encode_bbox_target(boxes, anchors):
 
 
 @under_name_scope()
+@float32_island
 def decode_bbox_target(deltas, anchors, max_size=1333.0):
     """Inverse of :func:`encode_bbox_target`. The size delta is clipped at log(max_size / 16)."""
     anchor_c, anchor_s = _centre_size(anchors)
@@ -68,6 +73,7 @@ def decode_bbox_target(deltas, anchors, max_size=1333.0):
 
 
 @under_name_scope()
+@float32_island
 def crop_and_resize(image, boxes, box_ind, crop_size, pad_border=True):
     """Bilinear crops of an NCHW ``image`` at ``crop_size`` x ``crop_size`` sample points per box.
 

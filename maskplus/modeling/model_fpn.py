@@ -7,6 +7,7 @@ from tensorpack.tfutils.summary import add_moving_summary
 
 from config import config as cfg
 from maskplus.compat import tf, tfv1
+from maskplus.modeling.float32_island import float32_island
 from maskplus.modeling.layers import GroupNorm
 from maskplus.modeling.model_box import area, roi_align
 from maskplus.modeling.model_rpn import generate_rpn_proposals, rpn_losses
@@ -45,6 +46,7 @@ def fpn_model(features):
 
 
 @under_name_scope()
+@float32_island
 def fpn_map_rois_to_levels(boxes):
     """Assign each box to P2-P5 by its scale (FPN paper eq. 1, canonical 224 at P4).
 
@@ -84,6 +86,7 @@ def multilevel_rpn_losses(anchor_labels, anchor_box_targets, label_logits, box_l
 
 
 @under_name_scope()
+@float32_island
 def generate_fpn_proposals(multilevel_boxes, multilevel_logits, image_shape2d, training):
     """Proposals from all levels: NMS per level then a global top-k ("Level"), or one joint NMS."""
     if cfg.FPN.PROPOSAL_MODE == "Level":

@@ -6,6 +6,7 @@ from tensorpack.tfutils.summary import add_moving_summary
 
 from config import BOX_HEAD_NAMES, config as cfg
 from maskplus.compat import tf, tfv1
+from maskplus.modeling.float32_island import float32_boundary, float32_island
 from maskplus.modeling.layers import GroupNorm, msra_fan_out
 from maskplus.modeling.model_box import decode_bbox_target, encode_bbox_target, pairwise_iou
 
@@ -24,6 +25,7 @@ class BoxProposals:
 
 
 @under_name_scope()
+@float32_island
 def sample_fast_rcnn_targets(boxes, gt_boxes, gt_labels):
     """Sample ``FRCNN.BATCH_PER_IM`` RoIs at ``FRCNN.FG_RATIO`` foreground from proposals + gts.
 
@@ -110,6 +112,7 @@ BOX_HEADS = {name: globals()[name] for name in BOX_HEAD_NAMES}
 
 
 @under_name_scope()
+@float32_island
 def fastrcnn_losses(labels, label_logits, fg_box_targets, fg_box_logits):
     """Softmax classification over all sampled RoIs; L1 box loss over foreground, per RoI."""
     label_loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -142,8 +145,9 @@ class FastRCNNHead:
 
     def __init__(self, proposals, box_logits, label_logits, gt_boxes, bbox_regression_weights):
         self.proposals = proposals
-        self.box_logits = box_logits
-        self.label_logits = label_logits
+        # decoding, scores and losses all read the logits: one float32 boundary for them all
+        self.box_logits = float32_boundary(box_logits)
+        self.label_logits = float32_boundary(label_logits)
         self.gt_boxes = gt_boxes
         self.weights = tf.constant(bbox_regression_weights, tf.float32)
 
@@ -170,6 +174,7 @@ class FastRCNNHead:
 
 
 @under_name_scope()
+@float32_island
 def fastrcnn_predictions(boxes, scores):
     """Per-class score threshold and NMS, keeping the best ``TEST.RESULTS_PER_IM``.
 

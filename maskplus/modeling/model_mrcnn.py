@@ -12,6 +12,7 @@ from tensorpack.tfutils.summary import add_moving_summary
 
 from config import MASK_HEAD_NAMES, config as cfg
 from maskplus.compat import tf
+from maskplus.modeling.float32_island import float32_island
 from maskplus.modeling.layers import GroupNorm, msra_fan_out
 from maskplus.modeling.mask_ops import MaskTargets, class_wise_predictor, mask_targets, own_class_loss
 from maskplus.modeling.model_fpn import multilevel_roi_align
@@ -58,6 +59,7 @@ MASK_HEADS = {name: globals()[name] for name in MASK_HEAD_NAMES}
 
 
 @under_name_scope()
+@float32_island
 def maskrcnn_loss(mask_logits, fg_labels, fg_target_masks):
     """Per-pixel sigmoid cross-entropy on each RoI's own class channel (Mask R-CNN's L_mask)."""
     loss, logits = own_class_loss(mask_logits, fg_labels, fg_target_masks, name="maskrcnn_loss")

@@ -6,6 +6,7 @@ from tensorpack.tfutils.summary import add_moving_summary
 
 from config import config as cfg
 from maskplus.compat import tf, tfv1
+from maskplus.modeling.float32_island import float32_island
 from maskplus.modeling.model_box import clip_boxes
 
 
@@ -29,6 +30,7 @@ def rpn_head(featuremap, channel, num_anchors):
 
 
 @under_name_scope()
+@float32_island
 def rpn_losses(anchor_labels, anchor_box_targets, label_logits, box_logits):
     """Objectness (sigmoid CE over sampled anchors) and smooth-L1 box loss over positives.
 
@@ -55,6 +57,7 @@ def rpn_losses(anchor_labels, anchor_box_targets, label_logits, box_logits):
 
 
 @under_name_scope()
+@float32_island
 def generate_rpn_proposals(boxes, scores, image_shape2d, pre_nms_topk, post_nms_topk=None):
     """Top-k by score, clip, drop boxes not wider and taller than ``RPN.MIN_SIZE`` (when it is
     > 0), NMS, keep ``post_nms_topk``.

@@ -26,3 +26,19 @@ def test_flops_of_conv_deconv_and_matmul_from_run_time_shapes():
                 + 2 * (2 * 10 * 12 * 7) * 4         # matmul [240, 4] x [4, 7]
                 + 2 * (2 * 3) * 5)                  # matmul [5, 2]^T x [5, 3]
     assert network_flops(graph, feed) == expected
+
+
+def test_the_matmul_rate_times_the_product_of_inputs_made_once(monkeypatch):
+    import benchmark
+    runs = []
+
+    def twice(fn, repeats, warmup=1):
+        runs.extend([fn(), fn()])
+        return 1.0
+
+    monkeypatch.setattr(benchmark, "median_time", twice)
+    for precision in ("fp32", "bf16"):
+        runs.clear()
+        assert benchmark.matmul_gflops(precision, n=64) == 2 * 64 ** 3 / 1e9
+        # inputs drawn anew in each timed run would give another product each time
+        assert runs[0] == runs[1] and runs[0] != 0
