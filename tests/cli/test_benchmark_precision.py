@@ -15,6 +15,7 @@ from benchmark import precision_comparison  # noqa: E402
 
 
 @pytest.mark.slow
+@pytest.mark.machine  # bf16 native, emulated with AVX-512 or on Eigen's kernels without
 def test_each_precision_is_measured_or_said_why_not(monkeypatch):
     from tests.helpers import restore_eigen_bf16_environment_afterwards
     restore_eigen_bf16_environment_afterwards(monkeypatch)  # resolve() sets them

@@ -19,6 +19,7 @@ def _demo_module():
 
 
 @pytest.mark.slow
+@pytest.mark.machine  # auto: bf16 with AVX512_BF16/AMX, float32 elsewhere
 def test_demo_trains_for_its_budget_evaluates_draws_and_keeps_the_console_short(tmp_path):
     demo = _demo_module()
     out, data, minutes = tmp_path / "out", tmp_path / "shapes", 1.6
