@@ -27,7 +27,8 @@ Why each shim exists:
   AMD EPYC). Its backward kernels are fast. So on CPU-only hosts lacking AVX-512, the ``Conv2D``
   op that ``tf.nn.convolution`` and Keras emit is wrapped in transposes to NHWC and back. The
   variables, their shapes and the results are unchanged; only the graph's op layout differs.
-  ``MASKPLUS_CPU_CONV_LAYOUT=NHWC`` or ``=NCHW`` overrides the automatic choice.
+  ``MASKPLUS_CPU_CONV_LAYOUT=NHWC`` or ``=NCHW`` overrides the automatic choice;
+  ``use_conv_layout`` switches it for the graphs built next (tests build both machines' graphs).
 * TensorFlow's C++ log level defaults to quiet unless the user set it.
 * ``logging.raiseExceptions = False``: when training stops on an error, Tensorpack 0.11 logs
   "Training failed at global_step=" with a malformed format string, which makes Python's logging
