@@ -56,6 +56,7 @@ def steps():
     return {freeze_at: _one_step(freeze_at) for freeze_at in FROZEN_BY_THE_EXAMPLE}
 
 
+@pytest.mark.slow  # the fixture: three tiny training graphs, one step each (~20 s on 2 cores)
 def test_with_nothing_frozen_every_kernel_and_affine_of_the_backbone_trains(steps):
     names, trainable, changed = steps[0]
     # by hand, one bottleneck per group: conv0 (W, gamma, beta) + per group conv1-3 and the
@@ -65,6 +66,7 @@ def test_with_nothing_frozen_every_kernel_and_affine_of_the_backbone_trains(step
     assert changed == trainable, sorted(changed ^ trainable)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("freeze_at", [2, 1])
 def test_freeze_at_freezes_the_examples_stages_and_the_step_moves_only_the_rest(steps, freeze_at):
     names, trainable, changed = steps[freeze_at]
