@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 HOROVOD_STAMP := $(VENV)/.horovod
 
-.PHONY: venv horovod gpu test test-fast mutation-check demo clean
+.PHONY: venv horovod gpu test test-fast test-shuffled mutation-check demo clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,17 @@ gpu: $(STAMP)
 
 test: $(STAMP) $(HOROVOD_STAMP)
 	MASKPLUS_REQUIRE_HOROVOD=1 $(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
+
+# `make test` in a shuffled order, to show a test that passes only after (or before) another: the
+# tests of all modules shuffled together (each process then runs its files' tests in that order)
+# from SEED, printed first; `make test-shuffled SEED=123` replays an order.
+ifndef SEED
+SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+endif
+test-shuffled: $(STAMP) $(HOROVOD_STAMP)
+	@echo "test order shuffled with SEED=$(SEED) (replay: make test-shuffled SEED=$(SEED))"
+	MASKPLUS_REQUIRE_HOROVOD=1 $(PY) -m pytest -q -n 2 --dist loadfile --durations=15 \
+		--random-order-bucket=global --random-order-seed=$(SEED) tests
 
 # The edit-test loop: every test but those marked slow (over ~10 s, mostly tiny models trained
 # for a few steps) or cli (train.py, predict.py and the scripts run as command lines).

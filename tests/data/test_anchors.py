@@ -92,12 +92,16 @@ def test_best_match_below_negative_thresh_stays_negative_as_in_tensorpack():
 def test_crowd_overlap_ignores_anchors():
     anchors = _anchor_setup()
     gt = anchors[5:6].copy()
-    crowd = np.array([[20, 20, 64, 64]], np.float32)
+    # two crowd boxes, the threshold 0.5 (not the example's 0.7): each ignored anchor is so by one
+    # box only, one of them the second, and one with an IoA between the two thresholds
+    crowd = np.array([[20, 20, 64, 64], [0, 44, 32, 64]], np.float32)
     kw = dict(LABEL_KW, crowd_overlap_thresh=0.5)
     labels, _ = A.anchor_targets(anchors, 64, 64, gt, crowd, np.random.RandomState(0), **kw)
-    # IoA = the share of the anchor inside the crowd box, threshold 0.5 between the two
-    assert labels[10] == -1          # [16,16,48,48]: 28x28 / 32x32 = 0.77 in the crowd (its IoU: 0.36)
-    assert labels[5] == 1            # [0,0,32,32], the gt itself: 12x12 / 32x32 = 0.14 in the crowd
+    # IoA = the share of the anchor inside the crowd box
+    assert labels[10] == -1          # [16,16,48,48]: 28x28 / 32x32 = 0.77 in the first (its IoU: 0.36)
+    assert labels[13] == -1          # [0,32,32,64]: 32x20 / 32x32 = 0.625 in the second (0.375 in the first)
+    assert labels[7] == 0            # [32,0,64,32]: 32x12 / 32x32 = 0.375 in the first, 0 in the second
+    assert labels[5] == 1            # [0,0,32,32], the gt itself: 12x12 / 32x32 = 0.14 in the first
 
 
 def test_sampling_respects_batch_limits_and_no_gt_gives_negatives():

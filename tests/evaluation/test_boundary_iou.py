@@ -88,6 +88,46 @@ def test_boundary_ap_of_an_eroded_square_by_hand(backend, tmp_path):
     assert metrics["boundary/AP50"] == pytest.approx(1.0) and metrics["boundary/AP75"] == 0.0
 
 
+def _rectangle(h, w, x, y, width, height):
+    m = np.zeros((h, w), np.uint8)
+    m[y:y + height, x:x + width] = 1
+    return m
+
+
+@pytest.mark.parametrize("iscrowd", [1, True])
+@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+def test_a_detection_inside_a_crowd_region_is_ignored_by_boundary_ap(backend, iscrowd, tmp_path):
+    # 150 x 200 image (h x w): d = round(0.02 * 250) = 5. A 40 x 40 object and, as in COCO files, a
+    # crowd region (iscrowd the integer 1, uncompressed RLE): 60 wide, 50 high. Detection A (0.8) is the
+    # object eroded by 1 px: mask IoU 0.9025, boundary IoU 544 / 816 = 0.667 (as above). Detection B
+    # (0.9, higher) is a 20 x 20 square inside the crowd region, 20 px from its edges: the crowd IoU
+    # (intersection over the detection's area) is 1, so COCO ignores B at every threshold, and the
+    # Boundary IoU paper keeps the mask IoU for crowd regions. By hand: segm AP = 9/10 and Boundary AP
+    # = 4/10 (A is the only one that counts). Were the crowd region's IoU taken through its boundary
+    # too, B (boundary IoU 0: its ring lies inside the crowd region's interior) would be a false
+    # positive ranked first: Boundary AP = 4/10 x 1/2 = 0.2 and AP50 = 0.5.
+    from tests.conftest import _uncompressed_rle
+    h, w = 150, 200
+    gt = {"images": [{"id": 1, "width": w, "height": h, "file_name": "1.jpg"}],
+          "annotations": [
+              {"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": _rle(_square(h, w, 30, 50, 40)),
+               "area": 1600.0, "bbox": [30.0, 50.0, 40.0, 40.0]},
+              {"id": 2, "image_id": 1, "category_id": 1, "iscrowd": iscrowd,
+               "segmentation": _uncompressed_rle(_rectangle(h, w, 120, 40, 60, 50)),
+               "area": 3000.0, "bbox": [120.0, 40.0, 60.0, 50.0]}],
+          "categories": [{"id": 1, "name": "square"}]}
+    results = [{"image_id": 1, "category_id": 1, "bbox": [31.0, 51.0, 38.0, 38.0], "score": 0.8,
+                "segmentation": _rle(_square(h, w, 31, 51, 38))},
+               {"image_id": 1, "category_id": 1, "bbox": [140.0, 60.0, 20.0, 20.0], "score": 0.9,
+                "segmentation": _rle(_square(h, w, 140, 60, 20))}]
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    metrics = evaluate_coco(str(path), results, iou_types=("segm",), backend=backend)
+    assert metrics["segm/AP"] == pytest.approx(0.9, abs=1e-9)
+    assert metrics["boundary/AP"] == pytest.approx(0.4, abs=1e-9)
+    assert metrics["boundary/AP50"] == pytest.approx(1.0, abs=1e-9)
+
+
 def _reference_boundary(mask, d):
     """Slow and obvious: a mask pixel is boundary unless every pixel within Chebyshev distance d
     (the (2d+1)^2 window; outside the image counts as background) belongs to the mask."""

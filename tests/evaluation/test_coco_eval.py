@@ -174,3 +174,31 @@ def test_results_of_non_square_boxes_score_one_with_plain_pycocotools():
         ev.accumulate()
         ev.summarize()
         assert ev.stats[0] == pytest.approx(1.0), iou_type
+
+
+@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+def test_each_area_range_reports_its_own_ap(backend):
+    """APs, APm and APl by hand, each a different value. One 300 x 400 (h x w) image, one category:
+    a small gt (20 x 20 = 400 px < 32^2), a medium one (50 x 50) and a large one (120 x 120 > 96^2).
+    The small one is found exactly (score 0.9), the medium one not at all, the large one by a box
+    of its full width and 92 of its 120 rows (score 0.8): IoU 92 / 120 = 0.767, a match at the six
+    thresholds 0.5 .. 0.75. So APs = 1, APm = 0, APl = 6/10. Over all areas (101 recall points): at
+    those six thresholds recall 2/3 at precision 1 (67 points), at the other four 1/3 (34 points):
+    AP = (6 x 67 + 4 x 34) / 1010, AP50 = AP75 = 67/101."""
+    h, w = 300, 400
+
+    def rect(x, y, rw, rh):
+        m = np.zeros((h, w), np.uint8)
+        m[y:y + rh, x:x + rw] = 1
+        return m
+
+    gts = [rect(20, 30, 20, 20), rect(100, 40, 50, 50), rect(200, 100, 120, 120)]
+    gt = {"images": [{"id": 1, "width": w, "height": h, "file_name": "1.jpg"}],
+          "annotations": [{"id": k + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": _rle(m),
+                           "area": float(m.sum()), "bbox": _bbox(m)} for k, m in enumerate(gts)],
+          "categories": [{"id": 1, "name": "square"}]}
+    found = [(gts[0], 0.9), (rect(200, 100, 120, 92), 0.8)]
+    results = [{"image_id": 1, "category_id": 1, "bbox": _bbox(m), "score": s, "segmentation": _rle(m)} for m, s in found]
+    metrics = evaluate_coco(coco_from_dict(gt), results, iou_types=("segm",), backend=backend)
+    expected = {"AP": (6 * 67 + 4 * 34) / 1010, "AP50": 67 / 101, "AP75": 67 / 101, "APs": 1.0, "APm": 0.0, "APl": 0.6}
+    assert {k: metrics[f"segm/{k}"] for k in expected} == pytest.approx(expected, abs=1e-9)

@@ -97,6 +97,34 @@ def test_an_evaluation_of_another_runs_model_is_not_shown_under_this_runs_preset
         load_run(logdir)
 
 
+def test_a_run_evaluated_several_times_shows_its_newest_evaluation_in_the_table(tmp_path):
+    """Three evaluations of one run with different results: a training-time one at the top of the
+    log directory, and predict.py --evaluate run twice (the first result kept as ``.previous-``).
+    The table shows the newest by modification time, whatever the file names; made the newest,
+    another evaluation takes its place."""
+    from maskplus.evaluation.tables import group_by_preset, load_paper_numbers, load_run, render_table
+    logdir = make_run(str(tmp_path), "baseline", 1, 0.3124)  # eval/coco_val2017-metrics.json
+    files = {os.path.join(logdir, "outputs480-coco_val2017-metrics.json"): 0.2868,
+             os.path.join(logdir, "eval", "coco_val2017.previous-20250301-101500-metrics.json"): 0.2957,
+             os.path.join(logdir, "eval", "coco_val2017-metrics.json"): 0.3124}
+    start = os.path.getmtime(os.path.join(logdir, "run.json"))
+    for age, (path, ap) in enumerate(files.items()):  # oldest first, a minute apart
+        json.dump({"dataset": "coco_val2017", "metrics": {f"segm/{k}": ap + 0.01 * i for i, k in enumerate(KEYS)}},
+                  open(path, "w"))
+        os.utime(path, (start + 60 * age,) * 2)
+    table = load_paper_numbers()["2"]
+
+    def baseline_ap():
+        text = render_table("2", table, group_by_preset([load_run(logdir)]))
+        return _line(text, "Mask R-CNN", "ours")[2]
+
+    assert baseline_ap() == "31.2"
+    os.utime(list(files)[1], (start + 300,) * 2)  # the kept first run of predict.py, touched last
+    assert baseline_ap() == "29.6"
+    os.utime(list(files)[0], (start + 400,) * 2)
+    assert baseline_ap() == "28.7"
+
+
 @pytest.mark.cli
 @pytest.mark.parametrize("table, rows", [(1, 4), (2, 2), (3, 3), (4, 3), (5, 2), (6, 2)])
 def test_reproduce_table_dry_run_prints_train_and_evaluate_for_every_row(table, rows):

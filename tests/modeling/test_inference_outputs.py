@@ -112,6 +112,20 @@ def test_fast_rcnn_inference_equals_the_numpy_reference_of_the_examples_rules():
     _assert_equal_detections(_run_inference_outputs(*head, [HEIGHT, WIDTH]), expected)
 
 
+def test_the_score_and_nms_thresholds_are_the_configs():
+    """Non-default TEST.RESULT_SCORE_THRESH and TEST.FRCNN_NMS_THRESH, each giving other detections
+    than the example's defaults would: the post-processing reads both keys."""
+    head = _head_outputs(seed=2)
+    rules = dict(score_thresh=0.12, nms_thresh=0.3)
+    expected = _expected(*head, **rules)
+    for defaults in (dict(rules, score_thresh=0.05), dict(rules, nms_thresh=0.5)):
+        alternative = _expected(*head, **defaults)
+        assert len(alternative) != len(expected), defaults
+    got = _run_inference_outputs(*head, [HEIGHT, WIDTH], {"TEST.RESULT_SCORE_THRESH": 0.12,
+                                                          "TEST.FRCNN_NMS_THRESH": 0.3})
+    _assert_equal_detections(got, expected)
+
+
 def test_at_most_results_per_im_detections_are_kept_best_first():
     head = _head_outputs(seed=1)
     assert len(_expected(*head)) > 6

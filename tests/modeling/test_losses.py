@@ -113,18 +113,22 @@ def test_the_box_head_regresses_weighted_deltas_of_the_matched_gt():
     """FastRCNNHead.losses: targets are the gt's deltas from its RoI times BBOX_REG_WEIGHTS."""
     from maskplus.modeling.model_frcnn import BoxProposals, FastRCNNHead
     rois = np.array([[0, 0, 10, 20], [50, 50, 60, 60]], np.float32)
-    gt = np.array([[100, 100, 120, 120], [1, 2, 11, 22]], np.float32)  # RoI 0 matches gt 1
-    # by hand, gt 1 vs RoI 0: centre (6, 12) vs (5, 10), size (10, 20) vs (10, 20)
-    # -> (dx, dy, dw, dh) = (0.1, 0.1, 0, 0), times weights (10, 10, 5, 5) = (1, 1, 0, 0)
+    gt = np.array([[100, 100, 120, 120], [1, 2, 13, 27]], np.float32)  # RoI 0 matches gt 1
+    # by hand, gt 1 vs RoI 0: centre (7, 14.5) vs (5, 10), size (12, 25) vs (10, 20): every delta
+    # non-zero and each different, (dx, dy, dw, dh) = (0.2, 0.225, ln 1.2, ln 1.25), times the
+    # weights (10, 10, 5, 5) = (2, 2.25, 0.912, 1.116)
+    targets = [2.0, 2.25, 5 * math.log(1.2), 5 * math.log(1.25)]
+    prediction = [2.0, 2.0, 1.0, 1.0]
     box_logits = np.zeros((2, 3, 4), np.float32)
-    box_logits[0, 2] = [1.0, 0.5, 0.0, 0.25]  # class 2 prediction: |diff| = 0 + 0.5 + 0 + 0.25
+    box_logits[0, 2] = prediction  # class 2's deltas; the other classes' (zeros) must not count
 
     def build():
         proposals = BoxProposals(tf.constant(rois), tf.constant([2, 0], tf.int64), tf.constant([1], tf.int64))
         head = FastRCNNHead(proposals, tf.constant(box_logits), tf.zeros([2, 3]), tf.constant(gt), [10.0, 10.0, 5.0, 5.0])
         return head.losses()
     _, box_loss = _run(build)
-    assert box_loss == pytest.approx(0.75 / 2, rel=1e-5)
+    # |diff| = 0 + 0.25 + 0.088 + 0.116, over the 2 sampled RoIs
+    assert box_loss == pytest.approx(sum(abs(t - p) for t, p in zip(targets, prediction)) / 2, rel=1e-5)
 
 
 # -------------------- the Tensorpack example's rule (faithfulness): an image without foreground

@@ -100,31 +100,38 @@ def test_gt_boxes_join_the_proposals_as_foreground():
     assert sorted(map(tuple, boxes[~fg])) == sorted(map(tuple, far))
 
 
-def test_the_fg_threshold_is_iou_at_least_one_half_and_labels_follow_the_best_gt():
+# FRCNN.FG_THRESH -> the labels of the proposals below (gt 0 has label 2, gt 1 label 1)
+@pytest.mark.parametrize("thresh, expected", [(0.5, [2, 0, 1, 1]), (0.7, [0, 0, 0, 1])])
+def test_the_fg_threshold_is_iou_at_least_fg_thresh_and_labels_follow_the_best_gt(thresh, expected):
+    """The example's FG_THRESH 0.5 (IoU >= it is foreground) and another value, 0.7, which turns
+    the proposals at IoU 0.5 and 0.6 into background: the threshold is the config's."""
     proposals = np.array([
-        [0, 0, 10, 5],      # IoU 0.5 with gt 0: foreground (>=)
+        [0, 0, 10, 5],      # IoU 0.5 with gt 0: foreground at 0.5 (>=)
         [0, 0, 10, 4.9],    # IoU 0.49: background
-        [40, 40, 60, 52],   # IoU 0.6 with gt 1: foreground, label 1
+        [40, 40, 60, 52],   # IoU 0.6 with gt 1
         [40, 45, 60, 60],   # IoU 0.75 with gt 1
     ], np.float32)
-    boxes, labels, wrt_gt = _sample(proposals, {"FRCNN.BATCH_PER_IM": 16, "FRCNN.FG_RATIO": 0.5})
+    boxes, labels, wrt_gt = _sample(proposals, {"FRCNN.BATCH_PER_IM": 16, "FRCNN.FG_RATIO": 0.5,
+                                                "FRCNN.FG_THRESH": thresh})
     by_box = {tuple(b): int(lab) for b, lab in zip(boxes, labels)}
-    assert by_box[(0, 0, 10, 5)] == 2 and by_box[(0, 0, 10, np.float32(4.9))] == 0
-    assert by_box[(40, 40, 60, 52)] == 1 and by_box[(40, 45, 60, 60)] == 1
+    assert [by_box[tuple(np.float32(v) for v in p)] for p in proposals] == expected
     fg_boxes = boxes[labels > 0]
     # each foreground RoI points at the gt it overlaps most
     for b, g in zip(fg_boxes, wrt_gt):
         assert g == (0 if b[0] < 20 else 1)
 
 
-def test_foreground_is_capped_at_batch_times_ratio_and_background_fills_the_batch():
+@pytest.mark.parametrize("batch, ratio, fg", [(16, 0.25, 4), (20, 0.4, 8)])
+def test_foreground_is_capped_at_batch_times_ratio_and_background_fills_the_batch(batch, ratio, fg):
+    # 32 foreground candidates (30 near gt 1 and the 2 gts) and 40 background ones: both caps bind;
+    # the second case is not the example's FG_RATIO (0.25), so the cap must come from the config
     rng = np.random.RandomState(0)
     near = GT[1] + rng.uniform(-1, 1, (30, 4)).astype(np.float32)          # IoU > 0.8 with gt 1
     far = np.array([[70 + i % 5, 0, 80 + i % 5, 10] for i in range(40)], np.float32)  # IoU 0
-    boxes, labels, wrt_gt = _sample(np.concatenate([near, far]), {"FRCNN.BATCH_PER_IM": 16, "FRCNN.FG_RATIO": 0.25})
-    assert len(boxes) == 16
-    assert (labels > 0).sum() == 4 and len(wrt_gt) == 4    # 16 * 0.25
-    assert (labels == 0).sum() == 12
+    boxes, labels, wrt_gt = _sample(np.concatenate([near, far]), {"FRCNN.BATCH_PER_IM": batch, "FRCNN.FG_RATIO": ratio})
+    assert len(boxes) == batch
+    assert (labels > 0).sum() == fg and len(wrt_gt) == fg    # int(batch * ratio)
+    assert (labels == 0).sum() == batch - fg
 
 
 def test_background_is_capped_by_what_exists_and_foreground_by_what_exists():
@@ -176,19 +183,22 @@ def test_joint_mode_runs_one_nms_over_all_levels():
     assert got == [(6.0, LVL3["G"][0]), (4.5, LVL3["E"][0]), (3.0, LVL2["B"][0])]
 
 
-def test_rpn_proposal_nms_suppresses_above_the_examples_iou_of_0_7_only():
-    """RPN.PROPOSAL_NMS_THRESH is the example's 0.7: a box at IoU 0.6 with a better one stays, a box
-    at IoU 0.8 goes (0.5 would drop both, 0.9 keep both). Boxes on a 60 x 100 image."""
+@pytest.mark.parametrize("thresh, kept", [(0.7, ["a", "at_06", "far"]), (0.55, ["a", "far"]), (0.85, ["a", "at_06", "at_08", "far"])])
+def test_rpn_proposal_nms_suppresses_above_rpn_proposal_nms_thresh_only(thresh, kept):
+    """RPN.PROPOSAL_NMS_THRESH (the example's 0.7): a box at IoU 0.6 with a better one stays, a box
+    at IoU 0.8 goes; other values of the key move the cut (0.55 drops both, 0.85 keeps both).
+    Boxes on a 60 x 100 image."""
     from maskplus.modeling.model_rpn import generate_rpn_proposals
-    a, at_06, at_08, far = [0, 0, 40, 40], [0, 16, 40, 40], [0, 8, 40, 40], [60, 10, 90, 50]
+    boxes_by_name = {"a": [0, 0, 40, 40], "at_06": [0, 16, 40, 40], "at_08": [0, 8, 40, 40], "far": [60, 10, 90, 50]}
+    scores_by_name = {"a": 5.0, "at_06": 4.0, "at_08": 3.0, "far": 2.0}
     # IoU by hand: at_06 lies inside a, 40 * 24 / 1600 = 0.6; at_08: 40 * 32 / 1600 = 0.8
 
     def build():
-        return generate_rpn_proposals(tf.constant([a, at_06, at_08, far], tf.float32),
-                                      tf.constant([5.0, 4.0, 3.0, 2.0]), tf.constant([60, 100]), 10)
-    boxes, scores = _run(build, training=False)
-    np.testing.assert_array_equal(boxes, [a, at_06, far])
-    np.testing.assert_array_equal(scores, [5.0, 4.0, 2.0])
+        return generate_rpn_proposals(tf.constant(list(boxes_by_name.values()), tf.float32),
+                                      tf.constant(list(scores_by_name.values())), tf.constant([60, 100]), 10)
+    boxes, scores = _run(build, {"RPN.PROPOSAL_NMS_THRESH": thresh}, training=False)
+    np.testing.assert_array_equal(boxes, [boxes_by_name[k] for k in kept])
+    np.testing.assert_array_equal(scores, [scores_by_name[k] for k in kept])
 
 
 # -------------------- the Tensorpack example's rule (faithfulness): proposals and RPN.MIN_SIZE

@@ -25,10 +25,13 @@ class _Unreadable:
 @pytest.fixture(autouse=True)
 def config_unreadable(monkeypatch):
     """Replace the global config, wherever a loaded module holds it, by an object that fails on access."""
-    real = _global_config  # this module's own name is replaced too
+    # compared with `real`, never with the global name: this module's own `_global_config` is
+    # replaced too, and modules listed after it in sys.modules (those first imported by an earlier
+    # test module's tests, after this one was collected) would be compared with the stand-in
+    real = _global_config
     for module in list(sys.modules.values()):
         for name, value in list(getattr(module, "__dict__", {}).items()):
-            if value is _global_config:
+            if value is real:
                 monkeypatch.setattr(module, name, _Unreadable())
     yield
     # a module first imported during the test took the unreadable stand-in from the config module
