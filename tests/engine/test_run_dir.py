@@ -8,6 +8,7 @@ import pytest
 
 from maskplus.engine import run_dir
 from maskplus.engine.run_dir import LogdirError, open_run_directory, run_identity
+from tests.helpers import write_checkpoint
 
 CONFIG = {"TRAIN": {"BASE_LR": 0.01, "LR_SCHEDULE": [2, 3, 4], "EVAL_PERIOD": 50, "CHECKPOINT_PERIOD": 20},
           "DATA": {"BASEDIR": "/data/coco", "NUM_WORKERS": 4, "VAL": ["coco_val2017"], "SEED": 0,
@@ -51,7 +52,7 @@ def _finished_run(path, ident):
     path.mkdir()
     (path / "run.json").write_text(json.dumps({"preset": "baseline", "config": CONFIG, "identity": ident}))
     (path / "checkpoint").write_text('model_checkpoint_path: "model-16"\n')
-    (path / "model-16.index").write_bytes(b"\x00" * 10)
+    write_checkpoint(path / "model-16")
     (path / "log.log").write_text("the old run's log\n")
     return path
 
@@ -155,7 +156,6 @@ def test_missing_initial_weights_are_found_before_the_log_directory_is_touched(t
         check_initial_weights("/nowhere/model-5000", str(tmp_path / "run"), "resume")
     # a run resumed from its checkpoint reads neither
     logdir = _finished_run(tmp_path / "run", identity())
-    (logdir / "model-16.data-00000-of-00001").write_bytes(b"")
     check_initial_weights("/nowhere/model-5000", str(logdir), "resume")
     with pytest.raises(CheckpointError):
         check_initial_weights("/nowhere/model-5000", str(logdir), "new")
