@@ -2,6 +2,7 @@
 checked checkpoint saving and the data loader's fault limit."""
 import collections
 import errno
+import glob
 import hashlib
 import os
 import re
@@ -341,9 +342,9 @@ def record_checkpoint(saver, path):
 
 
 def _remove_partial_save(prefix):
-    """The files a failed save of ``prefix`` left (its temporary folder, a data file without index):
-    never a checkpoint, and on a full disk in the way."""
-    for path in integrity.checkpoint_files(prefix):
+    """Remove what a failed save of ``prefix`` left (a data file without index, TensorFlow's
+    ``.tempstate`` files and ``_temp`` folder): never a checkpoint, and on a full disk in the way."""
+    for path in integrity.checkpoint_files(prefix) + glob.glob(glob.escape(prefix) + ".*.tempstate*"):
         os.remove(path)
     shutil.rmtree(prefix + "_temp", ignore_errors=True)
 

@@ -54,7 +54,7 @@ def tf_checkpoint_damage(prefix):
     shards = data_files(prefix)
     name = os.path.basename(prefix)
     if not os.path.isfile(prefix + ".index"):
-        return "index file missing" + (f" ({name}.index; its data file is there)" if shards else "")
+        return "index file missing"
     try:
         reader = tfv1.train.NewCheckpointReader(prefix)
         shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()

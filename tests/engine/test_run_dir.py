@@ -159,3 +159,14 @@ def test_missing_initial_weights_are_found_before_the_log_directory_is_touched(t
     check_initial_weights("/nowhere/model-5000", str(logdir), "resume")
     with pytest.raises(CheckpointError):
         check_initial_weights("/nowhere/model-5000", str(logdir), "new")
+
+
+def test_a_run_whose_state_file_names_a_gone_checkpoint_is_refused_rather_than_trained_from_scratch(tmp_path):
+    logdir = _finished_run(tmp_path / "run", identity())
+    for f in logdir.glob("model-16.*"):
+        f.unlink()  # only the state file naming it is left
+    before = _snapshot(logdir)
+    with pytest.raises(LogdirError, match=r"holds checkpoint files but no intact checkpoint: the checkpoint state "
+                                          r"file names model-16, which is gone\. Resuming would train from scratch"):
+        open_run_directory(str(logdir), "resume", identity())
+    assert _snapshot(logdir) == before
