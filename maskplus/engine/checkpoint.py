@@ -102,7 +102,7 @@ def _no_latest_checkpoint(directory):
 
 def read_checkpoint(path):
     """{variable name (no ':0'): numpy array} of a ``.npz`` or TF checkpoint."""
-    kind, resolved = resolve_checkpoint(path)
+    kind, resolved = verify_checkpoint(path)
     try:
         if kind == "npz":
             return {_strip(k): v for k, v in integrity.read_npz_arrays(resolved).items()}
