@@ -206,7 +206,7 @@ def dtype_mismatches(pairs):
 def checkpoints_in(directory):
     """``{step: prefix}`` of the ``model-<step>`` checkpoints with any file in ``directory``."""
     found = {}
-    for f in os.listdir(directory):
+    for f in (os.listdir(directory) if os.path.isdir(directory) else []):
         m = CHECKPOINT_FILE.match(f)
         step = STEP_PREFIX.match(m.group("prefix")) if m else None
         if step:
