@@ -194,9 +194,7 @@ def set_aside_damaged(logdir, point):
 def describe_resume(point):
     """': model-24 is damaged (data file truncated: 1.2 of 3.6 MB), moved aside to D; ...' or ''."""
     aside = dict(point.set_aside)
-    parts = [f"{os.path.basename(p)} is damaged ({why}), " + (f"moved aside to {aside[p]}" if p in aside
-                                                               else "left in place")
-             for p, why in point.damaged]
+    parts = [f"{os.path.basename(p)} is damaged ({why}), moved aside to {aside[p]}" for p, why in point.damaged]
     if point.state_note:
         parts.append(point.state_note)
     return ": " + "; ".join(parts) if parts else ""
