@@ -87,3 +87,19 @@ def restore_eigen_bf16_environment_afterwards(monkeypatch):
     for name in eigen_bf16_environment():
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
+
+
+def write_checkpoint(prefix, step=16, shape=(3, 5)):
+    """A small but real TensorFlow checkpoint at ``prefix`` (one float variable and ``global_step``
+    = ``step``), written as train.py's saver writes one; returns its arrays."""
+    import numpy as np
+    graph = tf.Graph()
+    with graph.as_default():
+        value = np.arange(np.prod(shape), dtype=np.float32).reshape(shape) * 0.37
+        tfv1.get_variable("w", initializer=value)
+        tfv1.get_variable("global_step", initializer=np.int64(step))
+        with tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            tfv1.train.Saver(save_relative_paths=True).save(sess, str(prefix), write_meta_graph=False,
+                                                             write_state=False)
+    return {"w": value, "global_step": np.int64(step)}

@@ -1,10 +1,13 @@
 """Training callbacks of our own: evaluation, memory, a non-finite-loss guard, save-on-signal,
 checked checkpoint saving and the data loader's fault limit."""
 import collections
+import errno
+import glob
 import hashlib
 import os
 import re
 import resource
+import shutil
 import signal
 import sys
 import threading
@@ -18,6 +21,7 @@ from tensorpack.utils import logger
 
 from config import config as cfg
 from maskplus import console
+from maskplus.engine import checkpoint_integrity as integrity
 from maskplus.engine.checkpoint import CheckpointError
 from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, inference_outputs
 
@@ -273,28 +277,112 @@ class SaveOnSignal(Callback):
 
 
 class CheckedModelSaver(ModelSaver):
-    """Tensorpack's ModelSaver, except that a checkpoint that cannot be written (a full disk, lost
-    permissions) stops training with a :class:`CheckpointError` instead of a line in the log."""
+    """Tensorpack's ModelSaver, except that a new checkpoint is read back (the cheap check of
+    :mod:`checkpoint_integrity`) before the state file names it and older ones are rotated out
+    (``TRAIN.MAX_CHECKPOINTS``), so that a run always keeps an intact checkpoint; and a checkpoint
+    that cannot be written (a full disk, lost permissions) stops training with a
+    :class:`CheckpointError` naming the OS error and the directory instead of a line in the log."""
 
     def _before_train(self):
         try:
             super()._before_train()  # the graph's .meta file
         except (OSError, tf.errors.OpError) as e:
             raise CheckpointError(f"Cannot write to the log directory {self.checkpoint_dir}: "
-                                  f"{_first_line(e)}") from None
+                                  f"{os_error_text(e)}.") from None
 
     last_checkpoint = None  # the path of the latest checkpoint this run wrote
 
     def _trigger(self):
+        step = self.global_step
+        prefix = f"{self.path}-{step}"
+        if os.path.isfile(prefix + ".index") and not integrity.tf_checkpoint_damage(prefix):
+            # this step's state is saved already (a resume stopped before its first step): rewriting
+            # it in place could damage the only copy
+            self.last_checkpoint = prefix
+            logger.info(f"{prefix} holds this step already: not written again.")
+            return
+        before = integrity.checkpoint_files(prefix)
         try:
-            self.last_checkpoint = self.saver.save(tfv1.get_default_session(), self.path,
-                                                   global_step=tfv1.train.get_global_step(), write_meta_graph=False)
+            path = self.saver.save(tfv1.get_default_session(), self.path, global_step=tfv1.train.get_global_step(),
+                                   write_meta_graph=False, write_state=False)
         except (OSError, ValueError, tf.errors.OpError) as e:  # ValueError: the directory is gone
-            raise CheckpointError(
-                f"A checkpoint could not be written to {self.checkpoint_dir} at step {self.global_step}: "
-                f"{_first_line(e)}. Training stopped; the checkpoints written before are intact. Free some space "
-                f"(or fix the permissions), then rerun the same command to resume from the last one.") from None
+            if not before:
+                _remove_partial_save(prefix)
+            raise CheckpointError(self._failure(step, os_error_text(e), advice_for(e))) from None
+        damage = integrity.tf_checkpoint_damage(path)
+        if damage:
+            raise CheckpointError(self._failure(step, f"the checkpoint written, {path}, does not read back ({damage})",
+                                                "check the file system (a full disk or a failing network mount)"))
+        try:
+            record_checkpoint(self.saver, path)
+        except (OSError, tf.errors.OpError) as e:
+            raise CheckpointError(self._failure(step, f"{path} was written, but the state file naming it could not be: "
+                                                      f"{os_error_text(e)}", advice_for(e))) from None
+        self.last_checkpoint = path
         logger.info(f"Model saved to {self.last_checkpoint}.")
+
+    def _failure(self, step, what, advice):
+        newest = integrity.newest_intact(self.checkpoint_dir)
+        kept = (f"the checkpoints written before are kept (the newest: {newest})" if newest
+                else "the log directory holds no checkpoint yet")
+        return (f"A checkpoint could not be written to {self.checkpoint_dir} at step {step}: {what}. Training "
+                f"stopped; {kept}. {advice[0].upper() + advice[1:]}, then rerun the same command to resume.")
+
+
+def record_checkpoint(saver, path):
+    """What ``tf.train.Saver.save`` does after writing the files when ``write_state`` is on: the
+    state file names ``path``, and checkpoints beyond ``max_to_keep`` are deleted (TensorFlow's
+    own bookkeeping, ``keep_checkpoint_every_n_hours`` included), done here once ``path`` is checked."""
+    # the Saver's own list and deletion (private methods, unchanged since TensorFlow 1.0), so that
+    # the rotation is exactly what Tensorpack's ModelSaver gets
+    saver._RecordLastCheckpoint(path)
+    tfv1.train.update_checkpoint_state(os.path.abspath(os.path.dirname(path)), os.path.basename(path),
+                                       [os.path.basename(p) for p in saver.last_checkpoints])
+    saver._MaybeDeleteOldCheckpoints()
+
+
+def _remove_partial_save(prefix):
+    """Remove what a failed save of ``prefix`` left (a data file without index, TensorFlow's
+    ``.tempstate`` files and ``_temp`` folder): never a checkpoint, and on a full disk in the way."""
+    for path in integrity.checkpoint_files(prefix) + glob.glob(glob.escape(prefix) + ".*.tempstate*"):
+        os.remove(path)
+    shutil.rmtree(prefix + "_temp", ignore_errors=True)
+
+
+#: what to do about each OS error a save may meet
+_ADVICE = {
+    errno.ENOSPC: "free some space on that file system",
+    errno.EDQUOT: "free some space (the disk quota is reached) or raise the quota",
+    errno.EROFS: "the file system is mounted read-only: remount it writable or choose a --logdir elsewhere",
+    errno.EACCES: "give this user write permission on the directory",
+    errno.EPERM: "give this user write permission on the directory",
+    errno.EFBIG: "the file size limit (ulimit -f) is smaller than a checkpoint: raise it",
+    errno.EIO: "check the disk or the network mount (an I/O error)",
+    errno.ENOENT: "the directory was removed or moved: restore it",
+}
+
+
+def os_error_of(error):
+    """The errno of an OSError, or of the OS error a TensorFlow error's message names; else None."""
+    if isinstance(error, OSError) and error.errno:
+        return error.errno
+    text = getattr(error, "message", None) or str(error)
+    return next((code for code in _ADVICE if os.strerror(code) in text), None)
+
+
+def os_error_text(error):
+    """'No space left on device (ENOSPC)', else the error's first meaningful line."""
+    code = os_error_of(error)
+    if code is not None:
+        return f"{os.strerror(code)} ({errno.errorcode[code]})"
+    text = getattr(error, "message", None) or str(error)
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.strip().startswith(("Graph execution error", "Detected at node"))]
+    return lines[0] if lines else type(error).__name__
+
+
+def advice_for(error):
+    return _ADVICE.get(os_error_of(error), "free some space or fix the permissions")
 
 
 def save_after_training(saver):
@@ -305,11 +393,6 @@ def save_after_training(saver):
     except CheckpointError as e:
         return e
     return None
-
-
-def _first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 class LoaderFaultGuard(Callback):

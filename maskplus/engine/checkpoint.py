@@ -15,6 +15,8 @@ from maskplus.compat import tf, tfv1  # first: its shims precede Tensorpack's Te
 from tensorpack.tfutils.sessinit import SessionInit
 from tensorpack.utils import logger
 
+from maskplus.engine import checkpoint_integrity as integrity
+
 
 # Variables that only a training checkpoint has; never part of a model file.
 _TRAINING_STATE = re.compile(r"(^|/)(global_step|learning_rate|mask_loss_alpha)$|/(Momentum|AccumGrad)(_\d+)?$"
@@ -47,7 +49,7 @@ def resolve_checkpoint(path):
     if os.path.isdir(path):
         latest = tf.train.latest_checkpoint(path)
         if latest is None:
-            raise CheckpointError(f"Directory '{path}' holds no TensorFlow checkpoint (no 'checkpoint' index file).")
+            raise CheckpointError(_no_latest_checkpoint(path))
         return "tf", latest
     if os.path.basename(path) == "checkpoint" and os.path.isfile(path):
         return resolve_checkpoint(os.path.dirname(path) or ".")
@@ -55,34 +57,74 @@ def resolve_checkpoint(path):
     prefix = re.sub(r"\.data-\d+-of-\d+$", "", prefix)
     if os.path.isfile(prefix + ".index"):
         return "tf", prefix
+    if integrity.data_files(prefix):
+        raise CheckpointError(_damaged(prefix, integrity.tf_checkpoint_damage(prefix)))
     if os.path.exists(path):
         raise CheckpointError(f"'{path}' is neither a .npz file nor a TensorFlow checkpoint.")
     raise CheckpointError(f"Checkpoint '{path}' does not exist.")
 
 
-def read_checkpoint(path):
-    """{variable name (no ':0'): numpy array} of a ``.npz`` or TF checkpoint."""
+def verify_checkpoint(path):
+    """:func:`resolve_checkpoint`, and the file checked complete and readable (cheaply: a TF
+    checkpoint's index and file sizes, a .npz file's zip directory and array headers); a
+    damaged file is a CheckpointError naming it and what is wrong."""
     kind, resolved = resolve_checkpoint(path)
     if kind == "npz":
-        try:
-            with np.load(resolved, allow_pickle=False) as data:
-                return {_strip(k): data[k] for k in data.files}
-        except Exception as e:  # zip/pickle/format errors all mean the same to the user
-            raise CheckpointError(f"'{resolved}' is not a readable .npz weights file: {e}") from None
+        damage = integrity.npz_damage(resolved)
+        if damage:
+            raise CheckpointError(f"'{resolved}' is not a readable .npz weights file: {damage}.")
+    else:
+        damage = integrity.tf_checkpoint_damage(resolved)
+        if damage:
+            raise CheckpointError(_damaged(resolved, damage))
+    return kind, resolved
+
+
+def _damaged(prefix, damage):
+    """The message for the damaged TF checkpoint ``prefix``, naming the newest intact one beside it."""
+    intact = integrity.newest_intact(os.path.dirname(os.path.abspath(prefix)), besides=prefix)
+    other = f" The newest intact checkpoint beside it is {intact}." if intact else ""
+    return f"Checkpoint '{prefix}' is damaged: {damage}.{other}"
+
+
+def _no_latest_checkpoint(directory):
+    """Why a directory gives no latest checkpoint: no state file, or one naming a gone file."""
+    named, unreadable = integrity.state_file_latest(directory)
+    found = sorted(integrity.checkpoints_in(directory).items(), reverse=True)
+    there = f" It holds {', '.join(os.path.basename(p) for _, p in found[:5])}: give one as --load " \
+            f"{found[0][1]}." if found else ""
+    if unreadable:
+        return f"Directory '{directory}': {unreadable}.{there}"
+    if named:
+        return f"Directory '{directory}': its checkpoint state file names {named}, which is gone.{there}"
+    return f"Directory '{directory}' holds no TensorFlow checkpoint (no 'checkpoint' index file).{there}"
+
+
+def read_checkpoint(path):
+    """{variable name (no ':0'): numpy array} of a ``.npz`` or TF checkpoint."""
+    kind, resolved = verify_checkpoint(path)
     try:
-        reader = tfv1.train.NewCheckpointReader(resolved)
-    except Exception as e:
-        raise CheckpointError(f"'{resolved}' is not a readable TensorFlow checkpoint: {e}") from None
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+        if kind == "npz":
+            return {_strip(k): v for k, v in integrity.read_npz_arrays(resolved).items()}
+        return integrity.read_tf_arrays(resolved)
+    except ValueError as e:
+        what = ".npz weights file" if kind == "npz" else "TensorFlow checkpoint"
+        raise CheckpointError(f"'{resolved}' is not a readable {what}: {e}.") from None
 
 
 def checkpoint_global_step(path):
     """The ``global_step`` stored in a TF checkpoint (0 for ``.npz`` files or when absent)."""
-    kind, resolved = resolve_checkpoint(path)
+    kind, resolved = verify_checkpoint(path)
     if kind != "tf":
         return 0
     reader = tfv1.train.NewCheckpointReader(resolved)
-    return int(reader.get_tensor("global_step")) if reader.has_tensor("global_step") else 0
+    if not reader.has_tensor("global_step"):
+        return 0
+    try:
+        return int(reader.get_tensor("global_step"))
+    except Exception as e:  # noqa: BLE001  (a checksum mismatch)
+        raise CheckpointError(f"'{resolved}' is not a readable TensorFlow checkpoint: corrupt: its global_step "
+                              f"cannot be read ({integrity.first_line(e)}).") from None
 
 
 class LoadReport:
@@ -181,6 +223,16 @@ def _mismatch_message(path, mismatched):
     return "\n".join(lines)
 
 
+def refuse_other_dtypes(pairs, path):
+    """A CheckpointError when a value of ``path`` cannot take its variable's dtype (an integer
+    array for float weights); floats of another width are cast, as Tensorpack does."""
+    wrong = integrity.dtype_mismatches(pairs)
+    if wrong:
+        shown = "; ".join(f"{name}: file {got} vs graph {want}" for name, got, want in wrong[:5])
+        raise CheckpointError(f"'{path}' holds {len(wrong)} array(s) of another dtype than the graph's variables "
+                              f"({shown}{'; ...' if len(wrong) > 5 else ''}): it is not a weights file of this model.")
+
+
 class CheckpointInit(SessionInit):
     """Tensorpack session initialiser that restores by exact name and logs a :class:`LoadReport`.
 
@@ -196,6 +248,7 @@ class CheckpointInit(SessionInit):
 
     def _setup_graph(self):
         self._pairs, self.report = match_checkpoint(self.values, _graph_variables(), self.path, self.ignore_mismatch)
+        refuse_other_dtypes(self._pairs, self.path)
         self.report.log()
 
     def _run_init(self, sess):

@@ -19,7 +19,8 @@ from config import config as cfg
 from maskplus.data.coco import get_dataset
 from maskplus.data.pipeline import get_eval_dataflow
 from maskplus.engine.inference import predict_dataflow
-from maskplus.evaluation.coco_eval import detections_to_coco_results, evaluate_coco, format_metrics_table
+from maskplus.evaluation.coco_eval import (ResultsMismatch, detections_to_coco_results, evaluate_coco,
+                                           format_metrics_table)
 
 
 class EvaluationError(ValueError):
@@ -68,6 +69,9 @@ def score_results(dataset_name, results_json, model=None, rescored=False):
     iou_types = ("bbox", "segm") if cfg.MODE_MASK else ("bbox",)
     try:
         metrics = evaluate_coco(dataset.coco, results_json, iou_types=iou_types, boundary=cfg.TRAIN.BOUNDARY_AP)
+    except ResultsMismatch as e:
+        raise EvaluationError(f"The results file '{results_json}' does not fit dataset '{dataset_name}' "
+                              f"({dataset.json_path}): {e}") from None
     except (ValueError, TypeError, KeyError, IndexError, AssertionError) as e:
         raise EvaluationError(f"The results file '{results_json}' cannot be scored against dataset "
                               f"'{dataset_name}' ({dataset.json_path}): {type(e).__name__}: {e}. Is it a COCO "
@@ -84,8 +88,8 @@ def score_results(dataset_name, results_json, model=None, rescored=False):
 def describe_model(load):
     """What ``--load`` named, recorded with the results: the path given, the checkpoint it
     resolved to (a directory's latest checkpoint), its global step and modification time."""
-    from maskplus.engine.checkpoint import checkpoint_global_step, resolve_checkpoint
-    kind, resolved = resolve_checkpoint(load)
+    from maskplus.engine.checkpoint import checkpoint_global_step, verify_checkpoint
+    kind, resolved = verify_checkpoint(load)
     stat_path = resolved if kind == "npz" else resolved + ".index"
     return {"load": os.path.abspath(os.path.expanduser(load)), "checkpoint": os.path.abspath(resolved),
             "global_step": checkpoint_global_step(load) if kind == "tf" else None,

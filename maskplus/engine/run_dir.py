@@ -128,7 +128,76 @@ def recorded_identity(info):
 
 
 def has_checkpoint(logdir):
-    return os.path.isfile(os.path.join(logdir, "checkpoint")) or bool(glob.glob(os.path.join(logdir, "model-*.index")))
+    """Whether ``logdir`` holds any checkpoint file: the state file, or an index or data file of a
+    ``model-<step>`` checkpoint, intact or not (a directory holding one is never trained from scratch)."""
+    return os.path.isfile(os.path.join(logdir, "checkpoint")) or any(
+        glob.glob(os.path.join(glob.escape(logdir), pattern)) for pattern in ("model-*.index", "model-*.data-*"))
+
+
+# ---------------------------------------------------------------------------------- the checkpoint to resume
+class ResumePoint:
+    """The checkpoint a resume starts from (``checkpoint``, a prefix, or None when the directory holds
+    no checkpoint file), the newer ``damaged`` ones ``[(prefix, why)]`` that are set aside for it,
+    and ``state_note``: what is wrong with the checkpoint state file, if anything."""
+
+    def __init__(self, checkpoint, damaged=(), state_note=None):
+        self.checkpoint, self.damaged, self.state_note = checkpoint, list(damaged), state_note
+        self.set_aside = []  # (prefix, where its files went), once set_aside_damaged() ran
+
+
+def resume_point(logdir):
+    """The newest checkpoint of ``logdir`` that reads completely (index present, every tensor's bytes
+    there: the cheap check of :mod:`checkpoint_integrity`), read only. A directory holding checkpoint
+    files none of which is intact raises :class:`LogdirError`: resuming would train from scratch
+    over them."""
+    from maskplus.engine import checkpoint_integrity as integrity
+    named, state_note = integrity.state_file_latest(logdir)
+    if named and not integrity.checkpoint_files(named):
+        state_note = f"the checkpoint state file names {os.path.basename(named)}, which is gone"
+    damaged = []
+    for _, prefix in sorted(integrity.checkpoints_in(logdir).items(), reverse=True):
+        why = integrity.tf_checkpoint_damage(prefix)
+        if why is None:
+            return ResumePoint(prefix, damaged, state_note)
+        damaged.append((prefix, why))
+    if damaged or os.path.isfile(os.path.join(logdir, integrity.STATE_FILE)):
+        found = [f"{os.path.basename(p)} ({why})" for p, why in damaged] + ([state_note] if state_note else [])
+        raise LogdirError(
+            f"{logdir} holds checkpoint files but no intact checkpoint: {'; '.join(found) or 'only a state file'}. "
+            f"Resuming would train from scratch over them, so nothing was written. If they are of no use, move "
+            f"them out of {logdir} and rerun; to keep them and start this run elsewhere, add --logdir-action new "
+            f"(a fresh {logdir}-<time>) or choose another --logdir; --logdir-action backup moves the directory "
+            f"aside, delete deletes it.")
+    return ResumePoint(None, [], state_note)
+
+
+def set_aside_damaged(logdir, point):
+    """Move each damaged checkpoint newer than the one resumed (its files, and the temporary folder of
+    its save) into ``<logdir>/damaged-<name>``, never deleting or overwriting them; point the state
+    file at the resumed checkpoint when it named another."""
+    from maskplus.compat import tfv1
+    from maskplus.engine import checkpoint_integrity as integrity
+    for prefix, _ in point.damaged:
+        aside = unused_path(os.path.join(logdir, "damaged-" + os.path.basename(prefix)))
+        os.makedirs(aside)
+        for path in integrity.checkpoint_files(prefix) + [p for p in [prefix + "_temp"] if os.path.isdir(p)]:
+            shutil.move(path, os.path.join(aside, os.path.basename(path)))
+        point.set_aside.append((prefix, aside))
+    named, _ = integrity.state_file_latest(logdir)
+    if point.checkpoint and named != point.checkpoint:
+        intact = [os.path.basename(p) for step, p in sorted(integrity.checkpoints_in(logdir).items())
+                  if os.path.isfile(p + ".index") and step <= int(point.checkpoint.rsplit("-", 1)[1])]
+        # an absolute directory: TensorFlow keeps the names as given, relative to it
+        tfv1.train.update_checkpoint_state(os.path.abspath(logdir), os.path.basename(point.checkpoint), intact)
+
+
+def describe_resume(point):
+    """': model-24 is damaged (data file truncated: 1.2 of 3.6 MB), moved aside to D; ...' or ''."""
+    aside = dict(point.set_aside)
+    parts = [f"{os.path.basename(p)} is damaged ({why}), moved aside to {aside[p]}" for p, why in point.damaged]
+    if point.state_note:
+        parts.append(point.state_note)
+    return ": " + "; ".join(parts) if parts else ""
 
 
 def _holds_working_directory(logdir):
@@ -236,6 +305,7 @@ class RunDirectory:
     def __init__(self, path, resume, notes):
         self.path, self.resume, self.notes = path, resume, notes
         self.lock = None
+        self.checkpoint = None  # the checkpoint a resume starts from (a prefix), when there is one
 
 
 def open_run_directory(logdir, action, identity):
@@ -253,12 +323,14 @@ def open_run_directory(logdir, action, identity):
         raise LogdirError(in_use_message(logdir, holder))
     notes = []
     resume = False
+    point = None
     if holds_run and action in ("backup", "delete") and _holds_working_directory(logdir):
         raise LogdirError(f"--logdir-action {action} would {'move' if action == 'backup' else 'delete'} {logdir}, "
                           f"which holds the working directory: choose another --logdir.")
     if holds_run or (holder and action == "new"):
         if action == "resume":
             check_resumable(logdir, identity)
+            point = resume_point(logdir)
             resume = True
         elif action == "backup":
             backup = _timestamped(logdir)
@@ -281,8 +353,16 @@ def open_run_directory(logdir, action, identity):
         notes.append(f"Log directory: taking over the lock left by a run that ended without releasing it "
                      f"({plan.lock.took_over}).")
     if resume:
+        if point.checkpoint:
+            try:
+                set_aside_damaged(logdir, point)
+            except OSError as e:
+                plan.lock.release()
+                raise LogdirError(f"Cannot move a damaged checkpoint aside in {logdir}: {e.strerror or e}.") from None
+            plan.checkpoint = point.checkpoint
         notes.append(f"Log directory: {logdir} holds this run (its run.json agrees with this command): " + (
-            "resuming it." if has_checkpoint(logdir) else "no checkpoint yet, so it starts again from the beginning."))
+            f"resuming it from {os.path.basename(point.checkpoint)}{describe_resume(point)}." if point.checkpoint
+            else "no checkpoint yet, so it starts again from the beginning."))
     return plan
 
 

@@ -29,7 +29,7 @@ from maskplus.engine import run_dir, time_budget
 from maskplus.engine.callbacks import (DUMP_VARIABLES_ENV, CheckedModelSaver, DumpVariablesAtEnd, EvalCallback,
                                       HorovodSyncCheck, LoaderFaultGuard, NonFiniteLossGuard, ResourceLogger,
                                       RunProgress, SaveOnSignal, EpochsOnSchedule, is_chief, process_rank)
-from maskplus.engine.checkpoint import CheckpointInit, checkpoint_global_step
+from maskplus.engine.checkpoint import CheckpointError, CheckpointInit, checkpoint_global_step
 from maskplus.engine.schedules import Schedule, StepScheduleSetter, step_factor
 from maskplus.engine.session import session_config
 from maskplus.precision import describe, resolve
@@ -154,13 +154,19 @@ def initial_weights(load, logdir):
     (as the example: variables of another shape, e.g. the class-specific outputs when fine-tuning
     on other classes, are skipped and reported), else ``BACKBONE.WEIGHTS`` (as the example: every
     variable of the file whose name the graph has). Says in one line which it is."""
-    resume = tf.train.latest_checkpoint(logdir) if logdir and os.path.isdir(logdir) else None
+    # the newest intact checkpoint (run_dir.open_run_directory set newer damaged ones aside)
+    resume = run_dir.resume_point(logdir).checkpoint if logdir and os.path.isdir(logdir) else None
     if resume:
         step = checkpoint_global_step(resume)
         also = f"; --load {load} started this run and is not read again" if load else ""
         _say(f"Weights: resuming from the log directory's latest checkpoint {resume} (step {step}){also}.")
         logger.info(f"Resuming from the latest checkpoint in the log directory: {resume}")
-        return CheckpointInit(resume), step
+        try:
+            return CheckpointInit(resume), step
+        except CheckpointError as e:  # its bytes are all there but do not read back (a checksum)
+            raise CheckpointError(f"{e} To resume from the checkpoint before it, move its files out of {logdir} "
+                                  f"(e.g. into a folder damaged-{os.path.basename(resume)}), then rerun the same "
+                                  f"command.") from None
     if load:
         _say(f"Weights: --load {load} (the log directory holds no checkpoint).")
         return CheckpointInit(load, ignore_mismatch=True), checkpoint_global_step(load)
@@ -308,13 +314,14 @@ def check_data():
 
 def check_initial_weights(load, logdir, action):
     """The weights a fresh run starts from (``--load``, else ``BACKBONE.WEIGHTS``) exist and are
-    weights files, checked before the log directory is touched (not when a checkpoint there will
-    be resumed instead: then they are not read)."""
-    from maskplus.engine.checkpoint import resolve_checkpoint
-    if action == "resume" and os.path.isdir(logdir) and tf.train.latest_checkpoint(logdir):
+    complete, readable weights files, checked before the log directory is touched (not when the
+    log directory holds checkpoint files: a checkpoint there is resumed instead, or the directory
+    refused)."""
+    from maskplus.engine.checkpoint import verify_checkpoint
+    if action == "resume" and os.path.isdir(logdir) and run_dir.has_checkpoint(logdir):
         return
     if load or cfg.BACKBONE.WEIGHTS:
-        resolve_checkpoint(load or cfg.BACKBONE.WEIGHTS)
+        verify_checkpoint(load or cfg.BACKBONE.WEIGHTS)
 
 
 def identity_of_this_run(preset, load, minutes):

@@ -75,6 +75,91 @@ def _load_results(results):
     return list(results)
 
 
+class ResultsMismatch(ValueError):
+    """A results file that does not fit the dataset it is scored against; the message counts each
+    kind of fault and names the first few."""
+
+
+#: how many ids or entries a results problem names
+SHOWN = 5
+
+
+def _named(items):
+    shown = ", ".join(str(i) for i in items[:SHOWN])
+    return shown + (f", ... ({len(items) - SHOWN} more)" if len(items) > SHOWN else "")
+
+
+def _entry(k, result):
+    return f"#{k} (image {result.get('image_id')!r})"
+
+
+def _is_box(box):
+    return isinstance(box, (list, tuple)) and len(box) == 4 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+
+
+def _mask_size_problem(segmentation, image):
+    """Why ``segmentation`` is no RLE mask of ``image`` (None if ``image`` is unknown or it is one)."""
+    if not isinstance(segmentation, dict) or "counts" not in segmentation or "size" not in segmentation:
+        return "no RLE"
+    if image is None or "height" not in image or "width" not in image:
+        return None
+    size = list(segmentation["size"])
+    if size != [image["height"], image["width"]]:
+        return f"mask {size[0]} x {size[1]} for a {image['height']} x {image['width']} image"
+    return None
+
+
+def results_problems(gt_dataset, results, iou_types):
+    """Why ``results`` cannot be scored against ``gt_dataset`` as ``iou_types``: one sentence per
+    kind of fault (ids of images or categories the dataset lacks; entries without the fields of an
+    IoU type, or with a mask of another size than their image), each counted with its first few
+    ids or entries named. Empty when they fit."""
+    images = {img.get("id"): img for img in gt_dataset.get("images", [])}
+    categories = [c.get("id") for c in gt_dataset.get("categories", [])]
+    known_categories = set(categories)
+    foreign_images, foreign_categories = {}, {}
+    no_score, no_box, no_mask, wrong_size = [], [], [], []
+    for k, r in enumerate(results):
+        image = images.get(r.get("image_id"))
+        if image is None:
+            foreign_images.setdefault(r.get("image_id"), []).append(k)
+        if r.get("category_id") not in known_categories:
+            foreign_categories.setdefault(r.get("category_id"), []).append(k)
+        if not isinstance(r.get("score"), (int, float)) or isinstance(r.get("score"), bool):
+            no_score.append(_entry(k, r))
+        if "bbox" in iou_types and not _is_box(r.get("bbox")):
+            no_box.append(_entry(k, r))
+        if "segm" in iou_types:
+            problem = _mask_size_problem(r.get("segmentation"), image)
+            if problem == "no RLE":
+                no_mask.append(_entry(k, r))
+            elif problem:
+                wrong_size.append(f"{_entry(k, r)}: {problem}")
+    n, out = len(results), []
+    if foreign_images:
+        count = sum(len(v) for v in foreign_images.values())
+        out.append(f"{count} of {n} results are for images the dataset lacks (image id{'s' * (len(foreign_images) > 1)} "
+                   f"{_named([repr(i) for i in foreign_images])})")
+    if foreign_categories:
+        count = sum(len(v) for v in foreign_categories.values())
+        out.append(f"{count} of {n} results are for categories the dataset lacks (category id"
+                   f"{'s' * (len(foreign_categories) > 1)} {_named([repr(i) for i in foreign_categories])}; the "
+                   f"dataset's are {_named(categories)})")
+    if no_score:
+        out.append(f"{len(no_score)} of {n} results have no numeric 'score': {_named(no_score)}")
+    if no_box:
+        out.append(f"{len(no_box)} of {n} results have no 'bbox' [x, y, width, height] to score as bbox: "
+                   f"{_named(no_box)}")
+    if no_mask:
+        out.append(f"{len(no_mask)} of {n} results have no 'segmentation' RLE ({{'size', 'counts'}}) to score as "
+                   f"segm: {_named(no_mask)} (results of boxes only are scored as bbox with MODE_MASK=False)")
+    if wrong_size:
+        out.append(f"{len(wrong_size)} of {n} results have a mask of another size than their image (height x "
+                   f"width): {_named(wrong_size)}")
+    return out
+
+
 def _gt_dataset(coco_gt):
     if isinstance(coco_gt, str):
         with open(coco_gt) as f:
@@ -172,6 +257,9 @@ def evaluate_coco(coco_gt, results, iou_types=("bbox", "segm"), boundary=True, b
     from tensorpack.utils import logger
     gt_dataset = with_unique_annotation_ids(_gt_dataset(coco_gt), warn=logger.warn)
     results = _load_results(results)
+    problems = results_problems(gt_dataset, results, iou_types)
+    if problems:
+        raise ResultsMismatch("; ".join(problems) + ".")
     if backend == "auto":
         backend = "faster" if _have_faster() else "pycocotools"
     run = _evaluate_faster if backend == "faster" else _evaluate_pycocotools

@@ -8,6 +8,7 @@ import pytest
 
 from maskplus.engine import run_dir
 from maskplus.engine.run_dir import LogdirError, open_run_directory, run_identity
+from tests.helpers import write_checkpoint
 
 CONFIG = {"TRAIN": {"BASE_LR": 0.01, "LR_SCHEDULE": [2, 3, 4], "EVAL_PERIOD": 50, "CHECKPOINT_PERIOD": 20},
           "DATA": {"BASEDIR": "/data/coco", "NUM_WORKERS": 4, "VAL": ["coco_val2017"], "SEED": 0,
@@ -51,7 +52,7 @@ def _finished_run(path, ident):
     path.mkdir()
     (path / "run.json").write_text(json.dumps({"preset": "baseline", "config": CONFIG, "identity": ident}))
     (path / "checkpoint").write_text('model_checkpoint_path: "model-16"\n')
-    (path / "model-16.index").write_bytes(b"\x00" * 10)
+    write_checkpoint(path / "model-16")
     (path / "log.log").write_text("the old run's log\n")
     return path
 
@@ -155,7 +156,64 @@ def test_missing_initial_weights_are_found_before_the_log_directory_is_touched(t
         check_initial_weights("/nowhere/model-5000", str(tmp_path / "run"), "resume")
     # a run resumed from its checkpoint reads neither
     logdir = _finished_run(tmp_path / "run", identity())
-    (logdir / "model-16.data-00000-of-00001").write_bytes(b"")
     check_initial_weights("/nowhere/model-5000", str(logdir), "resume")
     with pytest.raises(CheckpointError):
         check_initial_weights("/nowhere/model-5000", str(logdir), "new")
+
+
+def test_a_run_whose_state_file_names_a_gone_checkpoint_is_refused_rather_than_trained_from_scratch(tmp_path):
+    logdir = _finished_run(tmp_path / "run", identity())
+    for f in logdir.glob("model-16.*"):
+        f.unlink()  # only the state file naming it is left
+    before = _snapshot(logdir)
+    with pytest.raises(LogdirError, match=r"holds checkpoint files but no intact checkpoint: the checkpoint state "
+                                          r"file names model-16, which is gone\. Resuming would train from scratch"):
+        open_run_directory(str(logdir), "resume", identity())
+    assert _snapshot(logdir) == before
+
+
+def _truncate(path, keep):
+    with open(path, "r+b") as f:
+        f.truncate(keep)
+
+
+def test_a_damaged_newest_checkpoint_is_set_aside_byte_for_byte_and_the_one_before_resumed(tmp_path):
+    logdir = _finished_run(tmp_path / "run", identity())  # model-16 (60 + 8 bytes of data), state names it
+    write_checkpoint(logdir / "model-8", step=8)
+    data = logdir / "model-16.data-00000-of-00001"
+    _truncate(data, 41)
+    kept = {p.name: p.read_bytes() for p in logdir.glob("model-16.*")}
+    plan = open_run_directory(str(logdir), "resume", identity())
+    plan.lock.release()
+    assert plan.checkpoint == str(logdir / "model-8")
+    assert (f"resuming it from model-8: model-16 is damaged (data file truncated: 41 of 68 bytes), moved aside to "
+            f"{logdir}/damaged-model-16.") in " ".join(plan.notes)
+    assert {p.name: p.read_bytes() for p in (logdir / "damaged-model-16").iterdir()} == kept
+    assert not list(logdir.glob("model-16.*"))
+    assert 'model_checkpoint_path: "model-8"' in (logdir / "checkpoint").read_text()
+
+
+def test_the_first_weights_are_the_newest_intact_checkpoint_even_before_a_damaged_one_is_set_aside(
+        tmp_path, cfg_override):
+    from maskplus.engine.trainer import initial_weights
+    logdir = _finished_run(tmp_path / "run", identity())
+    write_checkpoint(logdir / "model-8", step=8)
+    (logdir / "model-16.index").unlink()
+    cfg_override({"BACKBONE.WEIGHTS": ""})
+    init, step = initial_weights(None, str(logdir))
+    assert step == 8 and init.path == str(logdir / "model-8")
+
+
+def test_a_run_whose_every_checkpoint_is_damaged_is_refused_and_nothing_is_written(tmp_path):
+    logdir = _finished_run(tmp_path / "run", identity())
+    write_checkpoint(logdir / "model-8", step=8)
+    (logdir / "model-8.index").unlink()
+    _truncate(logdir / "model-16.data-00000-of-00001", 30)
+    before = _snapshot(logdir)
+    with pytest.raises(LogdirError) as e:
+        open_run_directory(str(logdir), "resume", identity())
+    assert str(e.value).startswith(f"{logdir} holds checkpoint files but no intact checkpoint: model-16 (data file "
+                                   f"truncated: 30 of 68 bytes); model-8 (index file missing). Resuming would train "
+                                   f"from scratch over them, so nothing was written.")
+    assert "--logdir-action new" in str(e.value)
+    assert _snapshot(logdir) == before and not (logdir / "train.lock").exists()
