@@ -97,7 +97,10 @@ def describe_model(load):
 def weights_sha1(kind, resolved):
     """SHA-1 of a weights file (``kind`` "npz") or of a TF checkpoint's index and data files, in
     order (``kind`` "tf", ``resolved`` its prefix): the contents, wherever the files are."""
-    files = [resolved] if kind == "npz" else [resolved + ".index"] + sorted(glob.glob(glob.escape(resolved) + ".data-*"))
+    if kind == "npz":
+        files = [resolved]
+    else:
+        files = [resolved + ".index"] + sorted(glob.glob(glob.escape(resolved) + ".data-*"))
     digest = hashlib.sha1()
     for path in files:
         with open(path, "rb") as f:

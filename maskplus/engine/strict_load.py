@@ -17,6 +17,7 @@ from maskplus import compat  # noqa: F401  (first: its shims precede Tensorpack'
 from tensorpack.utils import logger
 
 from maskplus.engine.checkpoint import _LOSS_SCALE, _TOWER, _TRAINING_STATE, CheckpointError, CheckpointInit
+from maskplus.techniques import boundary_refinement, context_fusion, deconv_pyramid, quasi_multitask
 
 class CheckpointRefused(CheckpointError):
     """A readable checkpoint that does not hold exactly the model the config builds."""
@@ -28,18 +29,19 @@ class CheckpointRefused(CheckpointError):
 Owner = namedtuple("Owner", ["pattern", "what", "config", "sizes", "training_only"])
 
 OWNERS = [Owner(re.compile(p), *rest) for p, *rest in [
-    # the MaskPlus techniques (maskplus/techniques; tests/engine/test_strict_load.py builds each one's
-    # graphs and checks that every variable it adds is matched by its entry)
-    (r"^context_fusion/", "contextual fusion (paper 3.1)", "MASKPLUS.CONTEXT_FUSION=True",
+    # the MaskPlus techniques, under their modules' scopes (the deconvolutional pyramid inside the
+    # mask head's); tests/engine/test_strict_load.py builds each one's graphs and checks that every
+    # variable it adds is matched by its entry
+    (rf"^{context_fusion.SCOPE}/", "contextual fusion (paper 3.1)", "MASKPLUS.CONTEXT_FUSION=True",
      "MASKPLUS.CONTEXT_FUSION_DIMS", False),
-    (r"^maskrcnn/deconv_pyramid/", "the deconvolutional pyramid (paper 3.2)", "MASKPLUS.DECONV_PYRAMID=True",
+    (rf"^maskrcnn/{deconv_pyramid.SCOPE}/", "the deconvolutional pyramid (paper 3.2)", "MASKPLUS.DECONV_PYRAMID=True",
      "MASKPLUS.DECONV_PYRAMID_DIM", False),
-    (r"^boundary_refinement/conv\d+/", "boundary refinement, original (paper 3.3)",
+    (rf"^{boundary_refinement.SCOPE}/conv\d+/", "boundary refinement, original (paper 3.3)",
      "MASKPLUS.BOUNDARY_REFINEMENT=original", "the number of classes", False),
-    (r"^boundary_refinement/(module\d+|fuse)/", "boundary refinement, improved (paper 3.3)",
+    (rf"^{boundary_refinement.SCOPE}/(module\d+|fuse)/", "boundary refinement, improved (paper 3.3)",
      "MASKPLUS.BOUNDARY_REFINEMENT=improved",
      "MASKPLUS.BOUNDARY_REFINEMENT_MODULES, MASKPLUS.BOUNDARY_REFINEMENT_GROWTH", False),
-    (r"^quasi_multitask/", "quasi-multitask learning (paper 3.4), a training-only branch",
+    (rf"^{quasi_multitask.SCOPE}/", "quasi-multitask learning (paper 3.4), a training-only branch",
      "MASKPLUS.QUASI_MULTITASK=[...]", "MRCNN.HEAD_DIM", True),
     # the heads and the backbone (tests/fixtures/reference: the model zoo's variable lists)
     (r"^cascade_rcnn_stage\d/", "the Cascade R-CNN box heads", "FPN.CASCADE=True", "FPN.FRCNN_FC_HEAD_DIM", False),
@@ -63,10 +65,6 @@ OWNERS = [Owner(re.compile(p), *rest) for p, *rest in [
      "BACKBONE.RESNET_NUM_BLOCKS", False),
 ]]
 UNKNOWN_OWNER = Owner(None, "no technique or head of this version", "?", "?", False)
-
-#: The techniques whose variables the inference graph holds, as the ``Owner.config`` of their entry.
-_SWITCHES = {"MASKPLUS.CONTEXT_FUSION": "True", "MASKPLUS.DECONV_PYRAMID": "True",
-             "MASKPLUS.BOUNDARY_REFINEMENT": ("original", "improved")}
 
 
 def owner_of(name):
@@ -104,15 +102,15 @@ def _count(names):
     return f"{len(names)} variable{'s' if len(names) != 1 else ''}"
 
 
+def _switch_configs():
+    """The ``KEY=VALUE`` switches of the techniques whose variables the inference graph holds."""
+    return {o.config for o in OWNERS if o.config.startswith("MASKPLUS.") and not o.training_only}
+
+
 def technique_switches(values):
-    """The ``KEY=VALUE`` switches of the inference-visible techniques on in ``values``
-    ({key: value}, e.g. a config's ``items_flat()`` or a preset's overrides)."""
-    on = set()
-    for key, accepted in _SWITCHES.items():
-        value = str(values.get(key, ""))
-        if value in (accepted if isinstance(accepted, tuple) else (accepted,)):
-            on.add(f"{key}={value}")
-    return on
+    """The switches of :func:`_switch_configs` on in ``values`` ({key: value}, e.g. a config's
+    ``items_flat()`` or a preset's overrides)."""
+    return {c for c in _switch_configs() if str(values.get(c.split("=", 1)[0], "")) == c.split("=", 1)[1]}
 
 
 def presets_with(switches):
@@ -169,13 +167,8 @@ def refusal_message(path, extra, missing, skipped, model_switches):
 
 
 def _off(switch):
-    key = switch.split("=", 1)[0]
-    return f"{key}={'none' if isinstance(_SWITCHES[key], tuple) else 'False'}"
-
-
-def _switch_configs():
-    return {f"{k}={v}" for k, accepted in _SWITCHES.items()
-            for v in (accepted if isinstance(accepted, tuple) else (accepted,))}
+    key, value = switch.split("=", 1)
+    return f"{key}={'False' if value == 'True' else 'none'}"
 
 
 def check_complete(report, model_switches=()):

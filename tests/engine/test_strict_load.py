@@ -118,8 +118,9 @@ def test_a_technique_the_file_lacks_and_shapes_that_differ_are_refused_and_named
     with pytest.raises(CheckpointRefused) as e:
         check_complete(_report(missing=missing, skipped=skipped), {"MASKPLUS.CONTEXT_FUSION=True"})
     text = str(e.value)
-    assert ("  in this model, not in the checkpoint:\n    context_fusion/: 2 variables of contextual fusion (paper 3.1): "
-            "this config has MASKPLUS.CONTEXT_FUSION=True, which the checkpoint was not trained with\n") in text
+    assert ("  in this model, not in the checkpoint:\n    context_fusion/: 2 variables of contextual fusion "
+            "(paper 3.1): this config has MASKPLUS.CONTEXT_FUSION=True, which the checkpoint was not trained "
+            "with\n") in text
     assert ("  of another shape:\n    maskrcnn/deconv_pyramid/: 1 variable of the deconvolutional pyramid "
             "(paper 3.2) (e.g. maskrcnn/deconv_pyramid/up0/W: checkpoint [2, 2, 64, 64], this model [2, 2, 64, 32]); "
             "their shapes are set by MASKPLUS.DECONV_PYRAMID_DIM") in text
