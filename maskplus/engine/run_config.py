@@ -47,8 +47,8 @@ def find_run(load):
     checkpoint prefix, ``.index``/``.data`` file, ``checkpoint`` file or .npz beside one), else None."""
     if not load:
         return None
-    path = os.path.abspath(os.path.expanduser(load))
-    directory = path if os.path.isdir(path) else os.path.dirname(path)
+    path = os.path.normpath(os.path.expanduser(load))  # as the user wrote it, for the messages
+    directory = path if os.path.isdir(path) else (os.path.dirname(path) or ".")
     return directory if os.path.isfile(os.path.join(directory, RUN_INFO)) else None
 
 
