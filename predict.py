@@ -21,8 +21,9 @@ fails is reported and skipped; the exit status is 1 if any did. EXIF orientation
 --evaluate with --load runs the model (an existing results file is replaced, the old one kept as
 OUT.previous-<time>.json); without --load it re-scores existing results files.
 
-Class names come from the dataset (DATA.BASEDIR / DATA.VAL / DATA.TRAIN) or DATA.CLASS_NAMES; coco_*
-dataset names with no files on disk (the defaults) stand for the 80 COCO classes.
+Class names come from the run's config, else from the dataset (DATA.BASEDIR / DATA.VAL / DATA.TRAIN)
+or DATA.CLASS_NAMES; coco_* dataset names with no files on disk (the defaults) stand for the 80 COCO
+classes. --evaluate checks that each DATA.VAL dataset has the model's classes.
 """
 import argparse
 import os
@@ -258,7 +259,8 @@ def main(argv=None):
             predictor = build_predictor(args.load, strict=strict)
         if args.export_npz:
             from maskplus.engine.checkpoint import export_npz
-            export_npz(predictor.sess, args.export_npz)
+            with predictor.graph.as_default():  # the predictor's graph, not the (empty) default one
+                export_npz(predictor.sess, args.export_npz)
         if args.export_serving:
             from maskplus.engine.export import export_serving
             export_serving(args.load, args.export_serving, strict)

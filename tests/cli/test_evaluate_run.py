@@ -75,9 +75,20 @@ def _same_detections(got, want):
 
 
 def test_the_run_directory_gives_its_config_without_the_preset(dataset, run, separately, tmp_path):  # noqa: F811
-    out = tmp_path / "r.json"
-    proc = predict(dataset, "--evaluate", str(out), "--load", run)
+    out, exported = tmp_path / "r.json", tmp_path / "model.npz"
+    proc = predict(dataset, "--evaluate", str(out), "--export-npz", str(exported), "--load", run)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the export holds the checkpoint's model: every variable but the training state
+    import numpy as np
+    import tensorflow as tf
+    from maskplus.engine.strict_load import is_training_state
+    reader = tf.train.load_checkpoint(os.path.join(run, "model-6"))
+    model = {n for n in reader.get_variable_to_shape_map() if not is_training_state(n)
+             and not n.startswith("quasi_multitask/")}
+    with np.load(exported) as f:
+        assert {k[:-2] for k in f.files} == model and "boundary_refinement/fuse/W" in model
+        np.testing.assert_array_equal(f["boundary_refinement/fuse/W:0"],
+                                      reader.get_tensor("boundary_refinement/fuse/W"))
     line = [x for x in proc.stdout.splitlines() if x.startswith("Model: ")]
     assert len(line) == 1 and line[0].startswith(f"Model: the run in {run} (preset {PRESET}, ")
     assert line[0].endswith("recorded in its run.json); this evaluation: TEST.RESULT_SCORE_THRESH=0.001.")
