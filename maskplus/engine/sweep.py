@@ -14,6 +14,7 @@ import json
 import os
 import re
 
+from maskplus.compat import tf  # first: its shims precede Tensorpack's TensorFlow
 from tqdm import tqdm
 
 from maskplus.engine.run_config import MACHINE_KEYS
@@ -201,7 +202,7 @@ def evaluate_checkpoints(run, checkpoints, output, evaluation, build_predictor, 
         paths = results_paths(out)
         try:
             model = dict(describe_model(prefix), evaluation_sha1=evaluation)
-        except (OSError, CheckpointError) as e:
+        except (OSError, CheckpointError, tf.errors.OpError) as e:  # TensorFlow's reader: OpError
             unreadable.append(step)
             say(f"Checkpoint step {step}: cannot be read, skipped ({e}).")
             continue

@@ -117,3 +117,76 @@ def test_the_curve_is_a_png_written_in_one_piece(tmp_path):
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.listdir(tmp_path) == ["r-checkpoints.png"]
+
+
+class _Stand:
+    """Stand-ins for the model side of a sweep: which checkpoint each call got."""
+
+    def __init__(self, unreadable=(), refused=()):
+        self.unreadable, self.refused, self.calls = set(unreadable), set(refused), []
+
+    def describe_model(self, prefix):
+        from maskplus.engine.checkpoint import CheckpointError
+        if prefix.endswith(tuple(f"-{s}" for s in self.unreadable)):
+            raise CheckpointError(f"'{prefix}' is not a readable TensorFlow checkpoint: truncated")
+        return {"checkpoint": prefix, "weights_sha1": "sha-" + prefix[-1]}
+
+    def build_predictor(self, prefix, strict):
+        self.calls.append(("build", os.path.basename(prefix), strict))
+        self._check(prefix)
+        return "predictor"
+
+    def load_weights(self, predictor, prefix, strict):
+        self.calls.append(("load", os.path.basename(prefix), strict))
+        self._check(prefix)
+
+    def _check(self, prefix):
+        from maskplus.engine.strict_load import CheckpointRefused
+        if prefix.endswith(tuple(f"-{s}" for s in self.refused)):
+            raise CheckpointRefused("another model")
+
+    def evaluate_datasets(self, predictor, out, model):
+        step = int(out.rsplit("-step", 1)[1][:-len(".json")])
+        return {"coco_val2017": {"bbox/AP": step / 100, "bbox/AP50": 0.5}}
+
+
+@pytest.fixture
+def stand(monkeypatch, cfg_override):
+    from maskplus.engine import evaluate, sweep
+    cfg_override({"DATA.VAL": ("coco_val2017",)})
+    s = _Stand()
+    monkeypatch.setattr(evaluate, "describe_model", s.describe_model)
+    monkeypatch.setattr(evaluate, "evaluate_datasets", s.evaluate_datasets)
+    monkeypatch.setattr(sweep, "load_weights", s.load_weights)
+    return s
+
+
+def test_one_graph_for_the_sweep_and_an_unreadable_checkpoint_is_skipped_and_counted(tmp_path, stand):
+    from maskplus.engine.sweep import evaluate_checkpoints
+    os.makedirs(tmp_path / "run")
+    run = _run(tmp_path / "run", (2, 4, 6, 8))
+    stand.unreadable = {4}
+    said = []
+    per_dataset, done, skipped, unreadable = evaluate_checkpoints(
+        run, list_checkpoints(run), str(tmp_path / "out" / "val.json"), "e1", stand.build_predictor, say=said.append)
+    assert (done, skipped, unreadable) == (3, 0, [4])
+    assert stand.calls == [("build", "model-2", True), ("load", "model-6", True), ("load", "model-8", True)]
+    assert [s for s, _ in per_dataset["coco_val2017"]] == [2, 6, 8]
+    assert said[1] == (f"Checkpoint step 4: cannot be read, skipped ('{run}/model-4' is not a readable TensorFlow "
+                       f"checkpoint: truncated).")
+    summary = json.load(open(tmp_path / "out" / "val-checkpoints.json"))
+    assert [c["step"] for c in summary["checkpoints"]] == [2, 6, 8] and summary["best"] == {"coco_val2017": 8}
+
+
+def test_a_checkpoint_of_another_model_ends_the_sweep(tmp_path, stand):
+    from maskplus.engine.strict_load import CheckpointRefused
+    from maskplus.engine.sweep import evaluate_checkpoints
+    os.makedirs(tmp_path / "run")
+    run = _run(tmp_path / "run", (2, 4, 6))
+    stand.refused = {4}
+    with pytest.raises(CheckpointRefused):
+        evaluate_checkpoints(run, list_checkpoints(run), str(tmp_path / "out" / "val.json"), "e1",
+                             stand.build_predictor, strict=True, say=lambda line: None)
+    assert stand.calls == [("build", "model-2", True), ("load", "model-4", True)]
+    # what was done before is kept: the summary of step 2
+    assert [c["step"] for c in json.load(open(tmp_path / "out" / "val-checkpoints.json"))["checkpoints"]] == [2]
