@@ -204,7 +204,7 @@ def evaluate_checkpoints(run, checkpoints, output, evaluation, build_predictor, 
             model = dict(describe_model(prefix), evaluation_sha1=evaluation)
         except (OSError, CheckpointError, tf.errors.OpError) as e:  # TensorFlow's reader: OpError
             unreadable.append(step)
-            say(f"Checkpoint step {step}: cannot be read, skipped ({e}).")
+            say(f"Checkpoint step {step} ({prefix}) cannot be read, skipped: {' '.join(str(e).split())}")
             continue
         metrics = recorded_metrics(paths, model["weights_sha1"], evaluation)
         if metrics is not None:
@@ -222,7 +222,7 @@ def evaluate_checkpoints(run, checkpoints, output, evaluation, build_predictor, 
                 raise
             except CheckpointError as e:
                 unreadable.append(step)
-                say(f"Checkpoint step {step}: cannot be read, skipped ({e}).")
+                say(f"Checkpoint step {step} ({prefix}) cannot be read, skipped: {' '.join(str(e).split())}")
                 continue
             metrics = evaluate_datasets(predictor, out, model)
             done += 1

@@ -172,8 +172,8 @@ def test_one_graph_for_the_sweep_and_an_unreadable_checkpoint_is_skipped_and_cou
     assert (done, skipped, unreadable) == (3, 0, [4])
     assert stand.calls == [("build", "model-2", True), ("load", "model-6", True), ("load", "model-8", True)]
     assert [s for s, _ in per_dataset["coco_val2017"]] == [2, 6, 8]
-    assert said[1] == (f"Checkpoint step 4: cannot be read, skipped ('{run}/model-4' is not a readable TensorFlow "
-                       f"checkpoint: truncated).")
+    assert said[1] == (f"Checkpoint step 4 ({run}/model-4) cannot be read, skipped: '{run}/model-4' is not a "
+                       f"readable TensorFlow checkpoint: truncated")
     summary = json.load(open(tmp_path / "out" / "val-checkpoints.json"))
     assert [c["step"] for c in summary["checkpoints"]] == [2, 6, 8] and summary["best"] == {"coco_val2017": 8}
 
