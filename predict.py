@@ -2,11 +2,18 @@
 """Predict, evaluate or export with a trained MaskPlus / Mask R-CNN model.
 
 Examples:
-    python predict.py --predict a.jpg b.jpg photos/ --load model.npz --config DATA.BASEDIR=/data/coco
-    python predict.py --evaluate out.json --load model.npz --config DATA.BASEDIR=/data/coco DATA.VAL=coco_val2017
-    python predict.py --benchmark --load model.npz --config ...
+    python predict.py --evaluate out.json --load train_log/run --config DATA.BASEDIR=/data/coco
+    python predict.py --evaluate sweep/val.json --load train_log/run --checkpoints all --config DATA.BASEDIR=/data/coco
+    python predict.py --predict a.jpg b.jpg photos/ --load train_log/run
+    python predict.py --evaluate out.json --load model.npz --preset zoo-r50fpn-2x --config DATA.BASEDIR=/data/coco
+    python predict.py --benchmark --load train_log/run
     python predict.py --export-npz model.npz --load train_log/run   (a training checkpoint -> model file)
-    python predict.py --export-serving saved_model/ --export-pb model.pb --load model.npz --config ...
+    python predict.py --export-serving saved_model/ --export-pb model.pb --load train_log/run
+
+--load naming a run directory, or a checkpoint inside one, starts from the run's config (its
+run.json); --preset and --config apply on top (docs/EVALUATION.md). A checkpoint that does not hold
+exactly the model the config builds is refused, naming what differs; --allow-partial-load loads
+what fits instead.
 
 --predict writes one PNG per image into --output-dir, named after the image, never over an input
 (a name already taken gets -2, -3, ...); a folder means its images, recursively. An image that
@@ -14,8 +21,9 @@ fails is reported and skipped; the exit status is 1 if any did. EXIF orientation
 --evaluate with --load runs the model (an existing results file is replaced, the old one kept as
 OUT.previous-<time>.json); without --load it re-scores existing results files.
 
-Class names come from the dataset (DATA.BASEDIR / DATA.VAL / DATA.TRAIN) or DATA.CLASS_NAMES; coco_*
-dataset names with no files on disk (the defaults) stand for the 80 COCO classes.
+Class names come from the run's config, else from the dataset (DATA.BASEDIR / DATA.VAL / DATA.TRAIN)
+or DATA.CLASS_NAMES; coco_* dataset names with no files on disk (the defaults) stand for the 80 COCO
+classes. --evaluate checks that each DATA.VAL dataset has the model's classes.
 """
 import argparse
 import os
@@ -26,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from maskplus import compat  # noqa: E402,F401  (its shims before anything imports TensorFlow)
 from config import ConfigError, config as cfg  # noqa: E402
-from maskplus.cli import add_config_arguments, apply_config_arguments, fail, finalize  # noqa: E402
+from maskplus.cli import add_config_arguments, apply_model_config_arguments, fail, finalize  # noqa: E402
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".ppm", ".pgm", ".pbm")
@@ -154,10 +162,34 @@ def benchmark(predictor, repeats=10):
     print(f"Inference at {h}x{w}: median {np.median(times):.3f}s/image over {repeats} runs.")
 
 
+def evaluate_checkpoints(run, which, output, strict):
+    """--checkpoints: the sweep of maskplus/engine/sweep.py; Ctrl-C keeps every checkpoint done."""
+    from maskplus.engine.sweep import sweep_checkpoints
+    try:
+        _, _, _, unreadable = sweep_checkpoints(run, which, output, strict)
+    except KeyboardInterrupt:
+        print("Stopped (Ctrl-C): the checkpoints evaluated so far are kept; the same command continues with "
+              "the others.", file=sys.stderr)
+        sys.exit(130)
+    if unreadable:
+        fail(f"{len(unreadable)} checkpoint{'s' if len(unreadable) > 1 else ''} could not be read (steps "
+             f"{', '.join(map(str, unreadable))}), each reported above.")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
-    parser.add_argument("--load", help="a .npz model file or a TF checkpoint (file prefix or directory)")
+    parser.add_argument("--load", help="a run directory (its latest checkpoint, with the config of its run.json), a "
+                                       "checkpoint inside one, or any .npz model file or TF checkpoint")
+    parser.add_argument("--allow-partial-load", action="store_true",
+                        help="load what fits of a checkpoint that does not hold exactly the model the config builds "
+                             "(the rest keeps its random initialisation; the load report lists it) instead of "
+                             "refusing it")
+    parser.add_argument("--checkpoints", nargs="+", metavar="WHICH",
+                        help="with --evaluate OUT and --load RUN_DIR: evaluate the run's checkpoints 'all', 'last N' "
+                             "or of the steps given, in step order with one graph, into OUT-step<N>.json files, "
+                             "skipping those already evaluated with the same weights and config; prints a table, "
+                             "writes OUT-checkpoints.json and OUT-checkpoints.png (AP against step)")
     parser.add_argument("--predict", nargs="+", metavar="IMG",
                         help="images to visualise; a folder means every image under it (recursively, leaving "
                              "out the output folder). Exit status 1 if any image failed (each is reported)")
@@ -175,14 +207,19 @@ def main(argv=None):
                         help="write a TensorFlow SavedModel (BGR uint8 image in; boxes, scores, labels, masks out)")
     parser.add_argument("--export-pb", metavar="FILE", help="write the same graph frozen into one .pb file")
     args = parser.parse_args(argv)
-    apply_config_arguments(args)
     exports = args.export_npz or args.export_serving or args.export_pb
-    if not (args.predict or args.evaluate or args.benchmark or exports):
+    if not (args.predict or args.evaluate or args.benchmark or exports or args.list_presets):
         parser.error("nothing to do: give --predict, --evaluate, --benchmark or an --export-* option")
+    if args.checkpoints and not (args.evaluate and args.load) or args.checkpoints and (
+            args.predict or args.benchmark or exports):
+        parser.error("--checkpoints goes with --evaluate OUT and --load RUN_DIR only")
+    apply_model_config_arguments(args)
+    strict = not args.allow_partial_load
 
     from maskplus.data.coco import DatasetError, get_dataset
     from maskplus.engine.checkpoint import CheckpointError
     from maskplus.engine.evaluate import EvaluationError
+    from maskplus.engine.sweep import SweepError
     failures = []
     try:
         finalize(is_training=False)
@@ -204,33 +241,39 @@ def main(argv=None):
             outputs = output_paths(images, args.output_dir)
         if args.evaluate:
             from maskplus.engine.evaluate import check_evaluation
+            from maskplus.engine.evaluate import check_dataset_classes
             for name in cfg.DATA.VAL:  # a missing split is named before any model is built
                 get_dataset(name)
+                if args.load:  # the model's classes come from its run, not from this dataset
+                    check_dataset_classes(name, cfg.DATA.CLASS_NAMES[1:])
+            if args.checkpoints:
+                return evaluate_checkpoints(args.load, args.checkpoints, args.evaluate, strict)
             check_evaluation(args.evaluate, with_model=bool(args.load))
         if (args.predict or args.benchmark or exports) and not args.load:
-            fail("--load is required (a .npz or a TF checkpoint).")
+            fail("--load is required (a run directory, a .npz or a TF checkpoint).")
         predictor = model = None
         if args.load and (args.predict or args.benchmark or args.export_npz or args.evaluate):
             from maskplus.engine.evaluate import describe_model
             from maskplus.engine.inference import build_predictor
             model = describe_model(args.load)
-            predictor = build_predictor(args.load)
+            predictor = build_predictor(args.load, strict=strict)
         if args.export_npz:
             from maskplus.engine.checkpoint import export_npz
-            export_npz(predictor.sess, args.export_npz)
+            with predictor.graph.as_default():  # the predictor's graph, not the (empty) default one
+                export_npz(predictor.sess, args.export_npz)
         if args.export_serving:
             from maskplus.engine.export import export_serving
-            export_serving(args.load, args.export_serving)
+            export_serving(args.load, args.export_serving, strict)
         if args.export_pb:
             from maskplus.engine.export import export_frozen_graph
-            export_frozen_graph(args.load, args.export_pb)
+            export_frozen_graph(args.load, args.export_pb, strict)
         written = predict_files(predictor, images, outputs, failures) if args.predict else 0
         if args.evaluate:
             from maskplus.engine.evaluate import evaluate_datasets
             evaluate_datasets(predictor, args.evaluate, model)
         if args.benchmark:
             benchmark(predictor)
-    except (ConfigError, DatasetError, CheckpointError, EvaluationError, FileExistsError) as e:
+    except (ConfigError, DatasetError, CheckpointError, EvaluationError, SweepError, FileExistsError) as e:
         fail(str(e))
     if failures:
         fail(f"{len(failures)} input{'s' if len(failures) > 1 else ''} failed, each reported above "

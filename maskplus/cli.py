@@ -27,6 +27,25 @@ def apply_config_arguments(args):
         sys.exit(f"Config error: {e}")
 
 
+def apply_model_config_arguments(args):
+    """predict.py's config: the run ``args.load`` belongs to (its run.json), then ``--preset`` and
+    ``--config`` on top (:mod:`maskplus.engine.run_config`). Prints the line naming the model and
+    where its config comes from; exits with a one-line message on a config error."""
+    from maskplus.engine.run_config import RunConfigError, configure
+    if args.list_presets:
+        print(describe_presets())
+        sys.exit(0)
+    try:
+        line = configure(cfg, args.load, preset_overrides, args.preset, args.config)
+    except ConfigError as e:
+        sys.exit(f"Config error: {e}")
+    except RunConfigError as e:
+        fail(str(e))
+    if args.load:
+        print(line, flush=True)
+    return line
+
+
 def fail(message):
     """Exit with a clear message instead of a traceback."""
     sys.exit(f"Error: {message}")

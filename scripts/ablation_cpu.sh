@@ -76,7 +76,8 @@ for seed in $(seq 1 "$SEEDS"); do
     run "$PYTHON" train.py --preset "$preset" --logdir "$logdir" --config "${common[@]}" \
       "TRAIN.LR_SCHEDULE=$SCHEDULE" "MASKPLUS.MASK_LOSS_ALPHA=$ALPHA" TRAIN.BASE_LR=0.06 TRAIN.WARMUP_INIT_LR=0.006 \
       TRAIN.WARMUP=200 TRAIN.STEPS_PER_EPOCH=150 TRAIN.EVAL_PERIOD=0 TRAIN.CHECKPOINT_PERIOD=1000
-    run "$PYTHON" predict.py --preset "$preset" --load "$logdir" --evaluate "$results" --config "${common[@]}"
+    # the run directory gives the model's config (its run.json): only where the data is
+    run "$PYTHON" predict.py --load "$logdir" --evaluate "$results" --config "DATA.BASEDIR=$DATA"
   done
 done
 [ "$DRY" = 1 ] && exit 0

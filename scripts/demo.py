@@ -241,18 +241,20 @@ def main(argv=None):
     steps = last_step(logdir)
     print(f"Training: {steps} steps in {train_minutes:.1f} min")
 
+    # predict.py takes the model's config from the run directory (its run.json): only where the
+    # data is, and the user's changes
+    evaluation = [f"DATA.BASEDIR={data}"] + args.config
     metrics_path = final_evaluation(logdir)
     if metrics_path is None:  # no evaluation of the last checkpoint during training: run one
         print("Evaluating the last checkpoint ...", flush=True)
         results = os.path.join(logdir, "eval", "val2017.json")
-        runner.run([PY, "predict.py", "--preset", "demo-cpu", "--load", logdir, "--evaluate", results,
-                    "--config", *config])
+        runner.run([PY, "predict.py", "--load", logdir, "--evaluate", results, "--config", *evaluation])
         metrics_path = results.replace(".json", "-metrics.json")
     val_dir = os.path.join(data, "val2017")
     images = sorted(os.listdir(val_dir))[:args.pictures]
     pictures = os.path.join(logdir, "predictions")
-    runner.run([PY, "predict.py", "--preset", "demo-cpu", "--load", logdir, "--output-dir", pictures,
-                "--predict", *[os.path.join(val_dir, i) for i in images], "--config", *config])
+    runner.run([PY, "predict.py", "--load", logdir, "--output-dir", pictures,
+                "--predict", *[os.path.join(val_dir, i) for i in images], "--config", *evaluation])
     curves = plot_curves(logdir, os.path.join(logdir, "curves.png"))
     print(f"Pictures: {len(images)} validation image{'s' if len(images) != 1 else ''} with the predictions drawn "
           f"in {pictures}/")

@@ -52,6 +52,6 @@ for preset in $ROWS; do
     else
       run "$PYTHON train.py --preset $preset --logdir $logdir --config $config TRAIN.NUM_GPUS=$GPUS"
     fi
-    run "$PYTHON predict.py --preset $preset --load $logdir --evaluate $results --config DATA.BASEDIR=$COCO_DIR DATA.VAL=coco_val2017"
+    run "$PYTHON predict.py --load $logdir --evaluate $results --config DATA.BASEDIR=$COCO_DIR DATA.VAL=coco_val2017"
   done
 done

@@ -237,11 +237,14 @@ class CheckpointInit(SessionInit):
     """Tensorpack session initialiser that restores by exact name and logs a :class:`LoadReport`.
 
     ``ignore_mismatch`` skips (and reports) variables whose shape differs instead of failing.
+    ``check``, if given, is called with the :class:`LoadReport` before anything is restored or
+    logged, and refuses the load by raising (maskplus/engine/strict_load.py).
     """
 
-    def __init__(self, path, ignore_mismatch=False):
+    def __init__(self, path, ignore_mismatch=False, check=None):
         self.path = path
         self.ignore_mismatch = ignore_mismatch
+        self.check = check
         self.values = read_checkpoint(path)
         self.report = None
         self._pairs = []
@@ -249,6 +252,8 @@ class CheckpointInit(SessionInit):
     def _setup_graph(self):
         self._pairs, self.report = match_checkpoint(self.values, _graph_variables(), self.path, self.ignore_mismatch)
         refuse_other_dtypes(self._pairs, self.path)
+        if self.check is not None:
+            self.check(self.report)
         self.report.log()
 
     def _run_init(self, sess):

@@ -7,6 +7,7 @@ results files are re-scored and the output says so. Each ``-metrics.json`` recor
 produced the results it scores (and a hash of them), so a file from another run is recognisable.
 """
 import datetime
+import glob
 import hashlib
 import json
 import os
@@ -87,13 +88,29 @@ def score_results(dataset_name, results_json, model=None, rescored=False):
 
 def describe_model(load):
     """What ``--load`` named, recorded with the results: the path given, the checkpoint it
-    resolved to (a directory's latest checkpoint), its global step and modification time."""
+    resolved to (a directory's latest checkpoint), its global step, modification time and the
+    SHA-1 of its files (:func:`weights_sha1`)."""
     from maskplus.engine.checkpoint import checkpoint_global_step, verify_checkpoint
     kind, resolved = verify_checkpoint(load)
     stat_path = resolved if kind == "npz" else resolved + ".index"
     return {"load": os.path.abspath(os.path.expanduser(load)), "checkpoint": os.path.abspath(resolved),
             "global_step": checkpoint_global_step(load) if kind == "tf" else None,
-            "modified": _time(os.path.getmtime(stat_path))}
+            "modified": _time(os.path.getmtime(stat_path)), "weights_sha1": weights_sha1(kind, resolved)}
+
+
+def weights_sha1(kind, resolved):
+    """SHA-1 of a weights file (``kind`` "npz") or of a TF checkpoint's index and data files, in
+    order (``kind`` "tf", ``resolved`` its prefix): the contents, wherever the files are."""
+    if kind == "npz":
+        files = [resolved]
+    else:
+        files = [resolved + ".index"] + sorted(glob.glob(glob.escape(resolved) + ".data-*"))
+    digest = hashlib.sha1()
+    for path in files:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def describe_training_model(logdir, step):
@@ -146,6 +163,18 @@ def check_evaluation(output, with_model):
         if not os.access(directory, os.W_OK):
             raise EvaluationError(f"--evaluate: the folder '{directory}' is not writable.")
     return plan
+
+
+def check_dataset_classes(dataset_name, class_names):
+    """The model's classes (``class_names``, no "BG") must be the dataset's in its category-id
+    order: evaluation maps the model's label k to the dataset's k-th category. Raises EvaluationError."""
+    names = list(get_dataset(dataset_name).class_names)
+    if names != list(class_names):
+        raise EvaluationError(
+            f"Dataset '{dataset_name}' has other classes than the model ({len(names)}: {names[:5]}"
+            f"{' ...' if len(names) > 5 else ''} vs {len(class_names)}: {list(class_names)[:5]}"
+            f"{' ...' if len(class_names) > 5 else ''}), so its AP would score the model's labels against the "
+            f"wrong categories. Evaluate on a dataset of the model's classes (DATA.VAL), in their order.")
 
 
 def evaluate_datasets(predictor, output, model=None):

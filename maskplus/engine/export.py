@@ -17,7 +17,7 @@ from tensorpack.tfutils.tower import TowerContext
 from tensorpack.utils import logger
 
 from config import config as cfg
-from maskplus.engine.checkpoint import CheckpointInit
+from maskplus.engine.strict_load import checkpoint_init
 from maskplus.modeling.generalized_rcnn import model_for_config
 
 INPUT = "input_image"
@@ -64,9 +64,9 @@ def build_serving_graph():
     return image, outputs
 
 
-def _session_with_weights(load):
+def _session_with_weights(load, strict):
     image, outputs = build_serving_graph()
-    init = CheckpointInit(load)
+    init = checkpoint_init(load, strict)
     init._setup_graph()
     sess = tfv1.Session()
     sess.run(tfv1.global_variables_initializer())
@@ -74,14 +74,15 @@ def _session_with_weights(load):
     return sess, image, outputs
 
 
-def export_serving(load, directory):
-    """Write a SavedModel (tag "serve", signature "serving_default") to ``directory``."""
+def export_serving(load, directory, strict=True):
+    """Write a SavedModel (tag "serve", signature "serving_default") to ``directory``; ``strict``
+    as :func:`maskplus.engine.inference.build_predictor`'s."""
     if os.path.exists(directory):
         if not os.path.isdir(directory) or os.listdir(directory):
             raise FileExistsError(f"'{directory}' exists and is not empty: choose a new folder for the SavedModel.")
         shutil.rmtree(directory)
     with tf.Graph().as_default():
-        sess, image, outputs = _session_with_weights(load)
+        sess, image, outputs = _session_with_weights(load, strict)
         with sess:
             builder = tfv1.saved_model.Builder(directory)
             signature = tfv1.saved_model.signature_def_utils.predict_signature_def(
@@ -94,10 +95,11 @@ def export_serving(load, directory):
     return directory
 
 
-def export_frozen_graph(load, path):
-    """Write a frozen GraphDef (.pb): input tensor ``input_image:0``, outputs ``boxes:0`` etc."""
+def export_frozen_graph(load, path, strict=True):
+    """Write a frozen GraphDef (.pb): input tensor ``input_image:0``, outputs ``boxes:0`` etc.;
+    ``strict`` as :func:`export_serving`'s."""
     with tf.Graph().as_default():
-        sess, _, outputs = _session_with_weights(load)
+        sess, _, outputs = _session_with_weights(load, strict)
         with sess:
             frozen = tfv1.graph_util.convert_variables_to_constants(
                 sess, sess.graph.as_graph_def(), [t.op.name for t in outputs.values()])

@@ -16,8 +16,8 @@ from tensorpack.utils import logger
 
 from config import config as cfg
 from maskplus.data.transforms import resize_image, unresize_boxes
-from maskplus.engine.checkpoint import CheckpointInit
 from maskplus.engine.session import session_config
+from maskplus.engine.strict_load import checkpoint_init
 from maskplus.evaluation.paste import paste_mask_cropped, paste_masks_to_rle
 from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, inference_outputs, model_for_config
 from maskplus.precision import resolve
@@ -29,12 +29,14 @@ DetectionResult = namedtuple("DetectionResult", ["box", "score", "class_id", "ma
 NetworkOutput = namedtuple("NetworkOutput", ["boxes", "scores", "labels", "masks", "orig_shape"])
 
 
-def build_predictor(load, precision=None):
+def build_predictor(load, precision=None, strict=True):
     """An ``OfflinePredictor`` of the inference graph with weights from ``load`` (.npz or TF checkpoint),
-    in ``precision`` (fp32, bf16 or fp16; default: what ``TEST.PRECISION`` resolves to here)."""
+    in ``precision`` (fp32, bf16 or fp16; default: what ``TEST.PRECISION`` resolves to here).
+    ``strict``: refuse a checkpoint that does not hold exactly this model's variables
+    (maskplus/engine/strict_load.py); False loads what fits and reports the rest."""
     precision = precision or resolve(cfg.TEST.PRECISION, "TEST.PRECISION").precision
     pred_config = PredictConfig(
-        model=model_for_config(), session_init=CheckpointInit(load),
+        model=model_for_config(), session_init=checkpoint_init(load, strict),
         session_creator=NewSessionCreator(config=session_config(precision)),
         input_names=INFERENCE_INPUTS, output_names=inference_outputs())
     return OfflinePredictor(pred_config)

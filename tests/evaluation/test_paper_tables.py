@@ -133,7 +133,7 @@ def test_reproduce_table_dry_run_prints_train_and_evaluate_for_every_row(table, 
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     trains = [l for l in lines if " train.py --preset " in l]
-    evals = [l for l in lines if " predict.py --preset " in l and "--evaluate" in l]
+    evals = [l for l in lines if " predict.py --load " in l and "--evaluate" in l]
     assert len(trains) == len(evals) == 2 * rows
     assert all("TRAIN.NUM_GPUS=8" in l for l in trains)
 
