@@ -36,14 +36,13 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from maskplus.compat import tf, tfv1  # noqa: E402
-from config import parse_literal  # noqa: E402
-from maskplus.presets import technique_overrides  # noqa: E402
-from maskplus.testing import build_graph, config_snapshot, configure, synthetic_datapoint  # noqa: E402
+from maskplus.compat import tf, tfv1
+from config import parse_literal
+from maskplus.presets import technique_overrides
+from maskplus.testing import build_graph, config_snapshot, configure, synthetic_datapoint
 
 TECHNIQUE_PRESETS = ["baseline", "context-fusion-720-512-512-256", "deconv-pyramid", "boundary-refinement-improved",
                      "quasi-multitask-0.5x", "quasi-multitask-2x", "biased-training", "maskplus-all"]
@@ -402,7 +401,8 @@ def machine():
            f"Tensorpack {tensorpack.__version__}, NumPy {np.__version__}"
 
 
-def main(argv=None):
+def build_parser():
+    """This script's command line (no side effects: the docs' test checks documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats, a small training model")
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to BENCHMARKS.md")
@@ -413,6 +413,11 @@ def main(argv=None):
     parser.add_argument("--precision", metavar="LIST",
                         help="only compare these precisions (e.g. fp32,bf16): the R50-FPN training step and inference "
                              "network at 256x320 and 800x1333, the CPU's flags and matmul rate per precision")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.predict_memory:
         print("predict.py on a 48 MP photo ...", flush=True)
