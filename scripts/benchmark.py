@@ -387,17 +387,32 @@ def write_precision_report(lines, no_write):
             f.write(text + "\n")
 
 
-def machine():
+def heading(command):
+    """A section heading that names what was measured: date, command, commit and CPU (the docs cite
+    measurements by their heading)."""
+    import subprocess
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return f"## {datetime.date.today()} — `{command}` (commit {commit}, {cpu_name()}, {os.cpu_count()} cores)"
+
+
+def cpu_name():
     cpu = platform.processor() or "?"
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return cpu
+
+
+def machine():
     import tensorpack
-    return f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, TensorFlow {tf.__version__}, " \
+    return f"{cpu_name()}, {os.cpu_count()} cores; Python {platform.python_version()}, TensorFlow {tf.__version__}, " \
            f"Tensorpack {tensorpack.__version__}, NumPy {np.__version__}"
 
 
@@ -422,7 +437,7 @@ def main(argv=None):
     if args.predict_memory:
         print("predict.py on a 48 MP photo ...", flush=True)
         peak, found = predict_peak_memory(os.path.abspath(args.predict_repo))
-        text = (f"## {datetime.date.today()} — `python scripts/benchmark.py --predict-memory`\n\nMachine: {machine()}\n\n"
+        text = (f"{heading('python scripts/benchmark.py --predict-memory')}\n\nMachine: {machine()}\n\n"
                 f"- `predict.py --predict` on a 48 MP (8000x6000) JPEG, random R50-FPN, {found} detections pasted and "
                 f"drawn{'' if args.predict_repo == ROOT else f' (predict.py of {args.predict_repo})'}: "
                 f"peak RSS {peak:.0f} MB\n")
@@ -433,8 +448,9 @@ def main(argv=None):
         return
     repeats = 3 if args.quick else 10
     part_peak = PartPeak()
-    lines = [f"## {datetime.date.today()} — `python scripts/benchmark.py{' --quick' if args.quick else ''}"
-             f"{' --precision ' + args.precision if args.precision else ''}`", "", f"Machine: {machine()}", ""]
+    command = (f"python scripts/benchmark.py{' --quick' if args.quick else ''}"
+               f"{' --precision ' + args.precision if args.precision else ''}")
+    lines = [heading(command), "", f"Machine: {machine()}", ""]
     if args.precision:
         lines += precision_comparison(args.precision.split(","), {"TRAIN.NUM_GPUS": 1}, PRECISION_SIZES, repeats)
         return write_precision_report(lines, args.no_write)
