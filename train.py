@@ -4,7 +4,7 @@
 Examples:
     python train.py --preset maskplus-all --config DATA.BASEDIR=/data/coco \
         BACKBONE.WEIGHTS=ImageNet-R50-AlignPadding.npz --logdir train_log/maskplus-all
-    horovodrun -np 8 python train.py --config TRAINER=horovod ... (see README)
+    horovodrun -np 8 python train.py --config TRAINER=horovod ... (docs/GETTING_STARTED.md)
 
 ``--minutes M`` fits the schedule's length to a time budget (see maskplus/engine/time_budget.py).
 A log directory that holds a run is resumed from its checkpoint (step, learning rate and optimizer

@@ -3,7 +3,7 @@
 
     python scripts/benchmark.py --quick        # a few minutes on 2 CPU cores
     python scripts/benchmark.py                # more repeats, the R50-FPN training model
-    python scripts/benchmark.py --precision fp32,bf16   # only the precision comparison (README "Mixed precision")
+    python scripts/benchmark.py --precision fp32,bf16   # only the precision comparison (docs/PRECISION.md)
 
 Measured in one run, each after a warm-up, as medians over repeats:
   * training step time of every technique preset and maskplus-all, as a ratio to the baseline

@@ -37,8 +37,8 @@ from maskplus.lifetime import die_with_parent
 from maskplus.presets import demo_schedule
 
 #: seconds of a demo spent outside the training's own budget: starting train.py (imports) and,
-#: after training, predict.py drawing the pictures and the curves (~20 s measured on the 2-core
-#: AVX2-only AMD EPYC, where a run also ended ~5 s past its budget)
+#: after training, predict.py drawing the pictures and the curves, and the few seconds a run can
+#: end past its budget
 OUTSIDE_TRAINING_SECONDS = 35
 
 
