@@ -8,10 +8,12 @@ HOROVOD_STAMP := $(VENV)/.horovod
 
 .PHONY: venv horovod gpu test test-fast test-shuffled mutation-check demo clean
 
-$(STAMP): requirements.txt
+# The pinned requirements and the package itself, editable (`maskplus-*` commands; no sys.path edits).
+$(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(None if sys.version_info >= (3, 11) else "MaskPlus needs Python >= 3.11; $(PYTHON) is " + sys.version.split()[0] + ": make PYTHON=python3.11 ...")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements.txt -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -24,7 +26,7 @@ $(HOROVOD_STAMP): $(STAMP) scripts/install_horovod.sh
 horovod: $(HOROVOD_STAMP)
 
 # The GPU stack on top of the CPU install: TensorFlow's CUDA extra and Horovod rebuilt with NCCL
-# (needs an NVIDIA driver for CUDA 12 and, for Horovod, nvcc: README "Quick start").
+# (needs an NVIDIA driver for CUDA 12 and, for Horovod, nvcc: docs/INSTALL.md).
 gpu: $(STAMP)
 	PYTHON=$(PY) bash scripts/install_gpu.sh
 	touch $(HOROVOD_STAMP)

@@ -202,7 +202,7 @@ _C.DATA.FILTER_EMPTY_ANNOTATIONS = True  # False: images without a non-crowd box
 _C.DATA.NUM_WORKERS = 4               # data-loading processes; 0 runs in the training process
 _C.DATA.ABSOLUTE_COORD = True         # polygon coordinates in pixels (COCO) or in [0, 1]
 _C.DATA.SEED = -1                     # >= 0 makes shuffling and augmentation reproducible
-_C.DATA.VALIDATE = True               # check every image/annotation before training (see README)
+_C.DATA.VALIDATE = True               # check every image/annotation before training (docs/DATA.md)
 # Images the data loader may skip while training (unreadable or vanished files, images that fail
 # to resize or augment), as a fraction of the training images: ceil(fraction * images) are skipped
 # and named; one more stops the run with the list (0: stop at the first).

@@ -30,11 +30,9 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from maskplus import compat  # noqa: E402,F401  (its shims before anything imports TensorFlow)
-from config import ConfigError, config as cfg  # noqa: E402
-from maskplus.cli import add_config_arguments, apply_model_config_arguments, fail, finalize  # noqa: E402
+from maskplus import compat  # noqa: F401  (its shims before anything imports TensorFlow)
+from config import ConfigError, config as cfg
+from maskplus.cli import add_config_arguments, apply_model_config_arguments, fail, finalize
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".ppm", ".pgm", ".pbm")
@@ -176,7 +174,8 @@ def evaluate_checkpoints(run, which, output, strict):
              f"{', '.join(map(str, unreadable))}), each reported above.")
 
 
-def main(argv=None):
+def build_parser():
+    """predict.py's command line (no side effects: the docs' test checks documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
     parser.add_argument("--load", help="a run directory (its latest checkpoint, with the config of its run.json), a "
@@ -206,6 +205,11 @@ def main(argv=None):
     parser.add_argument("--export-serving", metavar="DIR",
                         help="write a TensorFlow SavedModel (BGR uint8 image in; boxes, scores, labels, masks out)")
     parser.add_argument("--export-pb", metavar="FILE", help="write the same graph frozen into one .pb file")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     exports = args.export_npz or args.export_serving or args.export_pb
     if not (args.predict or args.evaluate or args.benchmark or exports or args.list_presets):

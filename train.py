@@ -4,7 +4,7 @@
 Examples:
     python train.py --preset maskplus-all --config DATA.BASEDIR=/data/coco \
         BACKBONE.WEIGHTS=ImageNet-R50-AlignPadding.npz --logdir train_log/maskplus-all
-    horovodrun -np 8 python train.py --config TRAINER=horovod ... (see README)
+    horovodrun -np 8 python train.py --config TRAINER=horovod ... (docs/GETTING_STARTED.md)
 
 ``--minutes M`` fits the schedule's length to a time budget (see maskplus/engine/time_budget.py).
 A log directory that holds a run is resumed from its checkpoint (step, learning rate and optimizer
@@ -16,7 +16,6 @@ SIGTERM or Ctrl-C: a checkpoint is written after the current step (an evaluation
 and train.py exits with 128 + the signal's number; a second one stops at once.
 """
 import argparse
-import os
 import signal
 import sys
 
@@ -27,10 +26,13 @@ def _stop_outside_training(signum, _frame):
     raise SystemExit(f"Stopped on {signal.Signals(signum).name} outside the training steps: nothing to save.")
 
 
-for _signal in (signal.SIGTERM, signal.SIGINT):  # before the imports, which take seconds
-    signal.signal(_signal, _stop_outside_training)
+def _stop_cleanly_outside_training():
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, _stop_outside_training)
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+if __name__ == "__main__":  # before the imports, which take seconds (maskplus-train: in main())
+    _stop_cleanly_outside_training()
 
 from maskplus import compat  # noqa: E402,F401  (its shims before anything imports TensorFlow)
 from config import ConfigError, config as cfg  # noqa: E402
@@ -45,7 +47,8 @@ def print_config():
     print("\n".join(["", "Schedule:"] + ["  " + line for line in describe_schedule(cfg)]))
 
 
-def main(argv=None):
+def build_parser():
+    """train.py's command line (no side effects: the docs' test checks documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
     parser.add_argument("--load", help="initialise from a TF checkpoint or .npz (whole model)")
@@ -61,6 +64,12 @@ def main(argv=None):
                         help="train for this many minutes instead of the schedule's steps: the schedule's LR "
                              "boundaries, alpha changes and evaluations keep their fractions of the run, "
                              "whose length is fitted to the step rate measured after warm-up starts")
+    return parser
+
+
+def main(argv=None):
+    _stop_cleanly_outside_training()
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.minutes is not None and args.minutes <= 0:
         parser.error("--minutes must be positive")

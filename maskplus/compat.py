@@ -23,8 +23,7 @@ Why each shim exists:
   MaxPoolingOp only supports NHWC on device type CPU"), so we turn it on explicitly.
 * NCHW ``Conv2D`` computed in NHWC on CPUs without AVX-512: there oneDNN has no fast forward
   kernel for NCHW data with TensorFlow's HWIO filters and falls back to its reference loop
-  ("ref:any"), about 1000x slower (62 s for one 256-channel 3x3 convolution at 64x80 on an
-  AMD EPYC). Its backward kernels are fast. So on CPU-only hosts lacking AVX-512, the ``Conv2D``
+  ("ref:any"), orders of magnitude slower. Its backward kernels are fast. So on CPU-only hosts lacking AVX-512, the ``Conv2D``
   op that ``tf.nn.convolution`` and Keras emit is wrapped in transposes to NHWC and back. The
   variables, their shapes and the results are unchanged; only the graph's op layout differs.
   ``MASKPLUS_CPU_CONV_LAYOUT=NHWC`` or ``=NCHW`` overrides the automatic choice;

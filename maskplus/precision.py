@@ -29,8 +29,8 @@ What TensorFlow 2.21 does where the hardware lacks them (found on an AVX2-only A
   on device type CPU"). So an explicit bf16 there is a configuration error, unless
   ``MASKPLUS_BF16_WITHOUT_AVX512=1`` asks for it anyway: those NCHW ops are then kept float32
   (TensorFlow's ``TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_*`` list edits) and the rest runs in
-  Eigen's bfloat16, which keeps about float32's speed there (scripts/benchmark.py measured
-  0.82-1.04x). It is there to measure what bf16 costs such a CPU and to check bf16's numbers on
+  Eigen's bfloat16, which keeps about float32's speed there (``scripts/benchmark.py
+  --precision``; BENCHMARKS.md). It is there to measure what bf16 costs such a CPU and to check bf16's numbers on
   it (tests, scripts/benchmark.py): with its backward convolutions in float32 it is not the
   arithmetic of a bf16 CPU, so ``auto`` never picks it.
 * bf16 with AVX-512 but without AVX512_BF16/AMX: oneDNN emulates bfloat16 with AVX-512

@@ -69,7 +69,7 @@ CPU_MODEL = [
     "RPN.ANCHOR_SIZES=(16,32,64,128,256)", "RPN.BATCH_PER_IM=256", "FRCNN.BATCH_PER_IM=128", "FRCNN.FG_RATIO=0.25",
     "RPN.TRAIN_PER_LEVEL_NMS_TOPK=500", "RPN.TEST_PER_LEVEL_NMS_TOPK=300",
     "PREPROC.TRAIN_SHORT_EDGE_SIZE=[256,256]", "PREPROC.TEST_SHORT_EDGE_SIZE=256", "PREPROC.MAX_SIZE=256",
-    # at most 6 shapes per image: 30 detections lose nothing and make evaluation 3x cheaper
+    # at most 6 shapes per image: 30 detections lose nothing and make evaluation cheaper
     "TEST.RESULTS_PER_IM=30",
     "TRAIN.GRADIENT_ACCUMULATION=False", "TRAIN.WEIGHT_DECAY=1e-4",
     # from scratch: every norm's scale starts at 1 (the example's random gammas were not measured here)
@@ -83,7 +83,7 @@ def demo_schedule(steps):
     """The CPU demo's step counts for a run of ``steps`` one-image steps: constant LR after warm-up,
     then x0.1 at 88% and x0.01 at 97% of the run; biased training (alpha 1.5) for its first third;
     epochs (the checkpoint grain) of at most 100 steps; the drops at their exact steps, not at
-    epoch starts; one evaluation, at the end (an evaluation period of the whole run: the ~100
+    epoch starts; one evaluation, at the end (an evaluation period of the whole run: the
     steps two evaluations on the way would cost are worth more AP). Schedules count batch-8 steps."""
     n = steps / 8
     steps_per_epoch = min(100, steps)
@@ -97,20 +97,20 @@ def demo_schedule(steps):
 #: The CPU demo (make demo): every MaskPlus technique on, widths scaled to the CPU model.
 PRESETS["demo-cpu"] = CPU_MODEL + [
     # a GroupNorm conv box head and half the sampled RoIs foreground: the box classifier was what
-    # learnt slowest (README, "Demo: what limits it"); at 600 steps segm AP 8.9 -> 14.7
+    # learnt slowest (BENCHMARKS.md, "demo: what limits it, 600-step runs")
     "FPN.FRCNN_HEAD_FUNC=fastrcnn_4conv1fc_gn_head", "FPN.FRCNN_CONV_HEAD_DIM=64", "FRCNN.FG_RATIO=0.5",
     # the mask branch on at most 16 of an image's foreground RoIs (up to 64 cover its <= 6 shapes):
-    # 0.77x the step time late in training, the same AP per step (README, "Demo: what limits it")
+    # a cheaper step late in training, the same AP per step (BENCHMARKS.md, "860-step runs")
     "MRCNN.TRAIN_MAX_FG_PER_IM=16",
-    # 100 proposals per level at test instead of 300: 0.82-0.92x the evaluation time, segm AP 29.0
-    # vs 26.3 and 34.3 vs 34.4 on two trained demo models (README, "Demo: what limits it")
+    # 100 proposals per level at test instead of 300: a faster evaluation, the same AP
+    # (BENCHMARKS.md, "demo: evaluation and budget changes")
     "RPN.TEST_PER_LEVEL_NMS_TOPK=100",
     "TRAIN.BASE_LR=0.06", "TRAIN.WARMUP_INIT_LR=0.006", "TRAIN.WARMUP=200",
     "TRAIN.CHECKPOINT_PERIOD=2", "TRAIN.MAX_CHECKPOINTS=2",
     "DATA.SEED=0",
-    "TRAIN.PRECISION=auto", "TEST.PRECISION=auto",  # bf16 on CPUs with native bf16 (README, "Mixed precision")
-    # a 64-channel pyramid and mask head: 0.67x the step time, 1978 instead of 1292 steps in the
-    # budget, segm AP 49.0 vs 35.4 (README, "Demo: what limits it")
+    "TRAIN.PRECISION=auto", "TEST.PRECISION=auto",  # bf16 on CPUs with native bf16 (docs/PRECISION.md)
+    # a 64-channel pyramid and mask head: a cheaper step, so more steps in the budget and a higher
+    # AP (BENCHMARKS.md, "demo: preset changes")
     "FPN.NUM_CHANNEL=64", "MRCNN.HEAD_DIM=64",
     "MASKPLUS.CONTEXT_FUSION=True", "MASKPLUS.CONTEXT_FUSION_DIMS=[64,64]",
     "MASKPLUS.DECONV_PYRAMID=True", "MASKPLUS.DECONV_PYRAMID_DIM=64",

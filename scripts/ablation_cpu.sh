@@ -86,8 +86,10 @@ MINUTES=$(( ($(date +%s) - START + 59) / 60 ))
 TABLES=$(mktemp)
 mkdir -p "$(dirname "$CHART")"
 "$PYTHON" scripts/paper_tables.py "$LOGROOT"/*/seed* --markdown "$TABLES" --chart "$CHART" >/dev/null
+COMMIT=$(git describe --always --dirty 2>/dev/null || echo unknown)
+CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -n 1)
 {
-  echo "# CPU-scale sanity ablation (generated shapes dataset, not COCO)"
+  echo "# CPU-scale sanity ablation on the generated shapes dataset, not COCO ($(date -u +%Y-%m-%d), commit $COMMIT, $(nproc)-core ${CPU:-unknown CPU})"
   echo
   echo "Produced by \`scripts/ablation_cpu.sh --seeds $SEEDS --steps $STEPS\` on $(date -u +%Y-%m-%d)"
   echo "($(nproc) CPU cores; this invocation took $MINUTES min, reused runs not counted)."

@@ -3,7 +3,7 @@
 
     python scripts/benchmark.py --quick        # a few minutes on 2 CPU cores
     python scripts/benchmark.py                # more repeats, the R50-FPN training model
-    python scripts/benchmark.py --precision fp32,bf16   # only the precision comparison (README "Mixed precision")
+    python scripts/benchmark.py --precision fp32,bf16   # only the precision comparison (docs/PRECISION.md)
 
 Measured in one run, each after a warm-up, as medians over repeats:
   * training step time of every technique preset and maskplus-all, as a ratio to the baseline
@@ -36,14 +36,13 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from maskplus.compat import tf, tfv1  # noqa: E402
-from config import parse_literal  # noqa: E402
-from maskplus.presets import technique_overrides  # noqa: E402
-from maskplus.testing import build_graph, config_snapshot, configure, synthetic_datapoint  # noqa: E402
+from maskplus.compat import tf, tfv1
+from config import parse_literal
+from maskplus.presets import technique_overrides
+from maskplus.testing import build_graph, config_snapshot, configure, synthetic_datapoint
 
 TECHNIQUE_PRESETS = ["baseline", "context-fusion-720-512-512-256", "deconv-pyramid", "boundary-refinement-improved",
                      "quasi-multitask-0.5x", "quasi-multitask-2x", "biased-training", "maskplus-all"]
@@ -388,21 +387,37 @@ def write_precision_report(lines, no_write):
             f.write(text + "\n")
 
 
-def machine():
+def heading(command):
+    """A section heading that names what was measured: date, command, commit and CPU (the docs cite
+    measurements by their heading)."""
+    import subprocess
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return f"## {datetime.date.today()} — `{command}` (commit {commit}, {cpu_name()}, {os.cpu_count()} cores)"
+
+
+def cpu_name():
     cpu = platform.processor() or "?"
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return cpu
+
+
+def machine():
     import tensorpack
-    return f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, TensorFlow {tf.__version__}, " \
+    return f"{cpu_name()}, {os.cpu_count()} cores; Python {platform.python_version()}, TensorFlow {tf.__version__}, " \
            f"Tensorpack {tensorpack.__version__}, NumPy {np.__version__}"
 
 
-def main(argv=None):
+def build_parser():
+    """This script's command line (no side effects: the docs' test checks documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats, a small training model")
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to BENCHMARKS.md")
@@ -413,11 +428,16 @@ def main(argv=None):
     parser.add_argument("--precision", metavar="LIST",
                         help="only compare these precisions (e.g. fp32,bf16): the R50-FPN training step and inference "
                              "network at 256x320 and 800x1333, the CPU's flags and matmul rate per precision")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.predict_memory:
         print("predict.py on a 48 MP photo ...", flush=True)
         peak, found = predict_peak_memory(os.path.abspath(args.predict_repo))
-        text = (f"## {datetime.date.today()} — `python scripts/benchmark.py --predict-memory`\n\nMachine: {machine()}\n\n"
+        text = (f"{heading('python scripts/benchmark.py --predict-memory')}\n\nMachine: {machine()}\n\n"
                 f"- `predict.py --predict` on a 48 MP (8000x6000) JPEG, random R50-FPN, {found} detections pasted and "
                 f"drawn{'' if args.predict_repo == ROOT else f' (predict.py of {args.predict_repo})'}: "
                 f"peak RSS {peak:.0f} MB\n")
@@ -428,8 +448,9 @@ def main(argv=None):
         return
     repeats = 3 if args.quick else 10
     part_peak = PartPeak()
-    lines = [f"## {datetime.date.today()} — `python scripts/benchmark.py{' --quick' if args.quick else ''}"
-             f"{' --precision ' + args.precision if args.precision else ''}`", "", f"Machine: {machine()}", ""]
+    command = (f"python scripts/benchmark.py{' --quick' if args.quick else ''}"
+               f"{' --precision ' + args.precision if args.precision else ''}")
+    lines = [heading(command), "", f"Machine: {machine()}", ""]
     if args.precision:
         lines += precision_comparison(args.precision.split(","), {"TRAIN.NUM_GPUS": 1}, PRECISION_SIZES, repeats)
         return write_precision_report(lines, args.no_write)

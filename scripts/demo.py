@@ -30,16 +30,15 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
-sys.path.insert(0, ROOT)
 
-from maskplus.console import CONSOLE_FD  # noqa: E402  (the variable train.py/predict.py read)
-from maskplus.engine.run_dir import unused_path  # noqa: E402
-from maskplus.lifetime import die_with_parent  # noqa: E402
-from maskplus.presets import demo_schedule  # noqa: E402
+from maskplus.console import CONSOLE_FD  # the variable train.py/predict.py read
+from maskplus.engine.run_dir import unused_path
+from maskplus.lifetime import die_with_parent
+from maskplus.presets import demo_schedule
 
 #: seconds of a demo spent outside the training's own budget: starting train.py (imports) and,
-#: after training, predict.py drawing the pictures and the curves (~20 s measured on the 2-core
-#: AVX2-only AMD EPYC, where a run also ended ~5 s past its budget)
+#: after training, predict.py drawing the pictures and the curves, and the few seconds a run can
+#: end past its budget
 OUTSIDE_TRAINING_SECONDS = 35
 
 
@@ -193,7 +192,8 @@ def plot_curves(logdir, path):
     return path
 
 
-def main(argv=None):
+def build_parser():
+    """This script's command line (no side effects: the docs' test checks documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="demo_output")
     parser.add_argument("--data", default="datasets/shapes")
@@ -208,6 +208,11 @@ def main(argv=None):
     parser.add_argument("--verbose", action="store_true", help="show every step's whole output on the console")
     parser.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE",
                         help="config changes on top of the demo-cpu preset, for train.py and predict.py")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.steps <= 0 and args.minutes <= 0:
         parser.error("--minutes must be positive")

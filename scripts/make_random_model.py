@@ -6,21 +6,22 @@ For trying prediction, export and loading without a trained model, e.g.:
     python predict.py --predict some.jpg --load random_r50fpn.npz --config DATA.CLASS_NAMES=coco
 """
 import argparse
-import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from maskplus.cli import add_config_arguments, apply_config_arguments, finalize  # noqa: E402
-from maskplus.testing import write_random_model  # noqa: E402
+from maskplus.cli import add_config_arguments, apply_config_arguments, finalize
+from maskplus.testing import write_random_model
 
 
-def main(argv=None):
+def build_parser():
+    """This script's command line (no side effects: the docs' test checks documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="the .npz to write")
     parser.add_argument("--seed", type=int, default=0)
     add_config_arguments(parser)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     apply_config_arguments(args)
     finalize(is_training=False)

@@ -8,15 +8,13 @@ Writes DIR/annotations/instances_{train,val}2017.json and DIR/{train,val}2017/*.
 """
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from maskplus.data import shapes  # noqa: E402  (no TensorFlow: its forked workers stay safe)
+from maskplus.data import shapes  # no TensorFlow: its forked workers stay safe
 
 
-def main(argv=None):
+def build_parser():
+    """This script's command line (no side effects: the docs' test checks documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
     parser.add_argument("--train", type=int, default=1500)
@@ -25,6 +23,11 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=256, help="image side in pixels")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="processes drawing images (default: one per CPU; the files do not depend on it)")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     start = time.time()
     paths = shapes.write_dataset(args.out, args.train, args.val, seed=args.seed, size=args.size,

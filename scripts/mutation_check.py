@@ -185,7 +185,8 @@ def tail(text, lines=15):
     return "\n".join("      " + line for line in text.strip().splitlines()[-lines:])
 
 
-def main(argv=None):
+def build_parser():
+    """This script's command line (no side effects: the docs' test checks documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mutants", default=DEFAULT_LIST, help="the list (default scripts/mutants.txt)")
@@ -194,6 +195,11 @@ def main(argv=None):
     parser.add_argument("-j", "--jobs", type=int, default=1, help="mutants checked at a time (default 1)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run of the tests")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per pytest run (default 1200)")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     try:

@@ -8,21 +8,24 @@ Each LOGDIR is a run of train.py --preset ROW that predict.py --evaluate has sco
 scripts/reproduce_table.sh). Several runs of the same preset (seeds) give mean ± std.
 """
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from maskplus.evaluation.tables import delta_chart, group_by_preset, load_paper_numbers, load_run, render_table  # noqa: E402
+from maskplus.evaluation.tables import delta_chart, group_by_preset, load_paper_numbers, load_run, render_table
 
 
-def main(argv=None):
+def build_parser():
+    """This script's command line (no side effects: the docs' test checks documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("logdirs", nargs="+")
     parser.add_argument("--dataset", help="use evaluations of this dataset only (default: the newest of each run)")
     parser.add_argument("--tables", nargs="+", type=int, default=[1, 2, 3, 4, 5, 6])
     parser.add_argument("--markdown", help="also write the tables as Markdown here")
     parser.add_argument("--chart", help="also write a PNG bar chart of ΔAP per technique here")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     runs, problems = [], []

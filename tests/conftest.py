@@ -1,19 +1,21 @@
-"""Shared test fixtures: the repo root on sys.path, temporary config overrides, a tiny COCO set;
-the markers given by path (``cli``) and the check that only ``cli`` tests start command lines."""
+"""Shared test fixtures: temporary config overrides, a tiny COCO set; the markers given by path
+(``cli``) and the check that only ``cli`` tests start command lines.
+
+The tests import this checkout (pytest.ini's ``pythonpath``), and so do the command lines they
+start: PYTHONPATH names it, ahead of any installed copy (``pip install -e`` of another checkout, or
+the original of a mutation check's scratch copy)."""
 import json
 import os
 import subprocess
-import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from config import config as _cfg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from config import config as _cfg  # noqa: E402
+os.environ["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
 
 # ---------------------------------------------------------------------- session set-up and markers

@@ -2,7 +2,7 @@
 (directly or round a longer circle), and TensorFlow is never imported before ``maskplus.compat``.
 
 Imports are read from the source (every ``import``, also those inside functions), so a lazy import
-cannot hide an upward arrow. The floors, lowest first (README "Layout" shows the same table):
+cannot hide an upward arrow. The floors, lowest first (CONTRIBUTING.md "Layout" shows the same table):
 
   floor 0: foundation          maskplus/__init__.py, compat.py, console.py, lifetime.py, precision.py
   floor 1: config              config.py, maskplus/presets.py
@@ -172,7 +172,7 @@ def _circle_through(start, component, graph):
 # ---------------------------------------------------------------------------------- the layers
 def test_every_module_stands_on_a_floor():
     unplaced = [m for m in layered_modules() if floor_of(m) is None]
-    assert unplaced == [], f"put {unplaced} on a floor of LAYERS (and README 'Layout')"
+    assert unplaced == [], f"put {unplaced} on a floor of LAYERS (and CONTRIBUTING.md 'Layout')"
 
 
 def test_no_module_imports_a_higher_floor():
@@ -192,10 +192,10 @@ def test_the_config_free_floors_import_only_each_other_and_compat(module):
     assert above == [], f"{module} imports {above}: the techniques' floor must take them as arguments"
 
 
-def test_the_readme_shows_the_floors_of_this_module():
-    with open(os.path.join(ROOT, "README.md")) as f:
-        readme = f.read()
-    layout = readme[readme.index("## Layout"):]
+def test_contributing_shows_the_floors_of_this_module():
+    with open(os.path.join(ROOT, "CONTRIBUTING.md")) as f:
+        guide = f.read()
+    layout = guide[guide.index("## Layout"):]
     layout = layout[:layout.index("\n## ", 1)]
     assert "lower floors never import higher ones" in layout.lower()
     table = [line for line in layout.splitlines() if line.startswith("  floor ")]
@@ -338,9 +338,8 @@ LIGHT_MODULES = ["config", "maskplus", "maskplus.presets", "maskplus.console", "
 def test_the_light_modules_import_without_tensorflow():
     """What scripts/demo.py, make_shapes_dataset.py and paper_tables.py import: no TensorFlow (seconds of
     start-up and its messages on the console)."""
-    code = (f"import sys; sys.path.insert(0, {ROOT!r})\n"
-            f"import {', '.join(LIGHT_MODULES)}\n"
+    code = (f"import sys\nimport {', '.join(LIGHT_MODULES)}\n"
             "print(sorted(m for m in ('tensorflow', 'tensorpack', 'tf_keras') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]"

@@ -258,7 +258,8 @@ class CheckpointInit(SessionInit):
 
     def _run_init(self, sess):
         # One run for every variable: a run per variable (Variable.load) prunes the whole graph
-        # each time, which took 116 s to resume R50-FPN's 678 variables (BENCHMARKS.md).
+        # each time, which made resuming a large graph take minutes (BENCHMARKS.md, "loading a
+        # checkpoint into a training session").
         feed = {var.initial_value: value for var, value in self._pairs}
         assert len(feed) == len(self._pairs), "two variables share one initial value"
         sess.run([var.initializer for var, _ in self._pairs], feed_dict=feed)

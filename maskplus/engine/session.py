@@ -10,7 +10,7 @@ REWRITES = {"bf16": "auto_mixed_precision_onednn_bfloat16", "fp16": "auto_mixed_
 
 def session_config(precision="fp32"):
     """Soft placement (CPU towers), GPU memory on demand, all cores for intra-op work (Tensorpack's
-    default of one intra-op thread is ~15% slower on a 2-core CPU), and the grappler rewrite of a
+    default is one intra-op thread: slower on a CPU, same results), and the grappler rewrite of a
     reduced ``precision`` ('bf16' or 'fp16', a resolved choice of maskplus/precision.py)."""
     conf = tfv1.ConfigProto(allow_soft_placement=True)
     conf.intra_op_parallelism_threads = cfg.TRAIN.INTRA_OP_THREADS or (os.cpu_count() or 1)

@@ -129,8 +129,8 @@ def make_time_budget(deadline, on_refit=None):
         val_images = sum(len(get_dataset(n).coco.dataset.get("images", [])) for n in cfg.DATA.VAL)
 
     def eval_seconds(seconds_per_step):
-        # until one is measured: inference of an image costs about half a training step (demo model
-        # on the AMD EPYC: 0.56 s vs 1.1 s), plus the first run of the inference graph
+        # until one is measured: inference of an image is taken to cost about half a training step,
+        # plus the first run of the inference graph
         return 5 + 0.5 * seconds_per_step * val_images
 
     def refitted(_plan):

@@ -128,7 +128,7 @@ def mask_branch_inference(features, boxes, image_shape2d, num_categories, head_f
     The branch runs on the boxes padded with dummy boxes to a multiple of ``batch_multiple``
     (``TEST.MASK_BATCH_MULTIPLE``), at least one multiple. oneDNN caches a convolution primitive
     (with its scratch memory) per input shape, so a batch size that changed with every image made
-    memory grow by ~0.1 GB per distinct detection count (14 GB on the demo) and re-created kernels
+    memory grow with every distinct detection count (BENCHMARKS.md) and re-created kernels
     each time. It also keeps the batch non-empty: oneDNN's stride-2 convolution returns a wrongly
     shaped result on an empty batch. The padding's logits are dropped before returning.
 

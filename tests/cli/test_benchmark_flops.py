@@ -1,14 +1,8 @@
 """The benchmark's FLOP count against hand-computed counts of a small graph with dynamic shapes."""
-import os
-import sys
-
 import numpy as np
 
 from maskplus.compat import tf, tfv1
-from tests.conftest import ROOT
-
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from benchmark import network_flops  # noqa: E402
+from scripts.benchmark import network_flops
 
 
 def test_flops_of_conv_deconv_and_matmul_from_run_time_shapes():
@@ -29,7 +23,7 @@ def test_flops_of_conv_deconv_and_matmul_from_run_time_shapes():
 
 
 def test_the_matmul_rate_times_the_product_of_inputs_made_once(monkeypatch):
-    import benchmark
+    from scripts import benchmark
     runs = []
 
     def twice(fn, repeats, warmup=1):

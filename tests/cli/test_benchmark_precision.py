@@ -1,17 +1,11 @@
 """The benchmark's precision comparison (`scripts/benchmark.py --precision`) on a tiny model: every
 precision asked for is either measured or listed with the reason it cannot run here, and bf16 on
 a CPU without AVX-512 is measured when MASKPLUS_BF16_WITHOUT_AVX512=1 asks for it."""
-import os
-import sys
-
 import pytest
 
 from maskplus import precision
 from maskplus.testing import TINY
-from tests.conftest import ROOT
-
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from benchmark import precision_comparison  # noqa: E402
+from scripts.benchmark import precision_comparison
 
 
 @pytest.mark.slow
