@@ -338,6 +338,20 @@ def test_the_docs_show_our_commands():
     assert CONSOLE_COMMANDS and TUTORIALS
 
 
+#: the first words of a command line of ours
+COMMAND_START = re.compile(r"^\s*(\$ )?(\S+=\S+ )*(python\S* (train|predict)\.py|python\S* scripts/|python\S* -m maskplus|"
+                           r"maskplus-|make |bash scripts/|horovodrun )")
+
+
+@pytest.mark.parametrize("doc", DOC_FILES)
+def test_no_command_hides_in_a_block_the_reader_skips(doc):
+    """A command in a fence without a shell language would be read by users and checked by nobody."""
+    hidden = [f"{doc}:{first + k}: {line}" for language, first, lines in fenced_blocks(_read(doc))
+              if language not in SHELL_LANGUAGES for k, line in enumerate(lines) if COMMAND_START.match(line)]
+    assert hidden == [], "label these blocks bash (commands) or console ($ command, then its output):\n" + \
+        "\n".join(hidden)
+
+
 @pytest.mark.parametrize("doc", DOC_FILES)
 def test_every_repository_path_in_a_code_span_exists(doc):
     spans = re.findall(r"`([^`\n]+)`", _read(doc))
