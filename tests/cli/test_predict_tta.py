@@ -69,12 +69,16 @@ def test_one_view_at_the_test_size_writes_the_results_of_no_augmentation(setup, 
     assert "test_time_augmentation" not in json.load(open(plain.replace(".json", "-metrics.json")))["model"]
 
 
-def test_mirrored_and_resized_views_evaluate_end_to_end(setup, tmp_path):
+def test_mirrored_and_resized_views_evaluate_and_benchmark_end_to_end(setup, tmp_path):
     out = str(tmp_path / "tta.json")
-    proc = predict(setup, "--evaluate", out, config=["TEST.AUGMENT.ENABLED=True",
-                                                     "TEST.AUGMENT.SHORT_EDGE_SIZES=[96,72]"])
+    proc = predict(setup, "--evaluate", out, "--benchmark", config=["TEST.AUGMENT.ENABLED=True",
+                                                                    "TEST.AUGMENT.SHORT_EDGE_SIZES=[96,72]"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "4 views (short edge 96, 96 mirrored, 72, 72 mirrored" in proc.stderr + proc.stdout
+    # the benchmark times the single view and the four alternately, and their ratio
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("Inference at 96x128: ")]
+    assert "single view median" in line and "test-time augmentation (4 views) median" in line
+    assert "over 10 runs; ratio" in line and line.endswith("measured alternately.")
     info = json.load(open(out.replace(".json", "-metrics.json")))
     assert info["model"]["test_time_augmentation"]["views"] == [[96, False], [96, True], [72, False], [72, True]]
     assert info["metrics"]["segm/AP"] is not None

@@ -5,6 +5,7 @@ C4 and Cascade, every technique the model family allows): one view at the test s
 the detections and masks of no augmentation; with a mirrored view and a second size, the
 detections of the mirrored image are the mirrored detections of the image (the set of views is
 the same, in another order)."""
+import cv2
 import numpy as np
 import pytest
 
@@ -122,9 +123,18 @@ def tiny_runs(request, tmp_path_factory):
         one_view = augmented(predictor)
         four_views = AugmentedPredictor(one_view.detect, one_view.segment, augmented_views([96, 72], flip=True),
                                         one_view.max_size, *one_view.merge_rules)
-        return {"plain": run_network(predictor, image), "one_view": run_network(one_view, image),
+        runs = {"plain": run_network(predictor, image), "one_view": run_network(one_view, image),
                 "views": four_views.views, "flip": run_network(four_views, image),
                 "flip_of_mirror": run_network(four_views, np.ascontiguousarray(image[:, ::-1]))}
+        # the mask branch on 7 given boxes (the test size doubles the image) with given labels
+        view = np.ascontiguousarray(cv2.resize(image, (128, 96)), np.float32)
+        boxes = runs["plain"].boxes[:7] * 2
+        _, _, _, *features = one_view.detect(view)
+        labels = np.array([3, 1, 2, 2, 1, 3, 1], np.int64)
+        runs["given"] = {"labels": labels, "masks": one_view.segment(view, boxes, labels, *features)[0],
+                         "one_label": [one_view.segment(view, boxes, np.full(7, k, np.int64), *features)[0]
+                                       for k in (1, 2, 3)]}
+        return runs
 
 
 @pytest.mark.slow
@@ -161,3 +171,14 @@ def test_with_mirrored_views_the_mirrored_image_gets_the_mirrored_detections_and
     # the views changed the result: not the single view's detections
     plain = tiny_runs["plain"]
     assert len(plain.boxes) != len(tiny_runs["flip"].boxes) or not np.allclose(plain.boxes, tiny_runs["flip"].boxes)
+
+
+@pytest.mark.slow
+def test_the_mask_branch_runs_on_given_boxes_with_their_given_labels(tiny_runs):
+    """Each given box's mask is the mask head's channel of its given label, whatever the model's
+    own detections in that view (7 boxes, where the model keeps more)."""
+    given = tiny_runs["given"]
+    assert given["masks"].shape[0] == 7 and len(tiny_runs["plain"].boxes) > 7
+    expected = np.stack([given["one_label"][label - 1][k] for k, label in enumerate(given["labels"])])
+    np.testing.assert_allclose(given["masks"], expected, atol=1e-6)
+    assert np.abs(given["one_label"][0] - given["one_label"][1]).max() > 1e-3  # the channels differ
