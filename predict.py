@@ -13,6 +13,8 @@ Examples:
 fails is reported and skipped; the exit status is 1 if any did. EXIF orientation is applied.
 --evaluate with --load runs the model (an existing results file is replaced, the old one kept as
 OUT.previous-<time>.json); without --load it re-scores existing results files.
+--config TEST.AUGMENT.ENABLED=True adds test-time augmentation (mirrored and resized views) to
+--predict, --evaluate and --benchmark (docs/TTA.md).
 
 Class names come from the dataset (DATA.BASEDIR / DATA.VAL / DATA.TRAIN) or DATA.CLASS_NAMES; coco_*
 dataset names with no files on disk (the defaults) stand for the 80 COCO classes.
@@ -179,7 +181,9 @@ def main(argv=None):
                              "With --load the model runs and an existing results file is replaced, the old one "
                              "kept as OUT.previous-<its time>.json; without --load existing results files are "
                              "re-scored")
-    parser.add_argument("--benchmark", action="store_true", help="time inference on a synthetic image")
+    parser.add_argument("--benchmark", action="store_true",
+                        help="time inference on a synthetic image (with TEST.AUGMENT.ENABLED: the single view "
+                             "and the views alternately, and their ratio)")
     parser.add_argument("--export-npz", metavar="FILE", help="write the model's weights as a model-zoo style .npz")
     parser.add_argument("--export-serving", metavar="DIR",
                         help="write a TensorFlow SavedModel (BGR uint8 image in; boxes, scores, labels, masks out)")
