@@ -3,9 +3,9 @@
 Each view (a short-edge size, optionally mirrored) is detected on; the detections, mapped back to
 the image, are merged by per-class NMS with the model's own rules (``TEST.FRCNN_NMS_THRESH``,
 ``TEST.RESULT_SCORE_THRESH``, ``TEST.RESULTS_PER_IM``). The mask branch then runs on the merged
-boxes mapped into every view (with that view's features, so the techniques that read the image,
-contextual fusion and boundary refinement among them, see the view), and each box's mask is the
-mean of its views' probabilities, thresholded at 0.5 when pasted. The arithmetic is
+boxes mapped into every view (on that view's features: every technique of the mask branch sees
+the view, contextual fusion its full image), and each box's mask is the mean of its views'
+probabilities, thresholded at 0.5 when pasted. The arithmetic is
 ``maskplus/evaluation/tta.py``; the graph's second input/output pair (``mask_inputs()`` ->
 ``MASK_OUTPUTS``) is what runs the mask branch on given boxes.
 """
@@ -109,5 +109,6 @@ def augmented(predictor):
     segment = OnlinePredictor(tensors(mask_inputs()), tensors(MASK_OUTPUTS), sess=sess) if cfg.MODE_MASK else None
     tta = AugmentedPredictor.from_config(detect, segment, single_view=predictor)
     views = ", ".join(f"{v.short_edge:g}{' mirrored' if v.flip else ''}" for v in tta.views)
-    logger.info(f"Test-time augmentation: {len(tta.views)} views (short edge {views}; long edge <= {tta.max_size:g}).")
+    count = f"{len(tta.views)} view{'s' if len(tta.views) > 1 else ''}"
+    logger.info(f"Test-time augmentation: {count} (short edge {views}; long edge <= {tta.max_size:g}).")
     return tta

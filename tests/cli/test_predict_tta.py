@@ -54,7 +54,7 @@ def test_one_view_at_the_test_size_writes_the_results_of_no_augmentation(setup, 
     for out, config in ((plain, []), (one, ["TEST.AUGMENT.ENABLED=True", "TEST.AUGMENT.FLIP=False"])):
         proc = predict(setup, "--evaluate", out, config=["TEST.BOX_SCALE_PER_AXIS=True"] + config)
         assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Test-time augmentation: 1 views (short edge 96; long edge <= 128)" in proc.stderr + proc.stdout
+    assert "Test-time augmentation: 1 view (short edge 96; long edge <= 128)" in proc.stderr + proc.stdout
     a, b = json.load(open(plain)), json.load(open(one))
     assert len(a) >= 20 and len(a) == len(b)
     for x, y in zip(a, b):
