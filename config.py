@@ -324,6 +324,14 @@ _C.TEST.MASK_BATCH_MULTIPLE = 16
 # Boxes are mapped back to the original image with one scale, sqrt(scale_y * scale_x), as the
 # example does; True divides x and y by their own scale (exact for non-square resizes).
 _C.TEST.BOX_SCALE_PER_AXIS = False
+# Test-time augmentation (predict.py; docs/TTA.md), off as in the paper: the image is seen at each
+# short edge of SHORT_EDGE_SIZES ([]: PREPROC.TEST_SHORT_EDGE_SIZE), each also mirrored with FLIP,
+# long edge capped at MAX_SIZE (0: PREPROC.MAX_SIZE). The views' detections are merged by per-class
+# NMS (FRCNN_NMS_THRESH, RESULTS_PER_IM); each kept box's mask is the mean of its views' probabilities.
+_C.TEST.AUGMENT.ENABLED = False
+_C.TEST.AUGMENT.FLIP = True
+_C.TEST.AUGMENT.SHORT_EDGE_SIZES = []
+_C.TEST.AUGMENT.MAX_SIZE = 0
 
 # ----------------------------------------------------------------- MaskPlus (paper sections 3.1-3.5)
 # Every technique is off by default: the graph is then exactly Tensorpack's Mask R-CNN.
@@ -508,6 +516,9 @@ _RANGES = {
     "TEST.RESULT_SCORE_THRESH_VIS": _FRACTION,
     "TEST.RESULTS_PER_IM": _AT_LEAST_1,
     "TEST.MASK_BATCH_MULTIPLE": (_AT_LEAST_1[0], "an integer >= 1 (1: no padding)"),
+    "TEST.AUGMENT.SHORT_EDGE_SIZES": (lambda v: isinstance(v, (list, tuple)) and (not v or _numbers(v, positive=True)),
+                                      "a list of short-edge sizes > 0 ([]: PREPROC.TEST_SHORT_EDGE_SIZE alone)"),
+    "TEST.AUGMENT.MAX_SIZE": (_NON_NEGATIVE[0], "a number >= 0 (0: PREPROC.MAX_SIZE)"),
     "MASKPLUS.CONTEXT_FUSION_LEVEL": (lambda v: _int(v) and 2 <= v <= 5, "2, 3, 4 or 5 (P2..P5)"),
     "MASKPLUS.CONTEXT_FUSION_DIMS": (lambda v: _ints(v), "a list of integers >= 1"),
     "MASKPLUS.DECONV_PYRAMID_DIM": _AT_LEAST_1,
@@ -576,6 +587,11 @@ def _check_consistency(c):
         if not mp.CONTEXT_FUSION_DIMS or mp.CONTEXT_FUSION_DIMS[-1] != c.FPN.NUM_CHANNEL:
             errors.append(f"MASKPLUS.CONTEXT_FUSION_DIMS {mp.CONTEXT_FUSION_DIMS} must end with "
                           f"FPN.NUM_CHANNEL={c.FPN.NUM_CHANNEL}: its output is added to the RoI features.")
+    sizes = list(c.TEST.AUGMENT.SHORT_EDGE_SIZES)
+    repeated = sorted({s for s in sizes if sizes.count(s) > 1})
+    if repeated:
+        errors.append(f"TEST.AUGMENT.SHORT_EDGE_SIZES={sizes} lists {repeated} twice: each view counts once in "
+                      f"the mask average.")
     if errors:
         raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(errors))
 
@@ -637,6 +653,9 @@ def finalize_configs(is_training, num_gpus=None, class_names=None):
     _set_autotune_env(is_training, c.PREPROC.TRAIN_SHORT_EDGE_SIZE)
     _check_precision(c, is_training)
     if is_training:
+        if c.TEST.AUGMENT.ENABLED:
+            raise ConfigError("TEST.AUGMENT.ENABLED=True: the evaluations during training see one view; evaluate a "
+                              "checkpoint with test-time augmentation by predict.py --evaluate instead.")
         if c.TRAINER == "horovod":
             from maskplus import compat  # noqa: F401  (its shims before Horovod imports TensorFlow)
             import horovod.tensorflow as hvd  # only present where installed

@@ -20,6 +20,8 @@ what fits instead.
 fails is reported and skipped; the exit status is 1 if any did. EXIF orientation is applied.
 --evaluate with --load runs the model (an existing results file is replaced, the old one kept as
 OUT.previous-<time>.json); without --load it re-scores existing results files.
+--config TEST.AUGMENT.ENABLED=True adds test-time augmentation (mirrored and resized views) to
+--predict, --evaluate and --benchmark (docs/TTA.md).
 
 Class names come from the run's config, else from the dataset (DATA.BASEDIR / DATA.VAL / DATA.TRAIN)
 or DATA.CLASS_NAMES; coco_* dataset names with no files on disk (the defaults) stand for the 80 COCO
@@ -146,18 +148,28 @@ class _Unreadable(Exception):
 
 
 def benchmark(predictor, repeats=10):
+    """The median time per image of a synthetic image at the test size; with test-time augmentation
+    the single view's too, measured alternately (one run, the same conditions) with their ratio."""
     import numpy as np
     from maskplus.engine.inference import predict_image
     h = int(cfg.PREPROC.TEST_SHORT_EDGE_SIZE)
     w = int(min(cfg.PREPROC.MAX_SIZE, h * 1333 / 800))
     img = np.random.RandomState(0).randint(0, 255, (h, w, 3)).astype("uint8")
-    predict_image(predictor, img)  # warm-up
-    times = []
+    runs = {"single view": getattr(predictor, "single_view", None) or predictor}
+    if hasattr(predictor, "views"):
+        runs[f"test-time augmentation ({len(predictor.views)} views)"] = predictor
+    times = {name: [] for name in runs}
+    for name, p in runs.items():
+        predict_image(p, img)  # warm-up
     for _ in range(repeats):
-        start = time.time()
-        predict_image(predictor, img)
-        times.append(time.time() - start)
-    print(f"Inference at {h}x{w}: median {np.median(times):.3f}s/image over {repeats} runs.")
+        for name, p in runs.items():
+            start = time.time()
+            predict_image(p, img)
+            times[name].append(time.time() - start)
+    medians = {name: float(np.median(t)) for name, t in times.items()}
+    print(f"Inference at {h}x{w}: " + ", ".join(f"{name} median {m:.3f}s/image" for name, m in medians.items())
+          + f" over {repeats} runs" + (f"; ratio {medians[name] / medians['single view']:.2f}, measured alternately."
+                                       if len(runs) > 1 else "."))
 
 
 def evaluate_checkpoints(run, which, output, strict):
@@ -200,7 +212,9 @@ def build_parser():
                              "With --load the model runs and an existing results file is replaced, the old one "
                              "kept as OUT.previous-<its time>.json; without --load existing results files are "
                              "re-scored")
-    parser.add_argument("--benchmark", action="store_true", help="time inference on a synthetic image")
+    parser.add_argument("--benchmark", action="store_true",
+                        help="time inference on a synthetic image (with TEST.AUGMENT.ENABLED: the single view "
+                             "and the views alternately, and their ratio)")
     parser.add_argument("--export-npz", metavar="FILE", help="write the model's weights as a model-zoo style .npz")
     parser.add_argument("--export-serving", metavar="DIR",
                         help="write a TensorFlow SavedModel (BGR uint8 image in; boxes, scores, labels, masks out)")
@@ -255,6 +269,9 @@ def main(argv=None):
             check_evaluation(args.evaluate, with_model=bool(args.load))
         if (args.predict or args.benchmark or exports) and not args.load:
             fail("--load is required (a run directory, a .npz or a TF checkpoint).")
+        if (args.export_serving or args.export_pb) and cfg.TEST.AUGMENT.ENABLED:
+            fail("TEST.AUGMENT.ENABLED=True: the exported graph sees one view; test-time augmentation runs in "
+                 "predict.py (--predict, --evaluate, --benchmark). Export without it.")
         predictor = model = None
         if args.load and (args.predict or args.benchmark or args.export_npz or args.evaluate):
             from maskplus.engine.evaluate import describe_model
@@ -271,6 +288,11 @@ def main(argv=None):
         if args.export_pb:
             from maskplus.engine.export import export_frozen_graph
             export_frozen_graph(args.load, args.export_pb, strict)
+        if predictor is not None:
+            from maskplus.engine.tta import augmented
+            predictor = augmented(predictor)  # itself unless TEST.AUGMENT.ENABLED
+            if model is not None and hasattr(predictor, "describe"):
+                model["test_time_augmentation"] = predictor.describe()  # recorded with the metrics
         written = predict_files(predictor, images, outputs, failures) if args.predict else 0
         if args.evaluate:
             from maskplus.engine.evaluate import evaluate_datasets

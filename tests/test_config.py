@@ -220,6 +220,9 @@ def test_fractional_schedule_steps_are_kept():
     ("BACKBONE.RESNET_NUM_BLOCKS=[1,'a',1,1]", "BACKBONE.RESNET_NUM_BLOCKS=[1, 'a', 1, 1]: must be 4 integers >= 1"),
     ("MASKPLUS.MASK_LOSS_ALPHA=[[0,-1.5]]", "MASKPLUS.MASK_LOSS_ALPHA=[[0, -1.5]]: must be [[step, alpha], ...]"),
     ("TRAIN.LR_SCHEDULE=[0,10,20]", "TRAIN.LR_SCHEDULE=[0, 10, 20]: must be '1x'..'9x' or a list of step counts > 0"),
+    ("TEST.AUGMENT.SHORT_EDGE_SIZES=[800,0]", "TEST.AUGMENT.SHORT_EDGE_SIZES=[800, 0]: must be a list of short-edge "
+                                              "sizes > 0 ([]: PREPROC.TEST_SHORT_EDGE_SIZE alone)"),
+    ("TEST.AUGMENT.MAX_SIZE=-1", "TEST.AUGMENT.MAX_SIZE=-1: must be a number >= 0 (0: PREPROC.MAX_SIZE)"),
 ])
 def test_out_of_range_numbers_are_config_errors_naming_the_key_and_the_allowed_values(arg, message):
     with config_snapshot(), pytest.raises(ConfigError) as e:
@@ -362,3 +365,26 @@ def test_the_example_sets_cudnn_autotuning_by_phase(monkeypatch):
     with config_snapshot():
         configure({}, training=False)  # inference: never autotune
     assert env.get("TF_CUDNN_USE_AUTOTUNE") == "0"
+
+
+def test_test_time_augmentation_is_off_by_default_and_its_keys_take_python_literals():
+    assert cfg.TEST.AUGMENT.ENABLED is False  # the paper's numbers are single-scale
+    with config_snapshot():
+        cfg.update_args(["TEST.AUGMENT.ENABLED=True", "TEST.AUGMENT.FLIP=False",
+                         "TEST.AUGMENT.SHORT_EDGE_SIZES=[600,800,1000]", "TEST.AUGMENT.MAX_SIZE=1667"])
+        configure({}, tiny=False, training=False)
+        assert cfg.TEST.AUGMENT.SHORT_EDGE_SIZES == [600, 800, 1000] and cfg.TEST.AUGMENT.FLIP is False
+    with config_snapshot(), pytest.raises(ConfigError, match="'TEST.AUGMENT.FLIP' expects a value like True"):
+        cfg.update_args(["TEST.AUGMENT.FLIP=yes"])
+
+
+def test_a_test_size_listed_twice_is_a_config_error():
+    with config_snapshot(), pytest.raises(ConfigError, match=r"TEST.AUGMENT.SHORT_EDGE_SIZES=\[800, 600, 800\] "
+                                                             r"lists \[800\] twice"):
+        configure({"TEST.AUGMENT.SHORT_EDGE_SIZES": [800, 600, 800]}, tiny=False, training=False)
+
+
+def test_training_refuses_test_time_augmentation_and_says_where_it_runs():
+    with config_snapshot(), pytest.raises(ConfigError, match="TEST.AUGMENT.ENABLED=True: the evaluations during "
+                                                             "training see one view.*predict.py --evaluate"):
+        configure({"TEST.AUGMENT.ENABLED": True}, tiny=False, training=True)

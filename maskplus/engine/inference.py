@@ -43,9 +43,12 @@ def build_predictor(load, precision=None, strict=True):
 
 
 def run_network(predictor, img_bgr):
-    """Resize, run the graph; boxes are returned in original-image coordinates."""
+    """Resize, run the graph; boxes are returned in original-image coordinates. A predictor with a
+    ``run_image`` method runs the image itself (test-time augmentation, ``maskplus/engine/tta.py``)."""
     if img_bgr is None or img_bgr.ndim != 3 or img_bgr.shape[2] != 3:
         raise ValueError("Expected a BGR image of shape H x W x 3.")
+    if hasattr(predictor, "run_image"):
+        return predictor.run_image(img_bgr)
     h, w = img_bgr.shape[:2]
     resized, sy, sx = resize_image(img_bgr, cfg.PREPROC.TEST_SHORT_EDGE_SIZE, cfg.PREPROC.MAX_SIZE)
     outputs = predictor(resized.astype(np.float32))

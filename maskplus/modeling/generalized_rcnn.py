@@ -26,11 +26,26 @@ from maskplus.modeling.model_mrcnn import (MASK_HEADS, fpn_mask_roi_features, ma
 from maskplus.modeling.model_rpn import rpn_head
 
 INFERENCE_INPUTS = ["image"]
+#: The detections alone: fetching only these leaves the mask branch out of the run.
+DETECTION_OUTPUTS = ["output/boxes", "output/scores", "output/labels"]
+MASK_OUTPUTS = ["output/masks"]
 
 
 def inference_outputs():
-    out = ["output/boxes", "output/scores", "output/labels"]
-    return out + ["output/masks"] if cfg.MODE_MASK else out
+    return DETECTION_OUTPUTS + MASK_OUTPUTS if cfg.MODE_MASK else list(DETECTION_OUTPUTS)
+
+
+def feature_names():
+    """The inference graph's backbone features (P2-P6, or C4), by name: fetched with the detections
+    and fed back with other boxes, they let the mask branch run again without the backbone."""
+    return [f"backbone_features/{k}" for k in range(5 if cfg.MODE_FPN else 1)]
+
+
+def mask_inputs():
+    """The mask branch on given boxes (test-time augmentation): the image (its size), the boxes in
+    its pixels, their labels and the image's :func:`feature_names`; ``MASK_OUTPUTS`` out. Unfed, the
+    boxes and labels are the detections' and the features the backbone's."""
+    return ["image", "mask_boxes", "mask_labels"] + feature_names()
 
 
 def model_for_config():
@@ -83,6 +98,8 @@ class GeneralizedRCNN(ModelDesc):
         image_shape2d = tf.shape(image)[2:]
 
         features = self.backbone(image)
+        if not training:  # named: test-time augmentation feeds them back to the mask branch
+            features = [tf.identity(f, name=name) for f, name in zip(features, feature_names(), strict=True)]
         proposals, rpn_loss = self.rpn(features, image_shape2d, inputs, training)
 
         if training:
@@ -141,10 +158,13 @@ class GeneralizedRCNN(ModelDesc):
         scores = head.output_scores(name="fastrcnn_all_scores")
         final_boxes, _, final_labels = fastrcnn_predictions(boxes, scores, name_scope="output")
         if cfg.MODE_MASK:
-            mask_logits = mask_branch_inference(features, final_boxes, image_shape2d, cfg.DATA.NUM_CATEGORY,
+            # feedable, so that the mask branch also runs on boxes from elsewhere (other views)
+            mask_boxes = tfv1.placeholder_with_default(final_boxes, [None, 4], name="mask_boxes")
+            mask_labels = tfv1.placeholder_with_default(final_labels, [None], name="mask_labels")
+            mask_logits = mask_branch_inference(features, mask_boxes, image_shape2d, cfg.DATA.NUM_CATEGORY,
                                                 self.mask_head_func(), self.mask_roi_func(features),
                                                 cfg.TEST.MASK_BATCH_MULTIPLE)
-            tf.sigmoid(select_class(mask_logits, final_labels), name="output/masks")
+            tf.sigmoid(select_class(mask_logits, mask_labels), name="output/masks")
 
 
 class ResNetFPNModel(GeneralizedRCNN):
