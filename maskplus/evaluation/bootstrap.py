@@ -186,6 +186,18 @@ class Comparison:
     def verdict(self):
         return verdict(self.low, self.high)
 
+    @classmethod
+    def from_deltas(cls, iou_type, metric, a, b, deltas, category=None):
+        """From the whole-set values and the resampled deltas B - A (NaN where a resample scores
+        neither: no ground truth of the category in it)."""
+        deltas = deltas[~np.isnan(deltas)]
+        if len(deltas):
+            low, high = (float(v) for v in np.percentile(deltas, [2.5, 97.5]))
+            positive = float(np.mean(deltas > 0))
+        else:
+            low = high = positive = float("nan")
+        return cls(iou_type, metric, float(a), float(b), low, high, positive, len(deltas), category)
+
 
 def verdict(low, high):
     if low > 0:
@@ -193,6 +205,24 @@ def verdict(low, high):
     if high < 0:
         return "A better"
     return "no difference within the evaluation's noise"
+
+
+def resampled_metrics(table, resamples, seed, per_category=False):
+    """AP, AP50, AP75 (x100) of a :class:`MatchTable`: {metric: (on the whole set, [resamples] on each
+    resample)}, NaN where no category has ground truth; with ``per_category`` also "per_category":
+    ([K], [resamples, K]) each category's AP, NaN where it has none. The resamples are
+    :func:`resampled_counts` ``(table.num_images, resamples, seed)``: the same for every table of
+    the same images and seed, which is what pairs them."""
+    def score(counts):
+        s = summarise(table, counts, per_category)
+        row = {m: np.nan if s[m] is None else 100 * s[m] for m in METRICS}
+        if per_category:
+            row["per_category"] = 100 * s["per_category"]
+        return row
+
+    full = score(None)
+    draws = [score(c) for c in resampled_counts(table.num_images, resamples, seed)]
+    return {key: (full[key], np.array([d[key] for d in draws])) for key in full}
 
 
 def paired_bootstrap(side_a, side_b, resamples=1000, seed=0, per_category=False, category_names=None):
@@ -203,47 +233,26 @@ def paired_bootstrap(side_a, side_b, resamples=1000, seed=0, per_category=False,
     iou_types = [t for t in IOU_TYPES if side_a.get(t) and side_b.get(t)]
     if not iou_types:
         raise ResultsError("the two sides have no IoU type in common (one has only boxes, the other only masks?).")
-    tables = [tab for t in iou_types for tab in side_a[t] + side_b[t]]
-    num_images = tables[0].num_images
-    if any(tab.num_images != num_images for tab in tables):
+    if len({tab.num_images for t in iou_types for tab in side_a[t] + side_b[t]}) != 1:
         raise ResultsError("the results were matched against different ground truths.")
-
-    def score(counts):
-        row = {}
-        for t in iou_types:
-            for side, name in ((side_a, "a"), (side_b, "b")):
-                runs = [summarise(tab, counts, per_category) for tab in side[t]]
-                for m in METRICS:
-                    values = [r[m] for r in runs]
-                    row[t, m, name] = np.nan if any(v is None for v in values) else 100 * float(np.mean(values))
-                if per_category:
-                    row[t, "per_category", name] = 100 * np.mean([r["per_category"] for r in runs], axis=0)
-        return row
-
-    full = score(None)
-    draws = [score(c) for c in resampled_counts(num_images, resamples, seed)]
     out = []
     for t in iou_types:
+        a, b = (mean_over_runs([resampled_metrics(tab, resamples, seed, per_category) for tab in side[t]])
+                for side in (side_a, side_b))
         for m in METRICS:
-            deltas = np.array([d[t, m, "b"] - d[t, m, "a"] for d in draws])
-            out.append(_comparison(t, m, full[t, m, "a"], full[t, m, "b"], deltas))
+            out.append(Comparison.from_deltas(t, m, a[m][0], b[m][0], b[m][1] - a[m][1]))
         if per_category:
-            deltas = np.array([d[t, "per_category", "b"] - d[t, "per_category", "a"] for d in draws])
-            for k in range(deltas.shape[1]):
+            (full_a, draws_a), (full_b, draws_b) = a["per_category"], b["per_category"]
+            for k in range(len(full_a)):
                 name = category_names[k] if category_names else str(side_a[t][0].category_ids[k])
-                out.append(_comparison(t, "AP", full[t, "per_category", "a"][k], full[t, "per_category", "b"][k],
-                                       deltas[:, k], category=name))
+                out.append(Comparison.from_deltas(t, "AP", full_a[k], full_b[k], draws_b[:, k] - draws_a[:, k], category=name))
     return out
 
 
-def _comparison(iou_type, metric, a, b, deltas, category=None):
-    deltas = deltas[~np.isnan(deltas)]  # resamples without any ground truth of the category
-    if len(deltas):
-        low, high = (float(v) for v in np.percentile(deltas, [2.5, 97.5]))
-        positive = float(np.mean(deltas > 0))
-    else:
-        low = high = positive = float("nan")
-    return Comparison(iou_type, metric, float(a), float(b), low, high, positive, len(deltas), category)
+def mean_over_runs(metrics):
+    """The mean of several runs' :func:`resampled_metrics`, resample by resample."""
+    return {key: (np.mean([m[key][0] for m in metrics], axis=0), np.mean([m[key][1] for m in metrics], axis=0))
+            for key in metrics[0]}
 
 
 # ------------------------------------------------------------------ reporting

@@ -27,13 +27,15 @@ def _uncompressed_rle(mask):
     return {"size": list(mask.shape), "counts": counts}
 
 
-def make_case(num_images=30, seed=0, quality=0.8):
-    """(ground truth dict, results list). Image kinds by index: i % 10 == 9 has neither objects
+def make_case(num_images=30, seed=0, quality=0.8, results_seed=None):
+    """(ground truth dict, results list): the ground truth from ``seed``, the detections from
+    ``results_seed`` (default: ``seed``), so that several results files can share a ground truth. Image kinds by index: i % 10 == 9 has neither objects
     nor detections, == 8 only detections, == 7 objects but no detection; every fifth image holds a
     crowd region; sizes alternate portrait and landscape. Detections: a jittered copy of each
     object found with probability ``quality`` (sometimes two), random false positives, scores often
     rounded to one decimal so that equal scores occur within and across images."""
     rng = np.random.RandomState(seed)
+    det_rng = np.random.RandomState(1000 + (seed if results_seed is None else results_seed))
     images, annotations, results = [], [], []
     for i in range(num_images):
         h, w = (int(rng.randint(48, 64)), int(rng.randint(90, 120))) if i % 2 else \
@@ -65,18 +67,18 @@ def make_case(num_images=30, seed=0, quality=0.8):
         if i % 10 in (7, 9):
             continue
         for x, y, bw, bh, category, mask in objects:
-            for _ in range(1 + (rng.rand() < 0.3)):  # sometimes a duplicate
-                if rng.rand() > quality:
+            for _ in range(1 + (det_rng.rand() < 0.3)):  # sometimes a duplicate
+                if det_rng.rand() > quality:
                     continue
-                dx, dy = int(rng.randint(-1, 2)), int(rng.randint(-1, 2))
+                dx, dy = int(det_rng.randint(-1, 2)), int(det_rng.randint(-1, 2))
                 shifted = np.roll(np.roll(mask, dy, axis=0), dx, axis=1)
-                results.append(_result(image_id, category, shifted, rng))
-        for _ in range(rng.randint(1, 4)):  # false positives, some of a category without ground truth
-            bw, bh = int(rng.randint(6, w // 2)), int(rng.randint(6, h // 2))
-            x, y = int(rng.randint(0, w - bw)), int(rng.randint(0, h - bh))
+                results.append(_result(image_id, category, shifted, det_rng))
+        for _ in range(det_rng.randint(1, 4)):  # false positives, some of a category without ground truth
+            bw, bh = int(det_rng.randint(6, w // 2)), int(det_rng.randint(6, h // 2))
+            x, y = int(det_rng.randint(0, w - bw)), int(det_rng.randint(0, h - bh))
             mask = np.zeros((h, w), np.uint8)
             mask[y:y + bh, x:x + bw] = 1
-            results.append(_result(image_id, int(rng.choice([2, 4, 8])), mask, rng, low=True))
+            results.append(_result(image_id, int(det_rng.choice([2, 4, 8])), mask, det_rng, low=True))
     return {"images": images, "annotations": annotations, "categories": CATEGORIES}, results
 
 

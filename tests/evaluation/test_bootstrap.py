@@ -140,7 +140,7 @@ def test_removing_the_detections_of_a_tenth_of_the_images_gives_an_interval_belo
 def test_the_interval_is_the_2_5th_to_97_5th_percentile_of_the_resampled_deltas():
     # 1001 deltas 0.0, 0.1, ..., 100.0: the 2.5th percentile is the 25th smallest (2.5), the
     # 97.5th the 975th (97.5); 999 of 1001 are positive
-    c = bootstrap._comparison("bbox", "AP", 30.0, 31.0, np.arange(1001) / 10.0 - 0.1 * (np.arange(1001) == 0))
+    c = bootstrap.Comparison.from_deltas("bbox", "AP", 30.0, 31.0, np.arange(1001) / 10.0 - 0.1 * (np.arange(1001) == 0))
     assert (c.low, c.high) == pytest.approx((2.5, 97.5)) and c.fraction_positive == pytest.approx(1000 / 1001)
 
 
