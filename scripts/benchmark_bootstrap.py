@@ -154,7 +154,7 @@ def main(argv=None):
              + (f" --iou-types {' '.join(args.iou_types)}" if args.iou_types != ["bbox", "segm"] else "") + "`",
              "",
              f"Paired bootstrap of two results files (scripts/compare_results.py's work), {args.images} images x "
-             f"{args.detections} detections each (synthetic, COCO val-sized: {len(truth.annotations)} objects, "
+             f"{args.detections} detections each (synthetic, {len(truth.annotations)} objects, "
              f"{len(truth.category_ids)} categories), {', '.join(args.iou_types)}, {args.resamples} resamples.",
              f"Machine: {cpu_name()}, {os.cpu_count()} cores; Python {platform.python_version()}, NumPy "
              f"{np.__version__}; commit {commit()}; load average {load:.1f} at the start (other processes share "

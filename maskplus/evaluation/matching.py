@@ -58,11 +58,18 @@ class GroundTruth:
 
 def load_ground_truth(source, name=None):
     """A :class:`GroundTruth` from a COCO annotation json path or its loaded dict."""
-    from maskplus.evaluation.coco_eval import with_unique_annotation_ids
     path = source if isinstance(source, str) else (name or "<ground truth>")
     data = _read_json(source, "ground truth") if isinstance(source, str) else source
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not data["images"]:
         raise ResultsError(f"{path}: not a COCO annotation file with images (no 'images' list, or it is empty).")
+    try:
+        return _index_ground_truth(path, data)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ResultsError(f"{path}: a malformed image, category or annotation ({type(e).__name__}: {e}).") from None
+
+
+def _index_ground_truth(path, data):
+    from maskplus.evaluation.coco_eval import with_unique_annotation_ids
     data = with_unique_annotation_ids(data)
     image_ids = np.array(sorted({int(img["id"]) for img in data["images"]}), dtype=np.int64)
     index_of_image = {int(i): k for k, i in enumerate(image_ids)}
@@ -110,12 +117,18 @@ def load_results(source, gt, name=None):
     if missing:
         raise ResultsError(f"{path}: {len(missing)} detections lack image_id, category_id, score, or both bbox and "
                            f"segmentation, e.g. {json.dumps(missing[0])[:200]}.")
+    try:
+        ids = {int(r["image_id"]) for r in results}
+        categories = {int(r["category_id"]) for r in results}
+        [float(r["score"]) for r in results]
+    except (TypeError, ValueError) as e:
+        raise ResultsError(f"{path}: an image_id, category_id or score that is not a number ({e}).") from None
     known_images = set(gt.image_ids.tolist())
-    strangers = sorted({int(r["image_id"]) for r in results} - known_images)
+    strangers = sorted(ids - known_images)
     if strangers:
         raise ResultsError(f"{path}: detections of {len(strangers)} image ids that the ground truth {gt.path} "
                            f"lacks (e.g. {strangers[:5]}): results of another dataset?")
-    unknown = sorted({int(r["category_id"]) for r in results} - set(gt.category_ids))
+    unknown = sorted(categories - set(gt.category_ids))
     if unknown:
         raise ResultsError(f"{path}: detections of category ids that the ground truth {gt.path} lacks "
                            f"({unknown[:10]}): results of another dataset?")
@@ -335,4 +348,14 @@ def match_file(gt, results_path, iou_types=IOU_TYPES):
     """{iou type: MatchTable} of a results file for the IoU types asked for that it can be scored with."""
     results = load_results(results_path, gt)
     have = available_iou_types(results)
-    return {t: match_results(gt, results, t) for t in iou_types if t in have}
+    tables = {}
+    for t in iou_types:
+        if t in have:
+            try:
+                tables[t] = match_results(gt, results, t)
+            except ResultsError as e:
+                raise ResultsError(f"{results_path}: {e}") from None
+            except Exception as e:  # pycocotools' own errors on a malformed box or mask
+                raise ResultsError(f"{results_path}: a detection's {'box' if t == 'bbox' else 'mask'} cannot be "
+                                   f"scored ({type(e).__name__}: {e}).") from None
+    return tables

@@ -181,3 +181,16 @@ def test_only_ground_truth_images_and_categories_count_and_crowds_are_ignored(ca
     assert truth.num_images == 30 and truth.category_ids == [2, 4, 6, 8]
     assert truth.not_ignored.sum() == len(gt["annotations"]) - len(crowd_ids) and len(crowd_ids) >= 5
     assert matching.available_iou_types([{"bbox": [0, 0, 1, 1]}]) == ["bbox"]
+
+
+def test_malformed_ground_truth_and_results_are_refused_by_name(case, tmp_path):
+    gt, results, truth = case
+    no_area = dict(gt, annotations=[{k: v for k, v in a.items() if k != "area"} for a in gt["annotations"]])
+    with pytest.raises(ResultsError, match=r"gt.json: a malformed image, category or annotation \(KeyError: 'area'\)"):
+        load_ground_truth(no_area, name="gt.json")
+    with pytest.raises(ResultsError, match="res.json: an image_id, category_id or score that is not a number"):
+        load_results([dict(results[0], image_id="first")], truth, name="res.json")
+    path = tmp_path / "bad.json"
+    path.write_text(__import__("json").dumps([dict(results[0], bbox=[1, 2])]))
+    with pytest.raises(ResultsError, match=f"{path}: a detection's box cannot be scored"):
+        matching.match_file(truth, str(path), ["bbox"])
