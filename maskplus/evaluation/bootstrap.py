@@ -53,7 +53,7 @@ def _plan(table):
     plan = {"num_t": num_t, "num_k": num_k, "cat_first": np.minimum(cat_first, max(num_e - 1, 0)),
             "tp_pos": tp_pos.astype(np.int64), "tp_cat": table.category[tp_pos], "tp_group": tp_group,
             "tp_group_first": tp_group_first, "ig_pos": ig_pos, "ig_first": ig_first, "ig_upto": ig_upto,
-            "single": np.flatnonzero(~multi), "multi": np.flatnonzero(multi)}
+            "multi": np.flatnonzero(multi)}
     if multi.any():
         # per true positive in a block of several: the block's true and false positives, the true
         # ones up to it (inclusive) and the false ones before it, at its threshold
