@@ -20,19 +20,13 @@ from config import config as cfg
 from maskplus.data.coco import get_dataset
 from maskplus.data.pipeline import get_eval_dataflow
 from maskplus.engine.inference import predict_dataflow
-from maskplus.evaluation.coco_eval import (ResultsMismatch, detections_to_coco_results, evaluate_coco,
-                                           format_metrics_table)
+from maskplus.evaluation.coco_eval import (ResultsMismatch, detections_to_coco_results, evaluate_coco, file_sha1,
+                                           format_metrics_table, metrics_path, recorded_evaluation)
 
 
 class EvaluationError(ValueError):
     """An evaluation that cannot be done as asked (missing results file, unwritable output,
     results that do not belong to the dataset); the message says which file and what to do."""
-
-
-def metrics_path(results_json):
-    """Where the machine-readable metrics of a results file are written."""
-    root, _ = os.path.splitext(results_json)
-    return root + "-metrics.json"
 
 
 def run_inference(predictor, dataset_name, results_json):
@@ -80,7 +74,8 @@ def score_results(dataset_name, results_json, model=None, rescored=False):
     table = format_metrics_table(metrics)
     logger.info(f"Evaluation of '{dataset_name}' ({results_json}):\n{table}")
     _write_json(metrics_path(results_json), {
-        "dataset": dataset_name, "results": os.path.abspath(results_json), "results_sha1": file_sha1(results_json),
+        "dataset": dataset_name, "annotations": dataset.json_path,  # compare_results.py finds the ground truth
+        "results": os.path.abspath(results_json), "results_sha1": file_sha1(results_json),
         "model": model, "produced": "re-scored without running a model" if rescored else "model run",
         "written": _now(), "metrics": metrics})
     return metrics
@@ -231,22 +226,8 @@ def _link_or_copy(src, dst):
 
 def _recorded_model(results_json):
     """The model recorded in the results file's metrics json, if that json describes exactly this file."""
-    try:
-        with open(metrics_path(results_json)) as f:
-            info = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(info, dict) or info.get("results_sha1") != file_sha1(results_json):
-        return None
-    return info.get("model") if isinstance(info.get("model"), dict) else None
-
-
-def file_sha1(path):
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    info = recorded_evaluation(results_json)
+    return info.get("model") if info and isinstance(info.get("model"), dict) else None
 
 
 def _now():

@@ -24,12 +24,13 @@ from tensorpack.utils import logger
 from config import config as cfg
 from maskplus import console
 from maskplus.data.coco import load_training_records
-from maskplus.data.pipeline import LoaderFaultError, LoaderFaults, TrainingMapper, get_train_dataflow
+from maskplus.data.pipeline import LoaderFaultError, LoaderFaults, TrainingMapper, get_train_dataflow, rank_seed
 from maskplus.engine import run_dir, time_budget
 from maskplus.engine.callbacks import (DUMP_VARIABLES_ENV, CheckedModelSaver, DumpVariablesAtEnd, EvalCallback,
                                       HorovodSyncCheck, LoaderFaultGuard, NonFiniteLossGuard, ResourceLogger,
                                       RunProgress, SaveOnSignal, EpochsOnSchedule, is_chief, process_rank)
 from maskplus.engine.checkpoint import CheckpointError, CheckpointInit, checkpoint_global_step
+from maskplus.engine.determinism import enable_op_determinism, ops_without_deterministic_kernels_named
 from maskplus.engine.schedules import Schedule, StepScheduleSetter, step_factor
 from maskplus.engine.session import session_config
 from maskplus.precision import describe, resolve
@@ -250,8 +251,9 @@ def train_dataflow(faults, excluded=None):
     records = load_training_records(cfg.DATA.TRAIN, cfg.MODE_MASK, cfg.DATA.ABSOLUTE_COORD,
                                     cfg.DATA.FILTER_EMPTY_ANNOTATIONS, excluded)
     logger.info(f"Training dataflow: {len(records)} images from {', '.join(cfg.DATA.TRAIN)}.")
-    return get_train_dataflow(records, TrainingMapper.from_config(cfg), faults, seed=cfg.DATA.SEED,
-                              num_workers=cfg.DATA.NUM_WORKERS)
+    return get_train_dataflow(records, TrainingMapper.from_config(cfg), faults,
+                              seed=rank_seed(cfg.DATA.SEED, process_rank()), num_workers=cfg.DATA.NUM_WORKERS,
+                              ordered=cfg.TRAIN.DETERMINISTIC)
 
 
 def build_train_config(logdir, schedule, load=None, budget=None, faults=None, excluded=None):
@@ -271,6 +273,8 @@ def build_train_config(logdir, schedule, load=None, budget=None, faults=None, ex
         logger.warn(f"The checkpoint is at step {start_step}, beyond the schedule's end: nothing to train.")
     if cfg.DATA.SEED >= 0:
         tfv1.set_random_seed(cfg.DATA.SEED)
+    if cfg.TRAIN.DETERMINISTIC:  # before the graph: see maskplus/engine/determinism.py
+        enable_op_determinism()
     extra = None
     if console.stream() is not None:
         extra = quiet_console_callbacks(lambda: budget.total_steps if budget else schedule.total_steps)
@@ -399,7 +403,8 @@ def _train_in(plan, load, preset, deadline, identity, excluded):
     logger.info(where)
     console.say("  " + where)
     trainer = make_trainer()
-    launch_train_with_config(traincfg, trainer)
+    with ops_without_deterministic_kernels_named(cfg.TRAIN.DETERMINISTIC):
+        launch_train_with_config(traincfg, trainer)
     raise_what_stopped_training(traincfg.callbacks, faults, schedule, trainer.loop.global_step)
 
 
