@@ -40,7 +40,7 @@ def mask_targets(gt_masks, fg_boxes, fg_inds_wrt_gt, size):
 
 
 @float32_island
-def own_class_loss(mask_logits, labels, target_masks, name=None):
+def own_class_loss(mask_logits, labels, target_masks):
     """Mask R-CNN's L_mask: the mean per-pixel sigmoid cross-entropy of each RoI's own class channel.
 
     ``mask_logits`` N x K x s x s, ``labels`` N in 1..K, ``target_masks`` N x s x s in [0, 1].
@@ -48,7 +48,7 @@ def own_class_loss(mask_logits, labels, target_masks, name=None):
     """
     own_logits = select_class(mask_logits, labels)
     ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=target_masks, logits=own_logits)
-    return tf.reduce_mean(ce, name=name), own_logits
+    return tf.reduce_mean(ce), own_logits
 
 
 def class_wise_predictor(name, x, num_categories):
