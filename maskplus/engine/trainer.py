@@ -6,7 +6,6 @@ towers and (with fewer than 8) accumulated to 8 images before an update. The sch
 :class:`Schedule` built from the finalised config, which a time budget refits; nothing here writes
 the config.
 """
-import json
 import logging
 import os
 import signal
@@ -22,7 +21,7 @@ from tensorpack.train import (SyncMultiGPUTrainerReplicated, TrainConfig,
 from tensorpack.utils import logger
 
 from config import config as cfg
-from maskplus import console
+from maskplus import atomic, console
 from maskplus.data.coco import load_training_records
 from maskplus.data.pipeline import LoaderFaultError, LoaderFaults, TrainingMapper, get_train_dataflow
 from maskplus.engine import run_dir, time_budget
@@ -297,9 +296,7 @@ def write_run_info(logdir, preset, identity, schedule=None, refits=()):
             "schedule": schedule.to_dict(), "refits": list(refits)}
     path = os.path.join(logdir, run_dir.RUN_INFO)
     try:
-        with open(path + ".tmp", "w") as f:
-            json.dump(info, f, indent=1, default=str)
-        os.replace(path + ".tmp", path)
+        atomic.write_json(path, info, indent=1, default=str)
     except OSError as e:  # a full disk
         raise run_dir.LogdirError(f"Cannot write {path}: {e.strerror or e}.") from None
 
