@@ -15,6 +15,7 @@ from tensorpack.tfutils.sessinit import SessionInit
 from tensorpack.utils import logger
 
 from maskplus import atomic
+from maskplus.console import one_line
 from maskplus.engine import checkpoint_integrity as integrity
 
 
@@ -124,7 +125,7 @@ def checkpoint_global_step(path):
         return int(reader.get_tensor("global_step"))
     except Exception as e:  # noqa: BLE001  (a checksum mismatch)
         raise CheckpointError(f"'{resolved}' is not a readable TensorFlow checkpoint: corrupt: its global_step "
-                              f"cannot be read ({integrity.first_line(e)}).") from None
+                              f"cannot be read ({one_line(e)}).") from None
 
 
 class LoadReport:

@@ -158,7 +158,8 @@ def initial_weights(load, logdir):
     if resume:
         step = checkpoint_global_step(resume)
         also = f"; --load {load} started this run and is not read again" if load else ""
-        _say(f"Weights: resuming from the log directory's latest checkpoint {resume} (step {step}){also}.")
+        console.say(f"Weights: resuming from the log directory's latest checkpoint {resume} (step {step}){also}.",
+                    logger.info)
         logger.info(f"Resuming from the latest checkpoint in the log directory: {resume}")
         try:
             return CheckpointInit(resume), step
@@ -167,18 +168,15 @@ def initial_weights(load, logdir):
                                   f"(e.g. into a folder damaged-{os.path.basename(resume)}), then rerun the same "
                                   f"command.") from None
     if load:
-        _say(f"Weights: --load {load} (the log directory holds no checkpoint).")
+        console.say(f"Weights: --load {load} (the log directory holds no checkpoint).", logger.info)
         return CheckpointInit(load, ignore_mismatch=True), checkpoint_global_step(load)
     if cfg.BACKBONE.WEIGHTS:
-        _say(f"Weights: BACKBONE.WEIGHTS {cfg.BACKBONE.WEIGHTS} (no --load, no checkpoint in the log directory).")
+        console.say(f"Weights: BACKBONE.WEIGHTS {cfg.BACKBONE.WEIGHTS} (no --load, no checkpoint in the log "
+                    f"directory).", logger.info)
         return CheckpointInit(cfg.BACKBONE.WEIGHTS), 0
-    _say("Weights: none, training from scratch (no --load, no BACKBONE.WEIGHTS, no checkpoint in the log directory).")
+    console.say("Weights: none, training from scratch (no --load, no BACKBONE.WEIGHTS, no checkpoint in the log "
+                "directory).", logger.info)
     return None, 0
-
-
-def _say(line):
-    logger.info(line)
-    console.say("  " + line)
 
 
 def check_validation_data():
@@ -378,7 +376,7 @@ def _train_in(plan, load, preset, deadline, identity, excluded):
     else:
         logger.set_logger_dir(os.path.join(logdir, f"rank{process_rank()}"), action="k")
     for line in plan.notes:
-        _say(line)
+        console.say(line, logger.info)
     logger.info("Config:\n" + str(cfg))
     schedule = Schedule.from_config(cfg)
     # a resumed time-budgeted run keeps the record of its earlier refits
@@ -393,8 +391,7 @@ def _train_in(plan, load, preset, deadline, identity, excluded):
     faults = LoaderFaults(cfg.DATA.LOADER_MAX_SKIPPED)
     traincfg = build_train_config(logdir, schedule, load, budget, faults, excluded)
     where = describe_devices(cfg.TRAIN.NUM_GPUS, gpu_names(), describe(resolve(cfg.TRAIN.PRECISION)))
-    logger.info(where)
-    console.say("  " + where)
+    console.say(where, logger.info)
     trainer = make_trainer()
     launch_train_with_config(traincfg, trainer)
     raise_what_stopped_training(traincfg.callbacks, faults, schedule, trainer.loop.global_step)
