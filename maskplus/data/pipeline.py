@@ -34,6 +34,7 @@ from tensorpack.dataflow.base import DataFlowTerminated
 from tensorpack.dataflow.parallel_map import MultiProcessMapDataZMQ
 from tensorpack.utils import logger
 
+from maskplus.console import one_line
 from maskplus.lifetime import die_with_parent
 
 from maskplus.data import transforms as T
@@ -119,7 +120,7 @@ def rank_seed(seed, rank):
 
 def skipped(record, reason):
     """The marker a mapper returns instead of a datapoint when ``record`` cannot be used."""
-    return {SKIPPED: (record["file_name"], int(record["image_id"]), " ".join(str(reason).split()))}
+    return {SKIPPED: (record["file_name"], int(record["image_id"]), reason)}
 
 
 class TrainingMapper:
@@ -155,8 +156,7 @@ class TrainingMapper:
         try:
             return self.map(dp)
         except Exception as e:  # cv2.error, MemoryError, a file vanishing mid-read, ...
-            kind = type(e).__name__ if type(e).__module__ == "builtins" else f"{type(e).__module__}.{type(e).__name__}"
-            return skipped(dp[0], f"{kind}: {e}")
+            return skipped(dp[0], one_line(e, kind=True))
 
     def map(self, dp):
         record, seed = dp

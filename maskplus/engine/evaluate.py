@@ -17,6 +17,7 @@ from tensorpack.utils import logger
 from tqdm import tqdm
 
 from config import config as cfg
+from maskplus import atomic
 from maskplus.data.coco import get_dataset
 from maskplus.data.pipeline import get_eval_dataflow
 from maskplus.engine.inference import predict_dataflow
@@ -32,7 +33,7 @@ class EvaluationError(ValueError):
 def run_inference(predictor, dataset_name, results_json):
     """Predict every image of a dataset and write COCO-format results to ``results_json``."""
     results = predict_dataset(predictor, dataset_name)
-    _write_json(results_json, results)
+    atomic.write_json(results_json, results)
     logger.info(f"Wrote {len(results)} detections of '{dataset_name}' to {results_json}.")
     return results
 
@@ -73,7 +74,7 @@ def score_results(dataset_name, results_json, model=None, rescored=False):
                               f"results list of this dataset's images?") from None
     table = format_metrics_table(metrics)
     logger.info(f"Evaluation of '{dataset_name}' ({results_json}):\n{table}")
-    _write_json(metrics_path(results_json), {
+    atomic.write_json(metrics_path(results_json), {
         "dataset": dataset_name, "annotations": dataset.json_path,  # compare_results.py finds the ground truth
         "results": os.path.abspath(results_json), "results_sha1": file_sha1(results_json),
         "model": model, "produced": "re-scored without running a model" if rescored else "model run",
@@ -191,7 +192,7 @@ def evaluate_datasets(predictor, output, model=None):
             continue
         results = predict_dataset(predictor, name)  # the old file stays in place until this is complete
         kept = _keep_previous(path)
-        _write_json(path, results)  # atomic: the name holds either the old or the complete new file
+        atomic.write_json(path, results)  # atomic: the name holds either the old or the complete new file
         logger.info(f"Wrote {len(results)} detections of '{name}' to {path}"
                     + (f"; the previous file there is kept as '{kept}'." if kept else "."))
         all_metrics[name] = score_results(name, path, model)
@@ -241,12 +242,3 @@ def _time(timestamp):
 def _suffixed(path, name):
     root, ext = os.path.splitext(path)
     return f"{root}-{name}{ext or '.json'}"
-
-
-def _write_json(path, obj):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
