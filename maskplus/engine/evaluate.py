@@ -9,7 +9,6 @@ produced the results it scores (and a hash of them), so a file from another run 
 import datetime
 import glob
 import hashlib
-import json
 import os
 
 from maskplus import compat  # noqa: F401  (first: its shims precede Tensorpack's TensorFlow)
