@@ -246,6 +246,10 @@ _C.TRAIN.MAX_CHECKPOINTS = 10         # as the example's ModelSaver (which also 
 _C.TRAIN.GRADIENT_ACCUMULATION = True  # accumulate to a total batch of 8 with fewer towers
 _C.TRAIN.INTRA_OP_THREADS = 0         # TF intra-op threads; 0 = all cores (Tensorpack's session: 1)
 _C.TRAIN.BOUNDARY_AP = True           # compute Boundary AP in evaluations
+# Bit-identical runs (docs/COMPARING.md): TensorFlow's op determinism, loader processes' datapoints in
+# order, updates after all gradients, every seed from DATA.SEED (which must then be >= 0); one
+# tower. On a GPU some ops of the model have no deterministic kernel: training then stops, naming it.
+_C.TRAIN.DETERMINISTIC = False
 # Arithmetic precision (maskplus/precision.py): fp32 (the paper's), bf16 (CPUs, oneDNN rewrite),
 # fp16 (GPUs, rewrite + dynamic loss scaling) or auto (bf16 on CPUs with native bf16, fp16 on GPUs
 # of compute capability >= 7.0, else fp32). Evaluations during training run in TRAIN.PRECISION,
@@ -676,6 +680,14 @@ def finalize_configs(is_training, num_gpus=None, class_names=None):
             raise ConfigError(f"TRAIN.LR_DECAY must be 'step', 'linear' or 'cosine', got '{c.TRAIN.LR_DECAY}'.")
         if c.TRAIN.LR_SCHEDULE_ROUNDING not in ("epoch", "step"):
             raise ConfigError(f"TRAIN.LR_SCHEDULE_ROUNDING must be 'epoch' or 'step', got '{c.TRAIN.LR_SCHEDULE_ROUNDING}'.")
+        if c.TRAIN.DETERMINISTIC and c.DATA.SEED < 0:
+            raise ConfigError("TRAIN.DETERMINISTIC=True needs DATA.SEED >= 0: the seed of the data order, "
+                              "augmentation, sampling and initialisation that two runs must share.")
+        if c.TRAIN.DETERMINISTIC and c.TRAIN.NUM_GPUS > 1:
+            raise ConfigError(f"TRAIN.DETERMINISTIC=True trains one tower, not {c.TRAIN.NUM_GPUS}: concurrent towers "
+                              f"(or ranks) sum some gradients in a varying order, and two runs of two CPU towers "
+                              f"differed in the last bits of a few weights. Set TRAIN.NUM_GPUS=1 (with "
+                              f"TRAIN.GRADIENT_ACCUMULATION=True, the default, it makes the same 8-image updates).")
     c.freeze()
     return c
 

@@ -35,6 +35,7 @@ import time
 from maskplus import compat  # noqa: F401  (its shims before anything imports TensorFlow)
 from config import ConfigError, config as cfg
 from maskplus.cli import add_config_arguments, apply_model_config_arguments, fail, finalize
+from maskplus.console import one_line
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".ppm", ".pgm", ".pbm")
@@ -93,14 +94,6 @@ def _file_id(path):
     return st.st_dev, st.st_ino
 
 
-def _one_line(error):
-    """'cv2.error: ...' / 'MemoryError: ...' on one line."""
-    kind = type(error)
-    name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
-    text = " ".join(str(error).split()) or "(no message)"
-    return f"{name}: {text[:300]}"
-
-
 def predict_files(predictor, images, outputs, failures):
     """Draw each image's detections into its output PNG; an image that cannot be read or whose
     prediction fails (cv2.error, MemoryError, any exception) is reported and skipped, and the
@@ -127,8 +120,8 @@ def predict_files(predictor, images, outputs, failures):
             print(f"Skipping '{path}': it is not a readable image.", file=sys.stderr)
             continue
         except Exception as e:  # noqa: BLE001  (one image must not end the batch)
-            failures.append((path, _one_line(e)))
-            print(f"Skipping '{path}': prediction failed: {_one_line(e)}", file=sys.stderr)
+            failures.append((path, one_line(e, kind=True)))
+            print(f"Skipping '{path}': prediction failed: {one_line(e, kind=True)}", file=sys.stderr)
             continue
         written += 1
         shown = [d for d in dets if d.score >= cfg.TEST.RESULT_SCORE_THRESH_VIS]

@@ -76,6 +76,9 @@ def main(argv=None):
     apply_config_arguments(args)
     if args.minutes and cfg.TRAINER == "horovod":
         fail("--minutes does not work with TRAINER=horovod (each rank would fit its own schedule).")
+    if args.minutes and cfg.TRAIN.DETERMINISTIC:
+        fail("--minutes fits the schedule to the measured speed, which differs between runs: it does not go with "
+             "TRAIN.DETERMINISTIC=True (give the steps: TRAIN.LR_SCHEDULE).")
 
     if cfg.TRAINER == "horovod":
         import horovod.tensorflow as hvd
@@ -85,6 +88,7 @@ def main(argv=None):
     from maskplus.engine.checkpoint import CheckpointError
     from maskplus.engine.run_dir import LogdirError
     from maskplus.engine.trainer import TrainingEndedEarly, TrainingInterrupted
+    from maskplus.engine.determinism import DeterminismError
     try:
         finalize(is_training=True)
         if args.print_config:
@@ -94,7 +98,7 @@ def main(argv=None):
         train(args.logdir, args.load, preset=args.preset, minutes=args.minutes, logdir_action=args.logdir_action)
     except ConfigError as e:
         sys.exit(f"Config error: {e}")
-    except (DatasetError, CheckpointError, NonFiniteLossError, LogdirError, TrainingEndedEarly) as e:
+    except (DatasetError, CheckpointError, NonFiniteLossError, LogdirError, TrainingEndedEarly, DeterminismError) as e:
         fail(str(e))
     except TrainingInterrupted as e:
         print(str(e), file=sys.stderr)

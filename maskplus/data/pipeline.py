@@ -14,11 +14,15 @@ ends (a parent-death signal).
 Reproducibility: the source dataflow draws, for each record, a 32-bit seed from a RandomState
 seeded by ``DATA.SEED`` (when >= 0); all augmentation randomness and anchor sampling of that
 datapoint comes from ``RandomState(that seed)``. So results do not depend on which worker process
-maps a record (the order in which workers return datapoints may still vary when
-``DATA.NUM_WORKERS > 0``).
+maps a record. Tensorpack's loader processes return datapoints as they finish them, in an order
+that varies from run to run; with ``ordered`` (``TRAIN.DETERMINISTIC``) :class:`OrderedLoaderProcesses`
+take their place and deliver the source's order. Horovod ranks seed their records from
+``DATA.SEED`` and their rank (:func:`rank_seed`), so that they read different images.
 """
 import math
+import multiprocessing
 import os
+import queue
 import signal
 import warnings
 
@@ -30,6 +34,7 @@ from tensorpack.dataflow.base import DataFlowTerminated
 from tensorpack.dataflow.parallel_map import MultiProcessMapDataZMQ
 from tensorpack.utils import logger
 
+from maskplus.console import one_line
 from maskplus.lifetime import die_with_parent
 
 from maskplus.data import transforms as T
@@ -38,7 +43,7 @@ from maskplus.data.coco import DatasetError, get_dataset
 from maskplus.data.image_io import read_image
 
 __all__ = ["TrainingMapper", "SeededRecords", "LoaderFaults", "LoaderFaultError", "get_train_dataflow",
-           "get_eval_dataflow", "polygons_to_mask", "train_input_names"]
+           "get_eval_dataflow", "polygons_to_mask", "train_input_names", "rank_seed", "OrderedLoaderProcesses"]
 
 #: the key of the marker a mapper returns for a record it could not map: (file name, image id, reason)
 SKIPPED = "__loader_skipped__"
@@ -105,9 +110,17 @@ class SeededRecords(DataFlow):
                 yield record, int(s)
 
 
+def rank_seed(seed, rank):
+    """The data seed of a Horovod rank: ``seed`` itself for rank 0 (and for an unseeded run, -1),
+    another for each other rank, so that ranks sharing ``DATA.SEED`` read different images."""
+    if seed < 0 or rank == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+
+
 def skipped(record, reason):
     """The marker a mapper returns instead of a datapoint when ``record`` cannot be used."""
-    return {SKIPPED: (record["file_name"], int(record["image_id"]), " ".join(str(reason).split()))}
+    return {SKIPPED: (record["file_name"], int(record["image_id"]), reason)}
 
 
 class TrainingMapper:
@@ -143,8 +156,7 @@ class TrainingMapper:
         try:
             return self.map(dp)
         except Exception as e:  # cv2.error, MemoryError, a file vanishing mid-read, ...
-            kind = type(e).__name__ if type(e).__module__ == "builtins" else f"{type(e).__module__}.{type(e).__name__}"
-            return skipped(dp[0], f"{kind}: {e}")
+            return skipped(dp[0], one_line(e, kind=True))
 
     def map(self, dp):
         record, seed = dp
@@ -275,16 +287,30 @@ class _LoaderProcess(MultiProcessMapDataZMQ._Worker):
         self.trainer_pid = os.getpid()
 
     def run(self):
-        die_with_parent(self.trainer_pid)
-        # the trainer's signal handling is not ours: Tensorpack ends us with SIGTERM, and Ctrl-C
-        # (sent to the whole process group) is the trainer's to handle
-        try:
-            signal.set_wakeup_fd(-1)
-        except ValueError:  # forked from another thread than the main one: none was inherited
-            pass
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _become_loader_process(self.trainer_pid)
         super().run()
+
+
+def _become_loader_process(trainer_pid):
+    die_with_parent(trainer_pid)
+    # the trainer's signal handling is not ours: Tensorpack ends us with SIGTERM, and Ctrl-C
+    # (sent to the whole process group) is the trainer's to handle
+    try:
+        signal.set_wakeup_fd(-1)
+    except ValueError:  # forked from another thread than the main one: none was inherited
+        pass
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _fail_if_dead(processes, faults):
+    dead = [p for p in processes if not p.is_alive()]
+    if dead:
+        codes = ", ".join(f"pid {p.pid}: exit code {p.exitcode}" for p in dead)
+        faults.fail(f"{len(dead)} data-loading process(es) died ({codes}; a negative code is the "
+                    f"signal that killed it, -9 often the out-of-memory killer). Rerun the same "
+                    f"command to resume, with fewer DATA.NUM_WORKERS if memory is short.")
+        raise DataFlowTerminated()
 
 
 class LoaderProcesses(MultiProcessMapDataZMQ):
@@ -303,17 +329,84 @@ class LoaderProcesses(MultiProcessMapDataZMQ):
 
     def _recv(self):
         while not self.socket.poll(1000 * self.POLL_SECONDS):
-            dead = [p for p in self._procs if not p.is_alive()]
-            if dead:
-                codes = ", ".join(f"pid {p.pid}: exit code {p.exitcode}" for p in dead)
-                self.faults.fail(f"{len(dead)} data-loading process(es) died ({codes}; a negative code is the "
-                                 f"signal that killed it, -9 often the out-of-memory killer). Rerun the same "
-                                 f"command to resume, with fewer DATA.NUM_WORKERS if memory is short.")
-                raise DataFlowTerminated()
+            _fail_if_dead(self._procs, self.faults)
         return super()._recv()
 
 
-def get_train_dataflow(records, mapper, faults, seed=-1, num_workers=0):
+def _map_in_order(map_func, tasks, results, trainer_pid):
+    _become_loader_process(trainer_pid)
+    while True:
+        results.put(map_func(tasks.get()))
+
+
+class OrderedLoaderProcesses(ProxyDataFlow):
+    """Loader processes that deliver the datapoints of ``ds`` (repeated for ever) in its order,
+    whatever order they finish in: the k-th goes to process k mod n, which answers on a queue of
+    its own in the order it was asked, and the k-th answer is read from that queue.
+    ``buffer_size`` datapoints are in flight. (Tensorpack's processes answer through one socket in
+    the order they finish; their sockets also dropped an answer now and then, unnoticed there.)
+    Processes die with the trainer; one that dies is reported through ``faults``."""
+
+    POLL_SECONDS = 5
+
+    def __init__(self, ds, num_proc, map_func, buffer_size, faults):
+        super().__init__(ds)
+        self.num_proc, self.map_func, self.buffer_size, self.faults = int(num_proc), map_func, int(buffer_size), faults
+        self._procs = []
+
+    def reset_state(self):
+        super().reset_state()
+        self.close()
+        context = multiprocessing.get_context("fork")
+        self._tasks = [context.Queue() for _ in range(self.num_proc)]
+        self._results = [context.Queue() for _ in range(self.num_proc)]
+        self._procs = [context.Process(target=_map_in_order, args=(self.map_func, t, r, os.getpid()), daemon=True)
+                       for t, r in zip(self._tasks, self._results)]
+        for p in self._procs:
+            p.start()
+        self._source = self._forever()
+        self._sent = self._received = 0
+        for _ in range(self.buffer_size):
+            self._send()
+
+    def _forever(self):
+        while True:
+            before = self._sent
+            yield from self.ds
+            if self._sent == before:  # a pass without a datapoint: every record left out
+                return
+
+    def _send(self):
+        dp = next(self._source, None)
+        if dp is not None:
+            self._tasks[self._sent % self.num_proc].put(dp)
+            self._sent += 1
+
+    def __iter__(self):
+        while self._received < self._sent:
+            answers = self._results[self._received % self.num_proc]
+            while True:
+                try:
+                    dp = answers.get(timeout=self.POLL_SECONDS)
+                    break
+                except queue.Empty:
+                    _fail_if_dead(self._procs, self.faults)
+            self._received += 1
+            self._send()
+            if dp is not None:
+                yield dp
+
+    def close(self):
+        for p in self._procs:
+            if p.is_alive():
+                p.terminate()
+        self._procs = []
+
+    def __del__(self):
+        self.close()
+
+
+def get_train_dataflow(records, mapper, faults, seed=-1, num_workers=0, ordered=False):
     """An infinite-epoch DataFlow of training dicts (see module doc) over ``records`` (from
     :func:`maskplus.data.coco.load_training_records`), mapped by ``mapper`` (a :class:`TrainingMapper`).
 
@@ -326,13 +419,14 @@ def get_train_dataflow(records, mapper, faults, seed=-1, num_workers=0):
     skipped; so are images left without a box unless the mapper keeps them (then they train as
     all-negative, as in the example). ``seed >= 0`` (``DATA.SEED``) makes the order and the
     augmentation reproducible; ``num_workers`` (``DATA.NUM_WORKERS``) loader processes map the
-    records (0: in this process).
+    records (0: in this process), delivering them in the records' order if ``ordered``.
     """
     faults.set_num_images(len(records))
     ds = SeededRecords(records, shuffle=True, seed=int(seed), excluded=faults.skipped)
     workers = int(num_workers)
     if workers > 0:
-        ds = LoaderProcesses(ds, workers, mapper, min(len(records), 64), faults)
+        loader = OrderedLoaderProcesses if ordered else LoaderProcesses
+        ds = loader(ds, workers, mapper, min(len(records), 64), faults)
     else:
         ds = MapData(ds, mapper)
     return SkipFailedRecords(ds, faults)

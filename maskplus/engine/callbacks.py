@@ -89,7 +89,7 @@ class EvalCallback(Callback):
                 self._evaluate(name)
         except EvaluationAbandoned:
             logger.warn(f"The evaluation at step {self.global_step} was abandoned: training is stopping on a signal.")
-            console.say(f"  step {self.global_step}: evaluation abandoned (stopping on a signal)")
+            console.say(f"step {self.global_step}: evaluation abandoned (stopping on a signal)")
 
     def _evaluate(self, name):
         from maskplus.engine.evaluate import describe_training_model, run_inference, score_results
@@ -103,7 +103,7 @@ class EvalCallback(Callback):
             if value is not None:
                 self.trainer.monitors.put_scalar(f"{name}/{key}", value)
         self.trainer.monitors.put_scalar(f"{name}/eval_seconds", time.time() - start)
-        console.say(f"  step {self.global_step}: {ap_summary(metrics)} on {name} "
+        console.say(f"step {self.global_step}: {ap_summary(metrics)} on {name} "
                     f"({time.time() - start:.0f} s to evaluate)")
 
 
@@ -191,12 +191,6 @@ class NonFiniteLossGuard(Callback):
                 f"checkpoint in the log directory.")
 
 
-def say(line, error=False):
-    """A line for the log and for whoever watches the run (the console of a quiet demo run)."""
-    (logger.error if error else logger.info)(line)
-    console.say("  " + line)
-
-
 class SaveOnSignal(Callback):
     """On SIGTERM or SIGINT (Ctrl-C): abandon an evaluation in progress, finish the current step,
     write a checkpoint and stop; :attr:`received` then names the signal (train.py exits with
@@ -239,11 +233,11 @@ class SaveOnSignal(Callback):
         if self.received is None:
             self.received = name
             STOP_REQUESTED.set()
-            say(f"{name} received: stopping after the current step with a checkpoint (an evaluation in progress "
-                f"is abandoned); another SIGTERM or Ctrl-C stops at once, without one.")
+            console.say(f"{name} received: stopping after the current step with a checkpoint (an evaluation in "
+                        f"progress is abandoned); another SIGTERM or Ctrl-C stops at once, without one.", logger.info)
             return
-        say(f"Second {name}: stopped at once, without writing a checkpoint; rerun the same command to resume "
-            f"from the last one in the log directory.", error=True)
+        console.say(f"Second {name}: stopped at once, without writing a checkpoint; rerun the same command to "
+                    f"resume from the last one in the log directory.", logger.error)
         sys.stderr.write(f"Stopped at once on a second {name}: no checkpoint was written for the last steps.\n")
         sys.stderr.flush()
         os._exit(128 + signum)

@@ -8,13 +8,14 @@ variables only (BN moving averages included), keys with the ``:0`` suffix, writt
 """
 import os
 import re
-import tempfile
 
 import numpy as np
 from maskplus.compat import tf, tfv1  # first: its shims precede Tensorpack's TensorFlow
 from tensorpack.tfutils.sessinit import SessionInit
 from tensorpack.utils import logger
 
+from maskplus import atomic
+from maskplus.console import one_line
 from maskplus.engine import checkpoint_integrity as integrity
 
 
@@ -124,7 +125,7 @@ def checkpoint_global_step(path):
         return int(reader.get_tensor("global_step"))
     except Exception as e:  # noqa: BLE001  (a checksum mismatch)
         raise CheckpointError(f"'{resolved}' is not a readable TensorFlow checkpoint: corrupt: its global_step "
-                              f"cannot be read ({integrity.first_line(e)}).") from None
+                              f"cannot be read ({one_line(e)}).") from None
 
 
 class LoadReport:
@@ -278,16 +279,8 @@ def model_variables():
 
 def save_npz(path, arrays):
     """Write ``{name: array}`` as a model-zoo style ``.npz`` (keys with ':0'), atomically."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=directory)
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **{(k if k.endswith(":0") else k + ":0"): np.asarray(v) for k, v in arrays.items()})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic.writing(path, binary=True) as f:
+        np.savez_compressed(f, **{(k if k.endswith(":0") else k + ":0"): np.asarray(v) for k, v in arrays.items()})
 
 
 def export_npz(sess, path):

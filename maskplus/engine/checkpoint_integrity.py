@@ -15,6 +15,8 @@ import zipfile
 import numpy as np
 from maskplus.compat import tf, tfv1  # first: its shims precede Tensorpack's TensorFlow
 
+from maskplus.console import one_line
+
 #: the name of a TensorFlow checkpoint file: ``<prefix>.index`` or ``<prefix>.data-00000-of-00001``
 CHECKPOINT_FILE = re.compile(r"^(?P<prefix>.+?)\.(index|data-(?P<shard>\d{5})-of-(?P<shards>\d{5}))$")
 #: the checkpoints train.py writes: ``model-<step>``
@@ -23,11 +25,6 @@ STEP_PREFIX = re.compile(r"^model-(\d+)$")
 STATE_FILE = "checkpoint"
 #: array kinds a weights file may hold: floats, signed and unsigned integers, booleans
 _NUMBER_KINDS = "fiub"
-
-
-def first_line(error):
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 def size_text(have, want):
@@ -59,7 +56,7 @@ def tf_checkpoint_damage(prefix):
         reader = tfv1.train.NewCheckpointReader(prefix)
         shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
     except Exception as e:  # noqa: BLE001  (TensorFlow says "not an sstable", "corrupted", ...)
-        return f"index file unreadable: {first_line(e)}"
+        return f"index file unreadable: {one_line(e)}"
     counts = {int(CHECKPOINT_FILE.match(os.path.basename(s)).group("shards")) for s in shards}
     expected = [f"{name}.data-{k:05d}-of-{n:05d}" for n in (counts or {1}) for k in range(n)]
     missing = [f for f in expected if not os.path.isfile(os.path.join(os.path.dirname(prefix), f))]
@@ -86,7 +83,7 @@ def read_tf_arrays(prefix):
         try:
             values[name] = reader.get_tensor(name)
         except Exception as e:  # noqa: BLE001  (DataLossError on a checksum, IndexError on a short read)
-            raise ValueError(f"corrupt: tensor '{name}' cannot be read ({first_line(e)})") from None
+            raise ValueError(f"corrupt: tensor '{name}' cannot be read ({one_line(e)})") from None
     return values
 
 
@@ -126,7 +123,7 @@ def npz_damage(path):
                 if info.header_offset + info.compress_size > size:
                     return f"truncated: '{info.filename}' ends beyond the file's {size} bytes"
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        return f"corrupt: {first_line(e)}"
+        return f"corrupt: {one_line(e)}"
     return None
 
 
@@ -172,9 +169,9 @@ def read_npz_arrays(path):
                     raise ValueError(problem)
                 values[key] = value
     except zipfile.BadZipFile as e:  # a CRC mismatch: the bytes changed after writing
-        raise ValueError(f"corrupt: {first_line(e)}") from None
+        raise ValueError(f"corrupt: {one_line(e)}") from None
     except (OSError, EOFError) as e:
-        raise ValueError(f"corrupt: {first_line(e)}") from None
+        raise ValueError(f"corrupt: {one_line(e)}") from None
     return values
 
 
@@ -232,7 +229,7 @@ def state_file_latest(directory):
     try:
         state = tf.train.get_checkpoint_state(directory)
     except Exception as e:  # noqa: BLE001  (a text-format parse error)
-        return None, f"its checkpoint state file {path} is unreadable ({first_line(e)})"
+        return None, f"its checkpoint state file {path} is unreadable ({one_line(e)})"
     if state is None or not state.model_checkpoint_path:
         return None, f"its checkpoint state file {path} names no checkpoint"
     named = state.model_checkpoint_path

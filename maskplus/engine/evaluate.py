@@ -9,7 +9,6 @@ produced the results it scores (and a hash of them), so a file from another run 
 import datetime
 import glob
 import hashlib
-import json
 import os
 
 from maskplus import compat  # noqa: F401  (first: its shims precede Tensorpack's TensorFlow)
@@ -17,11 +16,12 @@ from tensorpack.utils import logger
 from tqdm import tqdm
 
 from config import config as cfg
+from maskplus import atomic
 from maskplus.data.coco import get_dataset
 from maskplus.data.pipeline import get_eval_dataflow
 from maskplus.engine.inference import predict_dataflow
-from maskplus.evaluation.coco_eval import (ResultsMismatch, detections_to_coco_results, evaluate_coco,
-                                           format_metrics_table)
+from maskplus.evaluation.coco_eval import (ResultsMismatch, detections_to_coco_results, evaluate_coco, file_sha1,
+                                           format_metrics_table, metrics_path, recorded_evaluation)
 
 
 class EvaluationError(ValueError):
@@ -29,16 +29,10 @@ class EvaluationError(ValueError):
     results that do not belong to the dataset); the message says which file and what to do."""
 
 
-def metrics_path(results_json):
-    """Where the machine-readable metrics of a results file are written."""
-    root, _ = os.path.splitext(results_json)
-    return root + "-metrics.json"
-
-
 def run_inference(predictor, dataset_name, results_json):
     """Predict every image of a dataset and write COCO-format results to ``results_json``."""
     results = predict_dataset(predictor, dataset_name)
-    _write_json(results_json, results)
+    atomic.write_json(results_json, results)
     logger.info(f"Wrote {len(results)} detections of '{dataset_name}' to {results_json}.")
     return results
 
@@ -79,8 +73,9 @@ def score_results(dataset_name, results_json, model=None, rescored=False):
                               f"results list of this dataset's images?") from None
     table = format_metrics_table(metrics)
     logger.info(f"Evaluation of '{dataset_name}' ({results_json}):\n{table}")
-    _write_json(metrics_path(results_json), {
-        "dataset": dataset_name, "results": os.path.abspath(results_json), "results_sha1": file_sha1(results_json),
+    atomic.write_json(metrics_path(results_json), {
+        "dataset": dataset_name, "annotations": dataset.json_path,  # compare_results.py finds the ground truth
+        "results": os.path.abspath(results_json), "results_sha1": file_sha1(results_json),
         "model": model, "produced": "re-scored without running a model" if rescored else "model run",
         "written": _now(), "metrics": metrics})
     return metrics
@@ -196,7 +191,7 @@ def evaluate_datasets(predictor, output, model=None):
             continue
         results = predict_dataset(predictor, name)  # the old file stays in place until this is complete
         kept = _keep_previous(path)
-        _write_json(path, results)  # atomic: the name holds either the old or the complete new file
+        atomic.write_json(path, results)  # atomic: the name holds either the old or the complete new file
         logger.info(f"Wrote {len(results)} detections of '{name}' to {path}"
                     + (f"; the previous file there is kept as '{kept}'." if kept else "."))
         all_metrics[name] = score_results(name, path, model)
@@ -231,22 +226,8 @@ def _link_or_copy(src, dst):
 
 def _recorded_model(results_json):
     """The model recorded in the results file's metrics json, if that json describes exactly this file."""
-    try:
-        with open(metrics_path(results_json)) as f:
-            info = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(info, dict) or info.get("results_sha1") != file_sha1(results_json):
-        return None
-    return info.get("model") if isinstance(info.get("model"), dict) else None
-
-
-def file_sha1(path):
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    info = recorded_evaluation(results_json)
+    return info.get("model") if info and isinstance(info.get("model"), dict) else None
 
 
 def _now():
@@ -260,12 +241,3 @@ def _time(timestamp):
 def _suffixed(path, name):
     root, ext = os.path.splitext(path)
     return f"{root}-{name}{ext or '.json'}"
-
-
-def _write_json(path, obj):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)

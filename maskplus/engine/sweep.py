@@ -17,6 +17,7 @@ import re
 from maskplus.compat import tf  # first: its shims precede Tensorpack's TensorFlow
 from tqdm import tqdm
 
+from maskplus import atomic
 from maskplus.engine.run_config import MACHINE_KEYS
 
 CHECKPOINT_INDEX = re.compile(r"^model-(\d+)\.index$")
@@ -149,17 +150,15 @@ def plot_sweep(per_dataset, path, title):
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
+    with atomic.writing(path, binary=True) as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def write_summary(output, run, per_dataset, checkpoints):
     """The summary json and PNG beside the results; rewritten after every checkpoint."""
-    from maskplus.engine.evaluate import _write_json
     summary_json, summary_png = summary_paths(output)
-    _write_json(summary_json, {
+    atomic.write_json(summary_json, {
         "run": os.path.abspath(run),
         "checkpoints": [{"step": s, "checkpoint": os.path.abspath(checkpoints[s]),
                          "results": {name: os.path.abspath(p) for name, p in paths},

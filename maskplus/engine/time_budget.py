@@ -168,7 +168,7 @@ class TimeBudget(Callback):
         logger.info(f"Time budget at step {step}: {seconds_per_step:.3f} s/step, {eval_seconds:.1f} s per "
                     f"evaluation, {(self.deadline - now) / 60:.2f} min left -> {describe(self.plan)}")
         if not self._fitted:
-            console.say(f"  {seconds_per_step:.2f} s/step after warm-up: about {self.plan.total} steps fit, "
+            console.say(f"{seconds_per_step:.2f} s/step after warm-up: about {self.plan.total} steps fit, "
                         f"{describe_evaluations(self.plan)} (fitted again as training goes)")
         self._fitted = True
 

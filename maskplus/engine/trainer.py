@@ -6,7 +6,6 @@ towers and (with fewer than 8) accumulated to 8 images before an update. The sch
 :class:`Schedule` built from the finalised config, which a time budget refits; nothing here writes
 the config.
 """
-import json
 import logging
 import os
 import signal
@@ -22,14 +21,15 @@ from tensorpack.train import (SyncMultiGPUTrainerReplicated, TrainConfig,
 from tensorpack.utils import logger
 
 from config import config as cfg
-from maskplus import console
+from maskplus import atomic, console
 from maskplus.data.coco import load_training_records
-from maskplus.data.pipeline import LoaderFaultError, LoaderFaults, TrainingMapper, get_train_dataflow
+from maskplus.data.pipeline import LoaderFaultError, LoaderFaults, TrainingMapper, get_train_dataflow, rank_seed
 from maskplus.engine import run_dir, time_budget
 from maskplus.engine.callbacks import (DUMP_VARIABLES_ENV, CheckedModelSaver, DumpVariablesAtEnd, EvalCallback,
                                       HorovodSyncCheck, LoaderFaultGuard, NonFiniteLossGuard, ResourceLogger,
                                       RunProgress, SaveOnSignal, EpochsOnSchedule, is_chief, process_rank)
 from maskplus.engine.checkpoint import CheckpointError, CheckpointInit, checkpoint_global_step
+from maskplus.engine.determinism import enable_op_determinism, ops_without_deterministic_kernels_named
 from maskplus.engine.schedules import Schedule, StepScheduleSetter, step_factor
 from maskplus.engine.session import session_config
 from maskplus.precision import describe, resolve
@@ -159,7 +159,8 @@ def initial_weights(load, logdir):
     if resume:
         step = checkpoint_global_step(resume)
         also = f"; --load {load} started this run and is not read again" if load else ""
-        _say(f"Weights: resuming from the log directory's latest checkpoint {resume} (step {step}){also}.")
+        console.say(f"Weights: resuming from the log directory's latest checkpoint {resume} (step {step}){also}.",
+                    logger.info)
         logger.info(f"Resuming from the latest checkpoint in the log directory: {resume}")
         try:
             return CheckpointInit(resume), step
@@ -168,18 +169,15 @@ def initial_weights(load, logdir):
                                   f"(e.g. into a folder damaged-{os.path.basename(resume)}), then rerun the same "
                                   f"command.") from None
     if load:
-        _say(f"Weights: --load {load} (the log directory holds no checkpoint).")
+        console.say(f"Weights: --load {load} (the log directory holds no checkpoint).", logger.info)
         return CheckpointInit(load, ignore_mismatch=True), checkpoint_global_step(load)
     if cfg.BACKBONE.WEIGHTS:
-        _say(f"Weights: BACKBONE.WEIGHTS {cfg.BACKBONE.WEIGHTS} (no --load, no checkpoint in the log directory).")
+        console.say(f"Weights: BACKBONE.WEIGHTS {cfg.BACKBONE.WEIGHTS} (no --load, no checkpoint in the log "
+                    f"directory).", logger.info)
         return CheckpointInit(cfg.BACKBONE.WEIGHTS), 0
-    _say("Weights: none, training from scratch (no --load, no BACKBONE.WEIGHTS, no checkpoint in the log directory).")
+    console.say("Weights: none, training from scratch (no --load, no BACKBONE.WEIGHTS, no checkpoint in the log "
+                "directory).", logger.info)
     return None, 0
-
-
-def _say(line):
-    logger.info(line)
-    console.say("  " + line)
 
 
 def check_validation_data():
@@ -250,8 +248,9 @@ def train_dataflow(faults, excluded=None):
     records = load_training_records(cfg.DATA.TRAIN, cfg.MODE_MASK, cfg.DATA.ABSOLUTE_COORD,
                                     cfg.DATA.FILTER_EMPTY_ANNOTATIONS, excluded)
     logger.info(f"Training dataflow: {len(records)} images from {', '.join(cfg.DATA.TRAIN)}.")
-    return get_train_dataflow(records, TrainingMapper.from_config(cfg), faults, seed=cfg.DATA.SEED,
-                              num_workers=cfg.DATA.NUM_WORKERS)
+    return get_train_dataflow(records, TrainingMapper.from_config(cfg), faults,
+                              seed=rank_seed(cfg.DATA.SEED, process_rank()), num_workers=cfg.DATA.NUM_WORKERS,
+                              ordered=cfg.TRAIN.DETERMINISTIC)
 
 
 def build_train_config(logdir, schedule, load=None, budget=None, faults=None, excluded=None):
@@ -271,6 +270,8 @@ def build_train_config(logdir, schedule, load=None, budget=None, faults=None, ex
         logger.warn(f"The checkpoint is at step {start_step}, beyond the schedule's end: nothing to train.")
     if cfg.DATA.SEED >= 0:
         tfv1.set_random_seed(cfg.DATA.SEED)
+    if cfg.TRAIN.DETERMINISTIC:  # before the graph: see maskplus/engine/determinism.py
+        enable_op_determinism()
     extra = None
     if console.stream() is not None:
         extra = quiet_console_callbacks(lambda: budget.total_steps if budget else schedule.total_steps)
@@ -297,9 +298,7 @@ def write_run_info(logdir, preset, identity, schedule=None, refits=()):
             "schedule": schedule.to_dict(), "refits": list(refits)}
     path = os.path.join(logdir, run_dir.RUN_INFO)
     try:
-        with open(path + ".tmp", "w") as f:
-            json.dump(info, f, indent=1, default=str)
-        os.replace(path + ".tmp", path)
+        atomic.write_json(path, info, indent=1, default=str)
     except OSError as e:  # a full disk
         raise run_dir.LogdirError(f"Cannot write {path}: {e.strerror or e}.") from None
 
@@ -381,7 +380,7 @@ def _train_in(plan, load, preset, deadline, identity, excluded):
     else:
         logger.set_logger_dir(os.path.join(logdir, f"rank{process_rank()}"), action="k")
     for line in plan.notes:
-        _say(line)
+        console.say(line, logger.info)
     logger.info("Config:\n" + str(cfg))
     schedule = Schedule.from_config(cfg)
     # a resumed time-budgeted run keeps the record of its earlier refits
@@ -396,10 +395,10 @@ def _train_in(plan, load, preset, deadline, identity, excluded):
     faults = LoaderFaults(cfg.DATA.LOADER_MAX_SKIPPED)
     traincfg = build_train_config(logdir, schedule, load, budget, faults, excluded)
     where = describe_devices(cfg.TRAIN.NUM_GPUS, gpu_names(), describe(resolve(cfg.TRAIN.PRECISION)))
-    logger.info(where)
-    console.say("  " + where)
+    console.say(where, logger.info)
     trainer = make_trainer()
-    launch_train_with_config(traincfg, trainer)
+    with ops_without_deterministic_kernels_named(cfg.TRAIN.DETERMINISTIC):
+        launch_train_with_config(traincfg, trainer)
     raise_what_stopped_training(traincfg.callbacks, faults, schedule, trainer.loop.global_step)
 
 

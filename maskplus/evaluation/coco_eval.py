@@ -11,8 +11,10 @@ same numbers; a test checks it.
 """
 import contextlib
 import copy
+import hashlib
 import io
 import json
+import os
 
 import cv2
 import numpy as np
@@ -48,6 +50,34 @@ def detections_to_coco_results(image_id, boxes, scores, labels, masks, label_to_
             res["segmentation"] = mask
         results.append(res)
     return results
+
+
+def metrics_path(results_json):
+    """Where the machine-readable metrics of a results file are written (predict.py --evaluate):
+    the dataset, its annotation file, the model, a hash of the results, the metrics."""
+    root, _ = os.path.splitext(results_json)
+    return root + "-metrics.json"
+
+
+def file_sha1(path):
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def recorded_evaluation(results_json):
+    """The metrics json written with a results file (:func:`metrics_path`), or None when there is
+    none or it describes other contents (its hash of the results differs)."""
+    try:
+        with open(metrics_path(results_json)) as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or info.get("results_sha1") != file_sha1(results_json):
+        return None
+    return info
 
 
 def boundary_region(binary_mask, dilation_ratio=BOUNDARY_DILATION_RATIO):

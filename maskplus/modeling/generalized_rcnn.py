@@ -89,6 +89,9 @@ class GeneralizedRCNN(ModelDesc):
         towers = cfg.TRAIN.NUM_GPUS or 1
         if towers < 8 and cfg.TRAIN.GRADIENT_ACCUMULATION:
             opt = AccumulatingOptimizer(opt, 8 // towers)
+        if cfg.TRAIN.DETERMINISTIC:  # no update while the backward pass still reads the weights
+            from maskplus.modeling.gated_optimizer import GatedOptimizer
+            opt = GatedOptimizer(opt)
         return opt
 
     def build_graph(self, *args):

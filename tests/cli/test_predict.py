@@ -137,6 +137,8 @@ def test_evaluate_with_a_model_replaces_an_old_results_file_keeps_it_and_pycocot
     assert info["model"]["checkpoint"] == checkpoint and info["model"]["load"] == os.path.abspath(trained)
     assert info["model"]["global_step"] == step > 0 and info["produced"] == "model run"
     assert info["results_sha1"] == hashlib.sha1(open(out, "rb").read()).hexdigest()
+    # and the ground truth scored against (scripts/compare_results.py finds it there)
+    assert info["annotations"] == os.path.abspath(os.path.join(dataset, "annotations", "instances_train2017.json"))
     results = json.load(open(out))
     assert results and all({"image_id", "category_id", "bbox", "score", "segmentation"} <= set(r) for r in results)
     # independent recomputation with plain pycocotools

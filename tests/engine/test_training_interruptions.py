@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.engine.test_loader_faults import processes_of
-from tests.engine.test_training import ROOT, TINY_ARGS, stats, train
+from tests.engine.test_training import ROOT, TINY_ARGS, train
 
 pytestmark = [pytest.mark.cli, pytest.mark.slow]
 

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import ROOT
@@ -160,3 +161,101 @@ def test_ablation_cpu_dry_run_scales_every_table_preset_down(tmp_path):
         if line[line.index("--preset") + 1] == "context-fusion-720-512-512-256":
             assert "MASKPLUS.CONTEXT_FUSION_DIMS=[360, 256, 256, 128]" in overrides
     assert len([l for l in lines if "predict.py" in l and "--evaluate" in l]) == len(trains)
+
+
+# ------------------------------------------------------------------ ΔAP intervals and verdicts
+def make_evaluated_run(root, preset, seed, gt_path, results):
+    """A run whose evaluation is real: its results file, and the metrics json predict.py writes."""
+    from maskplus.evaluation.coco_eval import evaluate_coco, file_sha1
+    from tests.evaluation.test_bootstrap import _coco
+    logdir = os.path.join(root, preset, f"seed{seed}")
+    os.makedirs(os.path.join(logdir, "eval"))
+    json.dump({"preset": preset, "seed": seed}, open(os.path.join(logdir, "run.json"), "w"))
+    path = os.path.join(logdir, "eval", "coco_val2017.json")
+    json.dump(results, open(path, "w"))
+    metrics = evaluate_coco(_coco(json.load(open(gt_path))), results, boundary=False, backend="pycocotools")
+    json.dump({"dataset": "coco_val2017", "annotations": gt_path, "results": path, "results_sha1": file_sha1(path),
+               "metrics": metrics}, open(os.path.join(logdir, "eval", "coco_val2017-metrics.json"), "w"))
+    return logdir
+
+
+@pytest.fixture(scope="module")
+def evaluated_runs(tmp_path_factory):
+    """Baseline (2 seeds); deconv-pyramid clearly better (2 seeds); biased-training clearly worse;
+    context-fusion-256-256 with exactly the baseline's results files."""
+    from tests.evaluation.coco_cases import make_case
+    root = str(tmp_path_factory.mktemp("runs"))
+    gt, _ = make_case(num_images=60, seed=5)
+    gt_path = os.path.join(root, "instances_val2017.json")
+    json.dump(gt, open(gt_path, "w"))
+    results = {name: make_case(num_images=60, seed=5, quality=q, results_seed=s)[1]
+               for name, q, s in (("base1", 0.55, 1), ("base2", 0.55, 2), ("good1", 0.95, 3), ("good2", 0.95, 4),
+                                  ("bad", 0.2, 5))}
+    dirs = [make_evaluated_run(root, "baseline", 1, gt_path, results["base1"]),
+            make_evaluated_run(root, "baseline", 2, gt_path, results["base2"]),
+            make_evaluated_run(root, "deconv-pyramid", 1, gt_path, results["good1"]),
+            make_evaluated_run(root, "deconv-pyramid", 2, gt_path, results["good2"]),
+            make_evaluated_run(root, "biased-training", 1, gt_path, results["bad"]),
+            make_evaluated_run(root, "context-fusion-256-256", 1, gt_path, results["base1"]),
+            make_evaluated_run(root, "context-fusion-256-256", 2, gt_path, results["base2"])]
+    return gt, gt_path, results, dirs
+
+
+@pytest.mark.slow
+def test_a_rows_interval_is_the_bootstrap_of_its_seeds_mean_against_the_baselines(evaluated_runs):
+    from maskplus.evaluation.bootstrap import resampled_counts
+    from maskplus.evaluation.tables import delta_intervals, group_by_preset, load_paper_numbers, load_run
+    from tests.evaluation.coco_cases import resampled_set
+    from tests.evaluation.test_bootstrap import pycocotools_ap
+    gt, gt_path, results, dirs = evaluated_runs
+    by_preset = group_by_preset([load_run(d) for d in dirs])
+    tables = {k: v for k, v in load_paper_numbers().items() if k in ("1", "2")}
+    intervals = delta_intervals(tables, by_preset, resamples=20, seed=7)
+    assert set(intervals) == {("1", "context-fusion-256-256"), ("2", "deconv-pyramid")}
+    # the slow way: pycocotools on each resampled set, the mean of each side's two runs
+    deltas = []
+    for counts in resampled_counts(len(gt["images"]), 20, 7):
+        draw = np.repeat(np.arange(len(counts)), counts)
+        ap = {k: 100 * pycocotools_ap(*resampled_set(gt, results[k], draw), "segm")[0] for k in results}
+        deltas.append((ap["good1"] + ap["good2"]) / 2 - (ap["base1"] + ap["base2"]) / 2)
+    pyramid = intervals["2", "deconv-pyramid"]
+    assert (pyramid.low, pyramid.high) == pytest.approx(tuple(np.percentile(deltas, [2.5, 97.5])), abs=1e-7)
+    same = intervals["1", "context-fusion-256-256"]
+    assert (same.delta, same.low, same.high) == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.slow
+@pytest.mark.cli
+def test_the_tables_say_which_claimed_gains_the_intervals_confirm_contradict_or_cannot_tell(evaluated_runs, tmp_path):
+    _, _, _, dirs = evaluated_runs
+    md = tmp_path / "tables.md"
+    out = run_tables(*dirs, "--resamples", "200", "--markdown", str(md))
+    assert "95% interval is a paired bootstrap over the validation images (200 resamples)" in out
+    t1, t2 = out[out.index("Table 1:"):out.index("Table 2:")], out[out.index("Table 2:"):out.index("Table 3:")]
+    t5, t6 = out[out.index("Table 5:"):out.index("Table 6:")], out[out.index("Table 6:"):]
+    pyramid = _line(t2, "Deconvolutional pyramid", "ours")
+    low, high = (float(v) for v in pyramid[10].strip("[]").split(","))
+    assert 0 < low < float(pyramid[8]) < high and pyramid[11] == "confirms"
+    assert _line(t1, "Contextual fusion 256-256 ", "ours")[10:12] == ["[+0.0, +0.0]", "cannot tell"]
+    for table in (t5, t6):  # box AP (Table 5) and mask AP (Table 6) of the same runs
+        biased = _line(table, "Biased training", "ours")
+        assert float(biased[10].strip("[]").split(",")[1]) < 0 and biased[11] == "contradicts"
+    assert _line(t2, "Deconvolutional pyramid", "paper")[10:12] == ["-", "-"]
+    assert _line(t2, "Mask R-CNN", "ours")[10:12] == ["-", "-"]  # the baseline itself
+    assert _line(t1, "Contextual fusion 720", "ours")[10:12] == ["-", "-"]  # no run
+    assert md.read_text().strip() == out.strip()
+
+
+@pytest.mark.slow
+@pytest.mark.cli
+def test_a_run_whose_results_file_changed_gets_no_interval_and_is_named(evaluated_runs, tmp_path):
+    import shutil
+    _, _, _, dirs = evaluated_runs
+    copies = [shutil.copytree(d, tmp_path / os.path.relpath(d, os.path.dirname(os.path.dirname(d)))) for d in dirs[:3]]
+    results = tmp_path / "deconv-pyramid" / "seed1" / "eval" / "coco_val2017.json"
+    results.write_text(json.dumps(json.loads(results.read_text())[:-1]))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "paper_tables.py"), *map(str, copies),
+                           "--tables", "2", "--resamples", "20"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{results} is not the results file its metrics were computed from" in proc.stderr
+    assert _line(proc.stdout, "Deconvolutional pyramid", "ours")[10:12] == ["-", "-"]
