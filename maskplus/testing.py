@@ -48,8 +48,8 @@ def build_graph(training, model=None, seed=None):
     """Build the model in a new graph; returns (graph, {input name: placeholder}, model).
 
     ``seed``: the graph's random seed, set before any variable exists (so it decides their values)."""
-    from maskplus.modeling.generalized_rcnn import model_for_config
-    model = model or model_for_config()
+    from maskplus.engine.model import build_model
+    model = model or build_model()
     graph = tf.Graph()
     with graph.as_default():
         if seed is not None:

@@ -18,7 +18,7 @@ from tensorpack.utils import logger
 
 from config import config as cfg
 from maskplus.engine.strict_load import checkpoint_init
-from maskplus.modeling.generalized_rcnn import model_for_config
+from maskplus.engine.model import build_model
 
 INPUT = "input_image"
 
@@ -48,7 +48,7 @@ def build_serving_graph():
     """Build the serving graph in the default graph; returns (input, {name: output})."""
     image = tfv1.placeholder(tf.uint8, (None, None, 3), name=INPUT)
     resized, scales = _resize_like_predict(image)
-    model = model_for_config()
+    model = build_model()
     with TowerContext("", is_training=False):
         model.build_graph(resized, *[None] * (len(model.inputs()) - 1))
     graph = tfv1.get_default_graph()

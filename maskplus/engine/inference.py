@@ -16,10 +16,11 @@ from tensorpack.utils import logger
 
 from config import config as cfg
 from maskplus.data.transforms import resize_image, unresize_boxes
+from maskplus.engine.model import build_model
 from maskplus.engine.session import session_config
 from maskplus.engine.strict_load import checkpoint_init
 from maskplus.evaluation.paste import paste_mask_cropped, paste_masks_to_rle
-from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, inference_outputs, model_for_config
+from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, inference_outputs
 from maskplus.precision import resolve
 
 #: One detection in original-image coordinates; ``mask`` is None, a COCO RLE or a
@@ -36,7 +37,7 @@ def build_predictor(load, precision=None, strict=True):
     (maskplus/engine/strict_load.py); False loads what fits and reports the rest."""
     precision = precision or resolve(cfg.TEST.PRECISION, "TEST.PRECISION").precision
     pred_config = PredictConfig(
-        model=model_for_config(), session_init=checkpoint_init(load, strict),
+        model=build_model(), session_init=checkpoint_init(load, strict),
         session_creator=NewSessionCreator(config=session_config(precision)),
         input_names=INFERENCE_INPUTS, output_names=inference_outputs())
     return OfflinePredictor(pred_config)

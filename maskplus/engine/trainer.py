@@ -33,7 +33,7 @@ from maskplus.engine.determinism import enable_op_determinism, ops_without_deter
 from maskplus.engine.schedules import Schedule, StepScheduleSetter, step_factor
 from maskplus.engine.session import session_config
 from maskplus.precision import describe, resolve
-from maskplus.modeling.generalized_rcnn import model_for_config
+from maskplus.engine.model import build_model
 
 
 def make_trainer():
@@ -276,7 +276,7 @@ def build_train_config(logdir, schedule, load=None, budget=None, faults=None, ex
     if console.stream() is not None:
         extra = quiet_console_callbacks(lambda: budget.total_steps if budget else schedule.total_steps)
     return TrainConfig(
-        model=model_for_config(),
+        model=build_model(),
         data=QueueInput(train_dataflow(faults, excluded)),
         callbacks=make_callbacks(logdir, budget, faults, schedule),
         extra_callbacks=extra,

@@ -48,16 +48,23 @@ def mask_inputs():
     return ["image", "mask_boxes", "mask_labels"] + feature_names()
 
 
-def model_for_config():
-    """The model ``cfg`` describes: :class:`ResNetFPNModel` or, with ``MODE_FPN=False``, :class:`ResNetC4Model`."""
-    return ResNetFPNModel() if cfg.MODE_FPN else ResNetC4Model()
+def model_for_config(mask_techniques):
+    """The model ``cfg`` describes: :class:`ResNetFPNModel` or, with ``MODE_FPN=False``, :class:`ResNetC4Model`,
+    its mask branch with the built ``mask_techniques`` (:func:`maskplus.engine.model.build_model` builds them)."""
+    model = ResNetFPNModel if cfg.MODE_FPN else ResNetC4Model
+    return model(mask_techniques=mask_techniques)
 
 
 class GeneralizedRCNN(ModelDesc):
     """Mask R-CNN, one image per tower (Tensorpack's design): the graph's skeleton, its losses and
     the optimiser. A subclass gives the parts that differ between backbones: :meth:`anchor_inputs`,
     :meth:`backbone`, :meth:`rpn`, :meth:`box_head`, :meth:`mask_roi_func` and :meth:`mask_head_func`.
+
+    ``mask_techniques``: the built MaskPlus techniques of the mask branch (none: Tensorpack's).
     """
+
+    def __init__(self, mask_techniques=()):
+        self.mask_techniques = list(mask_techniques)
 
     def anchor_inputs(self):
         """The RPN's training targets, as input specs."""
@@ -153,7 +160,7 @@ class GeneralizedRCNN(ModelDesc):
             fg_roi_features = tf.gather(shared_roi_features, proposals.fg_inds)
         return mask_branch_training(features, proposals.fg_boxes, image_shape2d, cfg.DATA.NUM_CATEGORY,
                                     self.mask_head_func(), targets, self.mask_roi_func(features), fg_roi_features,
-                                    max_fg=cfg.MRCNN.TRAIN_MAX_FG_PER_IM)
+                                    max_fg=cfg.MRCNN.TRAIN_MAX_FG_PER_IM, techniques=self.mask_techniques)
 
     def inference_outputs(self, features, head, image_shape2d):
         """``output/boxes``, ``output/scores``, ``output/labels`` and ``output/masks`` (R x 28 x 28)."""
@@ -166,7 +173,7 @@ class GeneralizedRCNN(ModelDesc):
             mask_labels = tfv1.placeholder_with_default(final_labels, [None], name="mask_labels")
             mask_logits = mask_branch_inference(features, mask_boxes, image_shape2d, cfg.DATA.NUM_CATEGORY,
                                                 self.mask_head_func(), self.mask_roi_func(features),
-                                                cfg.TEST.MASK_BATCH_MULTIPLE)
+                                                cfg.TEST.MASK_BATCH_MULTIPLE, self.mask_techniques)
             tf.sigmoid(select_class(mask_logits, mask_labels), name="output/masks")
 
 

@@ -1,10 +1,12 @@
-"""The mask branch: baseline heads, the mask loss, the single builder that composes the MaskPlus
-techniques (``maskplus/techniques``) around the baseline head, and the padding of its batch at
-inference and in training.
+"""The mask branch: baseline heads, the mask loss, the single builder that applies the built MaskPlus
+techniques (:mod:`maskplus.techniques.registry`, handed in as an argument) at its hooks, and the
+padding of its batch at inference and in training.
 
-With every ``MASKPLUS.*`` option off, :func:`build_mask_branch` builds exactly Tensorpack's
-Mask R-CNN mask branch (same ops, same variables).
+Without techniques, :func:`build_mask_branch` builds exactly Tensorpack's Mask R-CNN mask branch
+(same ops, same variables).
 """
+import collections
+
 from tensorpack.models import Conv2D, Conv2DTranspose, layer_register
 from tensorpack.tfutils import argscope
 from tensorpack.tfutils.scope_utils import under_name_scope
@@ -16,8 +18,6 @@ from maskplus.modeling.float32_island import float32_island
 from maskplus.modeling.layers import GroupNorm, msra_fan_out
 from maskplus.modeling.mask_ops import MaskTargets, class_wise_predictor, mask_targets, own_class_loss
 from maskplus.modeling.model_fpn import multilevel_roi_align
-from maskplus.techniques import (biased_training, boundary_refinement, context_fusion, deconv_pyramid,
-                                 quasi_multitask)
 
 
 @layer_register(log_shape=True)
@@ -79,9 +79,27 @@ def fpn_mask_roi_features(features):
     return lambda boxes: multilevel_roi_align(features[:4], boxes, 14, name_scope="multilevel_roi_align_mask")
 
 
-def build_mask_branch(roi_features, features, image_shape2d, num_categories, head_func, targets=None, boxes=None):
-    """The mask head with the MaskPlus techniques ``cfg.MASKPLUS`` switches on: the only reader of
-    ``cfg.MASKPLUS``, which hands each technique its arguments.
+#: What the ``roi_features`` and ``extra_losses`` hooks of a technique see: the mask head's RoI
+#: features (before any technique), the backbone's maps, the real image's [h, w], K, and in training
+#: the :class:`MaskTargets` and boxes of the RoIs (``None`` at inference).
+MaskBranchInputs = collections.namedtuple("MaskBranchInputs",
+                                          "roi_features features image_shape2d num_categories targets boxes")
+
+
+def _apply(techniques, hook, x, *args):
+    for technique in techniques:
+        fill = getattr(technique, hook, None)
+        if fill is not None:
+            x = fill(x, *args)
+    return x
+
+
+def build_mask_branch(roi_features, features, image_shape2d, num_categories, head_func, targets=None, boxes=None,
+                      techniques=()):
+    """The mask head with the built MaskPlus ``techniques`` (:mod:`maskplus.techniques.registry`)
+    filling its hooks, in this order: ``roi_features`` (the head's input), ``before_upsample`` (inside
+    the head), ``logits``, then in training ``mask_loss`` and ``extra_losses``. Within a hook, the
+    techniques' order. Without techniques, exactly Tensorpack's mask branch.
 
     Args:
         roi_features: the mask head's input features of the R boxes, R x C x s x s.
@@ -91,40 +109,33 @@ def build_mask_branch(roi_features, features, image_shape2d, num_categories, hea
         head_func: the baseline mask head (:data:`MASK_HEADS` or :func:`maskrcnn_c4_head`).
         targets: training: the :class:`MaskTargets` of the boxes; ``None`` at inference.
         boxes: training: the R boxes (to crop the gt masks).
+        techniques: built techniques, in the order to apply them.
     Returns:
         mask logits R x K x 2s x 2s, and the list of mask losses (empty at inference).
     """
-    mp = cfg.MASKPLUS
-    head_input = roi_features
-    if mp.CONTEXT_FUSION:
-        level = mp.CONTEXT_FUSION_LEVEL
-        head_input = context_fusion.fuse_context(head_input, features[level - 2], cfg.FPN.ANCHOR_STRIDES[level - 2],
-                                                 image_shape2d, mp.CONTEXT_FUSION_DIMS)
+    inputs = MaskBranchInputs(roi_features, features, image_shape2d, num_categories, targets, boxes)
+    head_input = _apply(techniques, "roi_features", roi_features, inputs)
     before_upsample = None
-    if mp.DECONV_PYRAMID:
-        before_upsample = lambda x: deconv_pyramid.deconv_pyramid_module(x, mp.DECONV_PYRAMID_DIM)  # noqa: E731
+    if any(getattr(t, "before_upsample", None) for t in techniques):
+        before_upsample = lambda x: _apply(techniques, "before_upsample", x)  # noqa: E731
     mask_logits = head_func("maskrcnn", head_input, num_categories, before_upsample=before_upsample)
-    if mp.BOUNDARY_REFINEMENT != "none":
-        mask_logits = boundary_refinement.refine_boundary(mask_logits, mp.BOUNDARY_REFINEMENT,
-                                                          mp.BOUNDARY_REFINEMENT_MODULES, mp.BOUNDARY_REFINEMENT_GROWTH)
+    mask_logits = _apply(techniques, "logits", mask_logits)
     if targets is None:
         return mask_logits, []
 
     size = mask_logits.shape.as_list()[-1]  # 28 (FPN) or 14 (C4)
     target = tf.identity(mask_targets(targets.gt_masks, boxes, targets.fg_inds_wrt_gt, size),
                          name="sampled_fg_mask_targets")
-    mask_loss = maskrcnn_loss(mask_logits, targets.fg_labels, target)
-    if mp.BIASED_TRAINING:
-        mask_loss = biased_training.weight_mask_loss(mask_loss, mp.MASK_LOSS_ALPHA[0][1])
+    mask_loss = _apply(techniques, "mask_loss", maskrcnn_loss(mask_logits, targets.fg_labels, target))
     losses = [mask_loss]
-    if mp.QUASI_MULTITASK:
-        losses.extend(quasi_multitask.quasi_multitask_losses(
-            roi_features, targets, boxes, num_categories, mp.QUASI_MULTITASK, cfg.MRCNN.HEAD_DIM,
-            mp.QUASI_MULTITASK_WEIGHT))
+    for technique in techniques:
+        if getattr(technique, "extra_losses", None) is not None:
+            losses.extend(technique.extra_losses(inputs))
     return mask_logits, losses
 
 
-def mask_branch_inference(features, boxes, image_shape2d, num_categories, head_func, roi_func, batch_multiple):
+def mask_branch_inference(features, boxes, image_shape2d, num_categories, head_func, roi_func, batch_multiple,
+                          techniques=()):
     """Inference: the mask logits R x K x 2s x 2s of the detections ``boxes`` (R x 4).
 
     The branch runs on the boxes padded with dummy boxes to a multiple of ``batch_multiple``
@@ -141,7 +152,8 @@ def mask_branch_inference(features, boxes, image_shape2d, num_categories, head_f
     padded_count = tf.maximum(1, (num_boxes + multiple - 1) // multiple) * multiple
     dummy = tf.tile(tf.constant([[0.0, 0.0, 1.0, 1.0]]), [padded_count - num_boxes, 1])
     padded = tf.concat([boxes, dummy], axis=0)
-    logits, _ = build_mask_branch(roi_func(padded), features, image_shape2d, num_categories, head_func)
+    logits, _ = build_mask_branch(roi_func(padded), features, image_shape2d, num_categories, head_func,
+                                  techniques=techniques)
     return logits[:num_boxes]
 
 
@@ -155,13 +167,14 @@ def first_fg_rois(targets, boxes, roi_features, limit):
 
 
 def mask_branch_training(features, fg_boxes, image_shape2d, num_categories, head_func, targets, roi_func,
-                         fg_roi_features=None, max_fg=0):
+                         fg_roi_features=None, max_fg=0, techniques=()):
     """Training: the mask losses of the foreground RoIs ``fg_boxes`` with their ``targets``.
 
     Args:
         roi_func: boxes -> the mask head's input features, used unless ``fg_roi_features`` gives
             them (C4 reuses the box head's res5 output, as Tensorpack does).
         max_fg: if > 0, only the first ``max_fg`` foreground RoIs (``MRCNN.TRAIN_MAX_FG_PER_IM``).
+        techniques: the built MaskPlus techniques (:func:`build_mask_branch`).
 
     An image without foreground (``DATA.FILTER_EMPTY_ANNOTATIONS=False``) has no mask target. The
     branch then runs on one dummy RoI (oneDNN fails on an empty batch, see
@@ -184,6 +197,7 @@ def mask_branch_training(features, fg_boxes, image_shape2d, num_categories, head
     else:  # the box head's features of the real RoIs, and a zero row for the dummy one
         roi_features = tf.concat([fg_roi_features, tf.zeros(tf.concat([[pad], tf.shape(fg_roi_features)[1:]], 0),
                                                             fg_roi_features.dtype)], axis=0)
-    _, losses = build_mask_branch(roi_features, features, image_shape2d, num_categories, head_func, padded, boxes)
+    _, losses = build_mask_branch(roi_features, features, image_shape2d, num_categories, head_func, padded, boxes,
+                                  techniques)
     has_fg = num_fg > 0
     return [tf.where(has_fg, loss, 0.0, name=loss.op.name.split("/")[-1] + "_or_zero") for loss in losses]

@@ -18,6 +18,7 @@ Our interpretations, where the paper is vague:
 from tensorpack.tfutils.summary import add_moving_summary
 
 from maskplus.compat import tf, tfv1
+from maskplus.techniques.registry import register
 
 VARIABLE_NAME = "mask_loss_alpha"
 
@@ -33,3 +34,25 @@ def weight_mask_loss(mask_loss, initial_alpha):
     alpha = mask_loss_alpha(float(initial_alpha))
     add_moving_summary(tf.identity(alpha, name="mask_loss_alpha_value"))
     return tf.multiply(mask_loss, alpha, name="weighted_maskrcnn_loss")
+
+
+@register
+class BiasedTraining:
+    """Hooks ``mask_loss`` (alpha * L_mask) and ``schedules`` (alpha's piecewise-constant schedule)."""
+    name = "biased_training"
+    order = 3.5  # paper section
+    keys = {"MASKPLUS.BIASED_TRAINING": False, "MASKPLUS.MASK_LOSS_ALPHA": [[0, 1.5], [120000, 1.0]]}
+
+    def __init__(self, alpha_schedule):
+        """``alpha_schedule``: [[step at total batch 8, alpha], ...], the first step 0."""
+        self.alpha_schedule = [[s, float(v)] for s, v in alpha_schedule]
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(cfg.MASKPLUS.MASK_LOSS_ALPHA) if cfg.MASKPLUS.BIASED_TRAINING else None
+
+    def mask_loss(self, loss):
+        return weight_mask_loss(loss, self.alpha_schedule[0][1])
+
+    def schedules(self):
+        return {VARIABLE_NAME: self.alpha_schedule}

@@ -29,6 +29,7 @@ from tensorpack.tfutils import argscope
 
 from maskplus.compat import tf, tfv1
 from maskplus.modeling.layers import msra_fan_out
+from maskplus.techniques.registry import register
 
 SCOPE = "boundary_refinement"
 
@@ -78,3 +79,25 @@ def refine_boundary(logits, mode, num_modules, growth):
         growth: the two conv widths of a dense module (the improved block's [16, 4]).
     """
     return tf.add(logits, boundary_residual(logits, mode, num_modules, growth), name="refined_mask_logits")
+
+
+@register
+class BoundaryRefinement:
+    """Hook ``logits``: S + R(S) on the mask logits of all classes."""
+    name = "boundary_refinement"
+    order = 3.3  # paper section
+    keys = {"MASKPLUS.BOUNDARY_REFINEMENT": "none", "MASKPLUS.BOUNDARY_REFINEMENT_MODULES": 4,
+            "MASKPLUS.BOUNDARY_REFINEMENT_GROWTH": [16, 4]}
+
+    def __init__(self, mode, num_modules, growth):
+        self.mode, self.num_modules, self.growth = mode, num_modules, list(growth)
+
+    @classmethod
+    def from_config(cls, cfg):
+        mp = cfg.MASKPLUS
+        if mp.BOUNDARY_REFINEMENT == "none":
+            return None
+        return cls(mp.BOUNDARY_REFINEMENT, mp.BOUNDARY_REFINEMENT_MODULES, mp.BOUNDARY_REFINEMENT_GROWTH)
+
+    def logits(self, x):
+        return refine_boundary(x, self.mode, self.num_modules, self.growth)

@@ -31,6 +31,7 @@ from tensorpack.tfutils import argscope
 from maskplus.compat import tf, tfv1
 from maskplus.modeling.layers import msra_fan_out
 from maskplus.modeling.model_box import roi_align
+from maskplus.techniques.registry import register
 
 SCOPE = "context_fusion"
 
@@ -59,3 +60,26 @@ def fuse_context(roi_features, featuremap, stride, image_shape2d, dims):
     """
     context = global_context(featuremap, stride, image_shape2d, dims, resolution=roi_features.shape.as_list()[-1])
     return tf.add(roi_features, context, name="context_fused_roi_features")
+
+
+@register
+class ContextFusion:
+    """Hook ``roi_features``: the global context of one FPN level added to every RoI's features."""
+    name = "context_fusion"
+    order = 3.1  # paper section
+    keys = {"MASKPLUS.CONTEXT_FUSION": False, "MASKPLUS.CONTEXT_FUSION_LEVEL": 2,
+            "MASKPLUS.CONTEXT_FUSION_DIMS": [256, 256]}
+
+    def __init__(self, level, stride, dims):
+        """``level``: the FPN level k of Pk (2-5), ``stride`` its stride, ``dims`` the conv widths."""
+        self.level, self.stride, self.dims = level, stride, list(dims)
+
+    @classmethod
+    def from_config(cls, cfg):
+        mp = cfg.MASKPLUS
+        if not mp.CONTEXT_FUSION:
+            return None
+        return cls(mp.CONTEXT_FUSION_LEVEL, cfg.FPN.ANCHOR_STRIDES[mp.CONTEXT_FUSION_LEVEL - 2], mp.CONTEXT_FUSION_DIMS)
+
+    def roi_features(self, x, inputs):
+        return fuse_context(x, inputs.features[self.level - 2], self.stride, inputs.image_shape2d, self.dims)

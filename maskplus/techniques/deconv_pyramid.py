@@ -23,6 +23,7 @@ from tensorpack.tfutils import argscope
 
 from maskplus.compat import tf, tfv1
 from maskplus.modeling.layers import msra_fan_out
+from maskplus.techniques.registry import register
 
 SCOPE = "deconv_pyramid"
 
@@ -38,3 +39,21 @@ def deconv_pyramid_module(x, width):
         down28 = tf.add(Conv2D("down0", up56, width, 3, strides=2), up28, name="skip28")
         down14 = tf.add(Conv2D("down1", down28, channels, 3, strides=2), x, name="skip14")
     return tf.identity(down14, name="deconv_pyramid_output")
+
+
+@register
+class DeconvPyramid:
+    """Hook ``before_upsample``: the pyramid module between the head's convolutions and its deconvolution."""
+    name = "deconv_pyramid"
+    order = 3.2  # paper section
+    keys = {"MASKPLUS.DECONV_PYRAMID": False, "MASKPLUS.DECONV_PYRAMID_DIM": 256}
+
+    def __init__(self, width):
+        self.width = width
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(cfg.MASKPLUS.DECONV_PYRAMID_DIM) if cfg.MASKPLUS.DECONV_PYRAMID else None
+
+    def before_upsample(self, x):
+        return deconv_pyramid_module(x, self.width)

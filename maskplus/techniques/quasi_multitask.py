@@ -29,6 +29,7 @@ from tensorpack.tfutils.summary import add_moving_summary
 from maskplus.compat import tf, tfv1
 from maskplus.modeling.layers import msra_fan_out
 from maskplus.modeling.mask_ops import class_wise_predictor, mask_targets, own_class_loss
+from maskplus.techniques.registry import register
 
 SCOPE = "quasi_multitask"
 
@@ -80,3 +81,24 @@ def quasi_multitask_losses(roi_features, targets, fg_boxes, num_categories, scal
         add_moving_summary(loss)
         losses.append(loss)
     return losses
+
+
+@register
+class QuasiMultitask:
+    """Hook ``extra_losses``: the half- and double-size mask losses of a training-only branch."""
+    name = "quasi_multitask"
+    order = 3.4  # paper section
+    keys = {"MASKPLUS.QUASI_MULTITASK": [], "MASKPLUS.QUASI_MULTITASK_WEIGHT": 1.0}
+
+    def __init__(self, scales, head_dim, weight):
+        self.scales, self.head_dim, self.weight = list(scales), head_dim, weight
+
+    @classmethod
+    def from_config(cls, cfg):
+        mp = cfg.MASKPLUS
+        return cls(mp.QUASI_MULTITASK, cfg.MRCNN.HEAD_DIM, mp.QUASI_MULTITASK_WEIGHT) if mp.QUASI_MULTITASK else None
+
+    def extra_losses(self, inputs):
+        # from the RoIAlign features, before any roi_features hook (contextual fusion)
+        return quasi_multitask_losses(inputs.roi_features, inputs.targets, inputs.boxes, inputs.num_categories,
+                                      self.scales, self.head_dim, self.weight)

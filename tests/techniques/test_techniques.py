@@ -146,11 +146,11 @@ def test_every_preset_adds_exactly_its_variables_trains_with_finite_losses_and_p
 def _fpn_mask_logits_at_inference(feats, boxes):
     """The configured FPN model's inference mask branch on P2-P6 ``feats`` and ``boxes`` of a 64 x 64 image."""
     from config import config as cfg
-    from maskplus.modeling.generalized_rcnn import ResNetFPNModel
+    from maskplus.engine.model import build_model
     from maskplus.modeling.model_mrcnn import mask_branch_inference
-    model = ResNetFPNModel()
+    model = build_model()
     return mask_branch_inference(feats, boxes, tf.constant([64, 64]), K, model.mask_head_func(),
-                                 model.mask_roi_func(feats), cfg.TEST.MASK_BATCH_MULTIPLE)
+                                 model.mask_roi_func(feats), cfg.TEST.MASK_BATCH_MULTIPLE, model.mask_techniques)
 
 
 def _mask_branch(features_value, boxes_value, training=False, zero=()):
@@ -218,6 +218,7 @@ def test_contextual_fusion_pools_the_real_image_not_the_padding_on_its_level(lev
     which differs by position and from level to level."""
     from config import config as cfg
     from tensorpack.tfutils.tower import TowerContext
+    from maskplus.engine.model import mask_techniques
     from maskplus.modeling.model_mrcnn import MASK_HEADS, build_mask_branch
     strides = (4, 8, 16, 32, 64)
     feats = [position_dependent_map(64 // s, 96 // s, offset=100.0 * k) for k, s in zip(range(2, 7), strides)]
@@ -226,7 +227,7 @@ def test_contextual_fusion_pools_the_real_image_not_the_padding_on_its_level(lev
         with tf.Graph().as_default() as graph, TowerContext("", is_training=False):
             rois = tf.zeros([1, cfg.FPN.NUM_CHANNEL, 14, 14])
             build_mask_branch(rois, [tf.constant(f) for f in feats], tf.constant([50, 90]), K,
-                              MASK_HEADS[cfg.FPN.MRCNN_HEAD_FUNC])
+                              MASK_HEADS[cfg.FPN.MRCNN_HEAD_FUNC], techniques=mask_techniques())
             (pooled,) = [op.outputs[0] for op in graph.get_operations()
                          if op.type == "AvgPool" and op.name.startswith("context_fusion/")]
             with tfv1.Session() as sess:
