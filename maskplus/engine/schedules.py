@@ -17,11 +17,34 @@ import math
 from maskplus.compat import tf, tfv1  # first: its shims precede Tensorpack's TensorFlow
 from tensorpack.callbacks import Callback
 
+from maskplus.techniques import registry
+from maskplus.techniques.biased_training import VARIABLE_NAME as MASK_LOSS_ALPHA
+
+
+
+def technique_schedules(cfg):
+    """{graph variable: [[step at batch 8, value], ...]}: what the techniques ``cfg`` switches on set
+    while training (their ``schedules`` hook; biased training's mask-loss alpha)."""
+    return registry.training_schedules(registry.build(cfg))
 
 
 def step_factor(num_towers):
     """Real steps per batch-8 step."""
     return 8.0 / num_towers
+
+
+def piecewise_constant(points, factor=1.0):
+    """step -> the value of ``points`` ``[[step, value], ...]`` (first step 0) at that step, the steps
+    multiplied by ``factor`` (:func:`step_factor`, for batch-8 steps)."""
+    points = [(int(s * factor), float(v)) for s, v in points]
+
+    def value_at(step):
+        value = points[0][1]
+        for start, v in points:
+            if step >= start:
+                value = v
+        return value
+    return value_at
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +54,8 @@ class Schedule:
     The learning rate warms up linearly from ``warmup_init_lr`` to ``base_lr`` over
     ``warmup_steps``, then, by ``decay``, is x0.1 from each of ``drop_steps`` ("step") or falls
     linearly / as a half cosine from ``base_lr`` to 0 at ``total_steps`` (as Detectron2's cosine
-    schedule). ``alpha``: ``((step, mask-loss alpha), ...)``, piecewise constant. The model is
+    schedule). ``alpha``: ``((step, mask-loss alpha), ...)``, piecewise constant (the schedule of
+    the ``mask_loss_alpha`` variable a technique brings, else constant 1). The model is
     evaluated after ``eval_steps``. ``max_epoch`` epochs of ``steps_per_epoch`` reach
     ``total_steps`` (None for a time budget's schedule, whose epochs vary in length).
     """
@@ -72,7 +96,7 @@ class Schedule:
         if t.EVAL_PERIOD > 0 and cfg.DATA.VAL:  # every EVAL_PERIOD epochs and after the last one, as the example
             epochs = sorted(set(range(t.EVAL_PERIOD, max_epoch + 1, t.EVAL_PERIOD)) | {max_epoch})
             evals = tuple(min(e * spe, total) for e in epochs)
-        alpha = cfg.MASKPLUS.MASK_LOSS_ALPHA if cfg.MASKPLUS.BIASED_TRAINING else [[0, 1.0]]
+        alpha = technique_schedules(cfg).get(MASK_LOSS_ALPHA, [[0, 1.0]])
         return cls(base_lr=float(t.BASE_LR), warmup_steps=int(t.WARMUP),
                    warmup_init_lr=t.WARMUP_INIT_LR * min(factor, 1.0), decay=t.LR_DECAY,
                    drop_steps=tuple(drops), total_steps=total,
@@ -93,11 +117,7 @@ class Schedule:
 
     def alpha_at(self, step):
         """The mask-loss alpha (biased training) at ``step``."""
-        value = self.alpha[0][1]
-        for start, v in self.alpha:
-            if step >= start:
-                value = v
-        return value
+        return piecewise_constant(self.alpha)(step)
 
     def fitted(self, plan):
         """This schedule refitted to a time budget's :class:`maskplus.engine.time_budget.Plan`: its

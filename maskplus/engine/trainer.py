@@ -30,10 +30,11 @@ from maskplus.engine.callbacks import (DUMP_VARIABLES_ENV, CheckedModelSaver, Du
                                       RunProgress, SaveOnSignal, EpochsOnSchedule, is_chief, process_rank)
 from maskplus.engine.checkpoint import CheckpointError, CheckpointInit, checkpoint_global_step
 from maskplus.engine.determinism import enable_op_determinism, ops_without_deterministic_kernels_named
-from maskplus.engine.schedules import Schedule, StepScheduleSetter, step_factor
+from maskplus.engine.model import build_model
+from maskplus.engine.schedules import (MASK_LOSS_ALPHA, Schedule, StepScheduleSetter, piecewise_constant,
+                                       step_factor, technique_schedules)
 from maskplus.engine.session import session_config
 from maskplus.precision import describe, resolve
-from maskplus.engine.model import build_model
 
 
 def make_trainer():
@@ -94,8 +95,11 @@ def make_callbacks(logdir, budget=None, faults=None, schedule=None):
         ThroughputTracker(samples_per_step=cfg.TRAIN.NUM_GPUS),
         ResourceLogger(),
     ]
-    if cfg.MASKPLUS.BIASED_TRAINING:
-        callbacks.append(StepScheduleSetter("mask_loss_alpha", lambda step: in_effect().alpha_at(step)))
+    for name, steps in technique_schedules(cfg).items():
+        if name == MASK_LOSS_ALPHA:  # refitted with the rest of the schedule by a time budget
+            callbacks.append(StepScheduleSetter(name, lambda step: in_effect().alpha_at(step)))
+        else:
+            callbacks.append(StepScheduleSetter(name, piecewise_constant(steps, step_factor(cfg.TRAIN.NUM_GPUS))))
     if cfg.TRAINER == "horovod":
         callbacks.append(HorovodSyncCheck())
     if cfg.TRAIN.EVAL_PERIOD > 0 and cfg.DATA.VAL:
@@ -119,7 +123,7 @@ def make_time_budget(deadline, on_refit=None):
     t = cfg.TRAIN
     schedule = Schedule.from_config(cfg, rounding="step")
     eval_every = t.EVAL_PERIOD * t.STEPS_PER_EPOCH if t.EVAL_PERIOD > 0 and cfg.DATA.VAL else 0
-    alpha = cfg.MASKPLUS.MASK_LOSS_ALPHA if cfg.MASKPLUS.BIASED_TRAINING else [[0, 1.0]]
+    alpha = technique_schedules(cfg).get(MASK_LOSS_ALPHA, [[0, 1.0]])
     shape = time_budget.run_shape(t.LR_SCHEDULE, alpha, eval_every, factor)
     initial = time_budget.plan_for(schedule.total_steps, shape)
 

@@ -41,6 +41,7 @@ class BiasedTraining:
     """Hooks ``mask_loss`` (alpha * L_mask) and ``schedules`` (alpha's piecewise-constant schedule)."""
     name = "biased_training"
     order = 3.5  # paper section
+    enable = {"MASKPLUS.BIASED_TRAINING": True}  # switches it on
     keys = {"MASKPLUS.BIASED_TRAINING": False, "MASKPLUS.MASK_LOSS_ALPHA": [[0, 1.5], [120000, 1.0]]}
 
     def __init__(self, alpha_schedule):

@@ -86,6 +86,7 @@ class BoundaryRefinement:
     """Hook ``logits``: S + R(S) on the mask logits of all classes."""
     name = "boundary_refinement"
     order = 3.3  # paper section
+    enable = {"MASKPLUS.BOUNDARY_REFINEMENT": "improved"}  # switches it on
     keys = {"MASKPLUS.BOUNDARY_REFINEMENT": "none", "MASKPLUS.BOUNDARY_REFINEMENT_MODULES": 4,
             "MASKPLUS.BOUNDARY_REFINEMENT_GROWTH": [16, 4]}
 

@@ -67,6 +67,7 @@ class ContextFusion:
     """Hook ``roi_features``: the global context of one FPN level added to every RoI's features."""
     name = "context_fusion"
     order = 3.1  # paper section
+    enable = {"MASKPLUS.CONTEXT_FUSION": True}  # switches it on
     keys = {"MASKPLUS.CONTEXT_FUSION": False, "MASKPLUS.CONTEXT_FUSION_LEVEL": 2,
             "MASKPLUS.CONTEXT_FUSION_DIMS": [256, 256]}
 

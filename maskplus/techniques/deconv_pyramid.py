@@ -46,6 +46,7 @@ class DeconvPyramid:
     """Hook ``before_upsample``: the pyramid module between the head's convolutions and its deconvolution."""
     name = "deconv_pyramid"
     order = 3.2  # paper section
+    enable = {"MASKPLUS.DECONV_PYRAMID": True}  # switches it on
     keys = {"MASKPLUS.DECONV_PYRAMID": False, "MASKPLUS.DECONV_PYRAMID_DIM": 256}
 
     def __init__(self, width):

@@ -88,6 +88,7 @@ class QuasiMultitask:
     """Hook ``extra_losses``: the half- and double-size mask losses of a training-only branch."""
     name = "quasi_multitask"
     order = 3.4  # paper section
+    enable = {"MASKPLUS.QUASI_MULTITASK": ["0.5x"]}  # switches it on
     keys = {"MASKPLUS.QUASI_MULTITASK": [], "MASKPLUS.QUASI_MULTITASK_WEIGHT": 1.0}
 
     def __init__(self, scales, head_dim, weight):

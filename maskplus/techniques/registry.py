@@ -6,6 +6,7 @@ A technique is a class with
 * ``name``: its registry name (the module's name by convention);
 * ``keys``: the config keys it owns, ``{"MASKPLUS.KEY": default}``. The five paper techniques' keys
   also stand in config.py (which must load without TensorFlow); :func:`add_config` adds a plug-in's;
+* ``enable``: the overrides ``{"MASKPLUS.KEY": value}`` that switch it on (its default form);
 * ``check(cfg)`` (optional): the list of errors its settings have, beyond config.py's own checks;
 * ``from_config(cfg)``: the built technique with its arguments taken from ``cfg``, or ``None`` when
   the config leaves it off; its constructor takes the same arguments explicitly;
