@@ -22,6 +22,13 @@ class ConfigError(ValueError):
     """A configuration key or value is wrong; the message names the key."""
 
 
+#: Keys of the Tensorpack example that this version refuses, and why (the message of the error).
+REMOVED_KEYS = {
+    "TRAIN.STARTING_EPOCH": "training starts at the epoch of its checkpoint's global step (the log directory's "
+                            "latest when resuming, else --load's), which the example's users had to give by hand.",
+}
+
+
 class AttrDict:
     """A tree of settings addressed by attributes (``cfg.TRAIN.BASE_LR``).
 
@@ -108,6 +115,8 @@ class AttrDict:
         setattr(node, leaf, value)
 
     def _unknown(self, dotted):
+        if dotted in REMOVED_KEYS:
+            return ConfigError(f"Config key '{dotted}' was removed: {REMOVED_KEYS[dotted]}")
         keys = [k for k, _ in self.items_flat()]
         close = difflib.get_close_matches(dotted, keys, n=1, cutoff=0.5)
         hint = f" Did you mean '{close[0]}'?" if close else ""
@@ -232,7 +241,6 @@ _C.TRAIN.WARMUP = 1000                # real steps of linear warm-up (not rescal
 # 0.33 * BASE_LR; the example at 1547a54e (2020) uses 1e-5. We follow the paper's era.
 _C.TRAIN.WARMUP_INIT_LR = 1e-2 * 0.33
 _C.TRAIN.STEPS_PER_EPOCH = 500
-_C.TRAIN.STARTING_EPOCH = 1           # overwritten when resuming from a checkpoint
 _C.TRAIN.LR_SCHEDULE = "1x"           # "1x" = [120k, 160k, 180k], "kx" (k=2..9) = [180k*k - 120k, 180k*k - 40k, 180k*k]
                                       # steps at a total batch of 8; or a list of steps
 # "epoch" (the example's): an LR drop at batch-8 step b takes effect at the start of epoch
@@ -478,7 +486,6 @@ _RANGES = {
     "TRAIN.WARMUP": (_AT_LEAST_0[0], "an integer >= 0 (steps; 0: no warm-up)"),
     "TRAIN.WARMUP_INIT_LR": _NON_NEGATIVE,
     "TRAIN.STEPS_PER_EPOCH": _AT_LEAST_1,
-    "TRAIN.STARTING_EPOCH": _AT_LEAST_1,
     "TRAIN.LR_SCHEDULE": (lambda v: isinstance(v, str) or _numbers(v, positive=True),
                           "'1x'..'9x' or a list of step counts > 0"),
     "TRAIN.EVAL_PERIOD": (_AT_LEAST_0[0], "an integer >= 0 (epochs; 0: never evaluate)"),

@@ -215,6 +215,88 @@ def build_parser():
     return parser
 
 
+def settle_predict_outputs(paths, output_dir):
+    """--predict, before any model is built: ``(images, their output files, problems)``, each
+    problem ``(argument, reason)`` reported; stops if the output folder is unusable or no image is left."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        fail(f"--output-dir '{output_dir}' is a file, not a folder.")
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as e:
+        fail(f"cannot create the --output-dir folder '{output_dir}': {e.strerror}.")
+    if not os.access(output_dir, os.W_OK):
+        fail(f"the --output-dir folder '{output_dir}' is not writable.")
+    images, problems = find_images(paths, output_dir)
+    for arg, reason in problems:
+        print(f"Skipping '{arg}': {reason}.", file=sys.stderr)
+    if not images:
+        fail(f"no image to predict: {'; '.join(f'{a}: {r}' for a, r in problems)}.")
+    return images, output_paths(images, output_dir), problems
+
+
+def report_predictions(written, images, failures, output_dir):
+    """--predict's last line; exit status 1 if any input failed."""
+    if failures:
+        fail(f"{len(failures)} input{'s' if len(failures) > 1 else ''} failed, each reported above "
+             f"({', '.join(repr(p) for p, _ in failures[:5])}{', ...' if len(failures) > 5 else ''}); "
+             f"{written} of {len(images)} images drawn into {output_dir}/.")
+    print(f"Done: {written} images drawn into {output_dir}/.")
+
+
+def check_val_datasets(with_model):
+    """--evaluate, before any model is built: each DATA.VAL dataset exists and, when a model runs,
+    has the model's classes (which come from its run, not from the dataset)."""
+    from maskplus.data.coco import get_dataset
+    from maskplus.engine.evaluate import check_dataset_classes
+    for name in cfg.DATA.VAL:
+        get_dataset(name)
+        if with_model:
+            check_dataset_classes(name, cfg.DATA.CLASS_NAMES[1:])
+
+
+def check_model_arguments(args):
+    """What the modes needing a model lack (--load; an export without augmentation), named before any
+    model is built."""
+    exports = args.export_npz or args.export_serving or args.export_pb
+    if (args.predict or args.benchmark or exports) and not args.load:
+        fail("--load is required (a run directory, a .npz or a TF checkpoint).")
+    if (args.export_serving or args.export_pb) and cfg.TEST.AUGMENT.ENABLED:
+        fail("TEST.AUGMENT.ENABLED=True: the exported graph sees one view; test-time augmentation runs in "
+             "predict.py (--predict, --evaluate, --benchmark). Export without it.")
+
+
+def load_predictor(load, strict):
+    """``(predictor, model description)`` of the checkpoint ``load``, one graph for every mode."""
+    from maskplus.engine.evaluate import describe_model
+    from maskplus.engine.inference import build_predictor
+    model = describe_model(load)
+    return build_predictor(load, strict=strict), model
+
+
+def export(args, predictor, strict):
+    """--export-npz (from the predictor's session), --export-serving and --export-pb."""
+    if args.export_npz:
+        from maskplus.engine.checkpoint import export_npz
+        with predictor.graph.as_default():  # the predictor's graph, not the (empty) default one
+            export_npz(predictor.sess, args.export_npz)
+    if args.export_serving:
+        from maskplus.engine.export import export_serving
+        export_serving(args.load, args.export_serving, strict)
+    if args.export_pb:
+        from maskplus.engine.export import export_frozen_graph
+        export_frozen_graph(args.load, args.export_pb, strict)
+
+
+def with_augmentation(predictor, model):
+    """The predictor with test-time augmentation if TEST.AUGMENT.ENABLED (itself otherwise), its
+    views recorded in ``model`` (stored with the metrics)."""
+    from maskplus.engine.tta import augmented
+    predictor = augmented(predictor)
+    if model is not None and hasattr(predictor, "describe"):
+        model["test_time_augmentation"] = predictor.describe()
+    return predictor
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -227,66 +309,32 @@ def main(argv=None):
     apply_model_config_arguments(args)
     strict = not args.allow_partial_load
 
-    from maskplus.data.coco import DatasetError, get_dataset
+    from maskplus.data.coco import DatasetError
     from maskplus.engine.checkpoint import CheckpointError
     from maskplus.engine.evaluate import EvaluationError
     from maskplus.engine.sweep import SweepError
-    failures = []
+    failures, written = [], 0
     try:
+        # every mode's inputs are checked before any model is built, then one model serves them all
         finalize(is_training=False)
-        if args.predict:  # inputs and outputs are settled before any model is built
-            if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
-                fail(f"--output-dir '{args.output_dir}' is a file, not a folder.")
-            try:
-                os.makedirs(args.output_dir, exist_ok=True)
-            except OSError as e:
-                fail(f"cannot create the --output-dir folder '{args.output_dir}': {e.strerror}.")
-            if not os.access(args.output_dir, os.W_OK):
-                fail(f"the --output-dir folder '{args.output_dir}' is not writable.")
-            images, problems = find_images(args.predict, args.output_dir)
-            for arg, reason in problems:
-                print(f"Skipping '{arg}': {reason}.", file=sys.stderr)
+        if args.predict:
+            images, outputs, problems = settle_predict_outputs(args.predict, args.output_dir)
             failures += problems
-            if not images:
-                fail(f"no image to predict: {'; '.join(f'{a}: {r}' for a, r in problems)}.")
-            outputs = output_paths(images, args.output_dir)
         if args.evaluate:
             from maskplus.engine.evaluate import check_evaluation
-            from maskplus.engine.evaluate import check_dataset_classes
-            for name in cfg.DATA.VAL:  # a missing split is named before any model is built
-                get_dataset(name)
-                if args.load:  # the model's classes come from its run, not from this dataset
-                    check_dataset_classes(name, cfg.DATA.CLASS_NAMES[1:])
+            check_val_datasets(with_model=bool(args.load))
             if args.checkpoints:
                 return evaluate_checkpoints(args.load, args.checkpoints, args.evaluate, strict)
             check_evaluation(args.evaluate, with_model=bool(args.load))
-        if (args.predict or args.benchmark or exports) and not args.load:
-            fail("--load is required (a run directory, a .npz or a TF checkpoint).")
-        if (args.export_serving or args.export_pb) and cfg.TEST.AUGMENT.ENABLED:
-            fail("TEST.AUGMENT.ENABLED=True: the exported graph sees one view; test-time augmentation runs in "
-                 "predict.py (--predict, --evaluate, --benchmark). Export without it.")
+        check_model_arguments(args)
         predictor = model = None
         if args.load and (args.predict or args.benchmark or args.export_npz or args.evaluate):
-            from maskplus.engine.evaluate import describe_model
-            from maskplus.engine.inference import build_predictor
-            model = describe_model(args.load)
-            predictor = build_predictor(args.load, strict=strict)
-        if args.export_npz:
-            from maskplus.engine.checkpoint import export_npz
-            with predictor.graph.as_default():  # the predictor's graph, not the (empty) default one
-                export_npz(predictor.sess, args.export_npz)
-        if args.export_serving:
-            from maskplus.engine.export import export_serving
-            export_serving(args.load, args.export_serving, strict)
-        if args.export_pb:
-            from maskplus.engine.export import export_frozen_graph
-            export_frozen_graph(args.load, args.export_pb, strict)
+            predictor, model = load_predictor(args.load, strict)
+        export(args, predictor, strict)
         if predictor is not None:
-            from maskplus.engine.tta import augmented
-            predictor = augmented(predictor)  # itself unless TEST.AUGMENT.ENABLED
-            if model is not None and hasattr(predictor, "describe"):
-                model["test_time_augmentation"] = predictor.describe()  # recorded with the metrics
-        written = predict_files(predictor, images, outputs, failures) if args.predict else 0
+            predictor = with_augmentation(predictor, model)
+        if args.predict:
+            written = predict_files(predictor, images, outputs, failures)
         if args.evaluate:
             from maskplus.engine.evaluate import evaluate_datasets
             evaluate_datasets(predictor, args.evaluate, model)
@@ -294,12 +342,8 @@ def main(argv=None):
             benchmark(predictor)
     except (ConfigError, DatasetError, CheckpointError, EvaluationError, SweepError, FileExistsError) as e:
         fail(str(e))
-    if failures:
-        fail(f"{len(failures)} input{'s' if len(failures) > 1 else ''} failed, each reported above "
-             f"({', '.join(repr(p) for p, _ in failures[:5])}{', ...' if len(failures) > 5 else ''}); "
-             f"{written} of {len(images)} images drawn into {args.output_dir}/.")
     if args.predict:
-        print(f"Done: {written} images drawn into {args.output_dir}/.")
+        report_predictions(written, images, failures, args.output_dir)
 
 
 if __name__ == "__main__":

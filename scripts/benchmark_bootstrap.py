@@ -112,6 +112,14 @@ def commit():
         return "?"
 
 
+def report(text, write=True):
+    """Print a measurement's text and, with ``write``, append it to BENCHMARKS.md."""
+    print("\n" + text)
+    if write:
+        with open(os.path.join(ROOT, "BENCHMARKS.md"), "a") as f:
+            f.write("\n" + text)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=5000)
@@ -164,11 +172,7 @@ def main(argv=None):
     lines += [f"| total | {wall:.1f} | {cpu:.1f} |", "",
               f"Goal: under 120 s on 2 cores. (Check: {ap.iou_type} AP A {ap.a:.2f}, B {ap.b:.2f}, B - A "
               f"{ap.delta:+.2f} [{ap.low:+.2f}, {ap.high:+.2f}].)", ""]
-    text = "\n".join(lines)
-    print("\n" + text)
-    if not args.no_write:
-        with open(os.path.join(ROOT, "BENCHMARKS.md"), "a") as f:
-            f.write("\n" + text)
+    report("\n".join(lines), write=not args.no_write)
     if not args.keep:
         for path in paths.values():
             os.remove(path)

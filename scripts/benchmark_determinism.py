@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 
-from scripts.benchmark_bootstrap import commit, cpu_name
+from scripts.benchmark_bootstrap import commit, cpu_name, report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -87,11 +87,7 @@ def main(argv=None):
              f"| True | {on:.3f} | {min(times[True]):.3f}-{max(times[True]):.3f} |",
              "",
              f"Ratio on/off: {on / off:.2f}.", ""]
-    text = "\n".join(lines)
-    print("\n" + text)
-    if not args.no_write:
-        with open(os.path.join(ROOT, "BENCHMARKS.md"), "a") as f:
-            f.write("\n" + text)
+    report("\n".join(lines), write=not args.no_write)
 
 
 if __name__ == "__main__":

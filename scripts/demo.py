@@ -33,7 +33,7 @@ PY = sys.executable
 
 from maskplus.console import CONSOLE_FD  # the variable train.py/predict.py read
 from maskplus.engine.run_dir import unused_path
-from maskplus.lifetime import die_with_parent
+from maskplus.parent_death import die_with_parent
 from maskplus.presets import demo_schedule
 
 #: seconds of a demo spent outside the training's own budget: starting train.py (imports) and,

@@ -103,3 +103,17 @@ def write_checkpoint(prefix, step=16, shape=(3, 5)):
             tfv1.train.Saver(save_relative_paths=True).save(sess, str(prefix), write_meta_graph=False,
                                                              write_state=False)
     return {"w": value, "global_step": np.int64(step)}
+
+
+def restore_into_tiny_graph(make_init):
+    """Build the inference graph of the current config, run on it the session init that
+    ``make_init()`` makes (inside the graph) and return ``(init, {variable name: value})`` of every
+    global variable afterwards."""
+    graph, _, _ = build_graph(False)
+    with graph.as_default():
+        init = make_init()
+        init._setup_graph()
+        with tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            init._run_init(sess)
+            return init, {v.op.name: sess.run(v) for v in tfv1.global_variables()}

@@ -31,6 +31,13 @@ def test_unknown_key_suggests_the_closest_one():
         cfg.update_args(["TRAIN.BASE_LRR=0.1"])
 
 
+def test_the_removed_starting_epoch_is_refused_by_name_with_the_reason():
+    # Tensorpack's example took it to resume an epoch count; here the checkpoint's global step gives it
+    with config_snapshot(), pytest.raises(ConfigError, match=r"'TRAIN.STARTING_EPOCH' was removed: .*global step"):
+        cfg.update_args(["TRAIN.STARTING_EPOCH=3"])
+    assert "STARTING_EPOCH" not in cfg.TRAIN
+
+
 @pytest.mark.parametrize("arg, expected", [
     ("TRAIN.BASE_LR=fast", "TRAIN.BASE_LR' expects a value like 0.01"),
     ("BACKBONE.RESNET_NUM_BLOCKS=3", "expects a value like"),

@@ -4,7 +4,7 @@
 Imports are read from the source (every ``import``, also those inside functions), so a lazy import
 cannot hide an upward arrow. The floors, lowest first (CONTRIBUTING.md "Layout" shows the same table):
 
-  floor 0: foundation          maskplus/__init__.py, atomic.py, compat.py, console.py, lifetime.py, precision.py
+  floor 0: foundation          maskplus/__init__.py, atomic.py, compat.py, console.py, parent_death.py, precision.py
   floor 1: config              config.py, maskplus/presets.py
   floor 2: data                maskplus/data/
   floor 3: evaluation          maskplus/evaluation/, maskplus/viz.py
@@ -30,7 +30,7 @@ from tests.conftest import ROOT
 
 #: (floor, modules): a name ending in ".*" stands for every module below that package
 LAYERS = [
-    ("foundation", ["maskplus", "maskplus.atomic", "maskplus.compat", "maskplus.console", "maskplus.lifetime",
+    ("foundation", ["maskplus", "maskplus.atomic", "maskplus.compat", "maskplus.console", "maskplus.parent_death",
                     "maskplus.precision"]),
     ("config", ["config", "maskplus.presets"]),
     ("data", ["maskplus.data", "maskplus.data.*"]),
@@ -333,7 +333,7 @@ def test_scripts_import_nothing_from_the_tests(script):
     assert from_tests == [], f"scripts/{script} imports {from_tests}"
 
 
-LIGHT_MODULES = ["config", "maskplus", "maskplus.presets", "maskplus.console", "maskplus.lifetime",
+LIGHT_MODULES = ["config", "maskplus", "maskplus.presets", "maskplus.console", "maskplus.parent_death",
                  "maskplus.evaluation.coco_eval", "maskplus.evaluation.tables", "maskplus.data.shapes",
                  "maskplus.engine.run_dir"]
 

@@ -35,7 +35,7 @@ from tensorpack.dataflow.parallel_map import MultiProcessMapDataZMQ
 from tensorpack.utils import logger
 
 from maskplus.console import one_line
-from maskplus.lifetime import die_with_parent
+from maskplus.parent_death import die_with_parent
 
 from maskplus.data import transforms as T
 from maskplus.data.anchors import AnchorParams, c4_anchor_targets, multilevel_anchor_targets

@@ -27,6 +27,9 @@ EVALUATION_KEYS = ("DATA.BASEDIR", "DATA.VAL", "DATA.CUSTOM", "DATA.VALIDATE", "
                    "TRAIN.BOUNDARY_AP")
 #: Keys the config's finalisation derives from others (not settable).
 DERIVED_KEYS = ("DATA.NUM_CLASS", "RPN.NUM_ANCHOR", "FPN.RESOLUTION_REQUIREMENT")
+#: Keys this version removed (config.REMOVED_KEYS) that older run.json files record; they never
+#: changed the model, so they are passed over without a note.
+REMOVED_KEYS = ("TRAIN.STARTING_EPOCH",)
 
 
 class RunConfigError(ValueError):
@@ -95,11 +98,12 @@ def _as_default_type(value, default):
 def run_overrides(recorded, defaults):
     """The ``KEY=VALUE`` overrides that turn ``defaults`` (``{key: value}``, the unfinalised
     config) into the run's config, from ``recorded`` (run.json's nested config): every recorded
-    key that differs from its default, except :data:`MACHINE_KEYS` and :data:`DERIVED_KEYS`.
+    key that differs from its default, except :data:`MACHINE_KEYS`, :data:`DERIVED_KEYS` and
+    :data:`REMOVED_KEYS`.
     Returns (overrides, keys run.json records that this version does not know)."""
     overrides, unknown = [], []
     for key, value in flatten(recorded, set(defaults)).items():
-        if _matches(key, MACHINE_KEYS) or key in DERIVED_KEYS:
+        if _matches(key, MACHINE_KEYS) or key in DERIVED_KEYS or key in REMOVED_KEYS:
             continue
         if key not in defaults:
             unknown.append(key)

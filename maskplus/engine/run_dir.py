@@ -27,7 +27,7 @@ ACTIONS = ("resume", "backup", "delete", "new")
 HARMLESS_KEYS = (
     "DATA.NUM_WORKERS", "DATA.VAL", "DATA.VALIDATE", "DATA.LOADER_MAX_SKIPPED",
     "TRAIN.EVAL_PERIOD", "TRAIN.CHECKPOINT_PERIOD", "TRAIN.MAX_CHECKPOINTS", "TRAIN.INTRA_OP_THREADS",
-    "TRAIN.BOUNDARY_AP", "TRAIN.STARTING_EPOCH",
+    "TRAIN.BOUNDARY_AP", "TRAIN.STARTING_EPOCH",  # the last one removed, but older run.json files record it
     "TEST.", "PREPROC.TEST_SHORT_EDGE_SIZE", "RPN.TEST_", "MRCNN.ACCURATE_PASTE",
 )
 #: Paths, compared by what they hold instead: the training data by its annotation files' content

@@ -43,10 +43,6 @@ def paste_mask_fast_cropped(box, mask, height, width):
     return CroppedMask(cy0, cx0, resized[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0], height, width)
 
 
-def paste_mask_fast(box, mask, height, width):
-    """uint8 height x width mask: Tensorpack's rounding paste."""
-    return paste_mask_fast_cropped(box, mask, height, width).full()
-
 
 def _interpolation_matrix(coords, size):
     """n x size matrix sampling a length-``size`` signal (sample k at k) linearly at ``coords``;
@@ -90,38 +86,17 @@ def paste_mask_accurate_cropped(box, mask, height, width):
     return CroppedMask(y0, x0, (probs >= 0.5).astype(np.uint8), height, width)
 
 
-def paste_mask_accurate(box, mask, height, width):
-    """uint8 height x width mask: sub-pixel aligned bilinear paste."""
-    return paste_mask_accurate_cropped(box, mask, height, width).full()
-
 
 def paste_mask_cropped(box, mask, height, width, accurate=True):
     """One instance's pasted mask as a :class:`CroppedMask`."""
     return (paste_mask_accurate_cropped if accurate else paste_mask_fast_cropped)(box, mask, height, width)
 
 
-def paste_mask(box, mask, height, width, accurate=True):
-    """One instance's pasted mask, height x width uint8."""
-    return paste_mask_cropped(box, mask, height, width, accurate).full()
 
-
-def paste_masks(boxes, masks, height, width, accurate=True):
-    """uint8 N x height x width full-image masks (N full images in memory: for small images)."""
-    out = np.zeros((len(boxes), height, width), np.uint8)
-    for k, (box, mask) in enumerate(zip(boxes, masks)):
-        out[k] = paste_mask(box, mask, height, width, accurate)
-    return out
-
-
-def encode_mask(full_mask):
-    """COCO RLE (``counts`` as str) of a height x width binary mask."""
-    rle = mask_util.encode(np.asfortranarray(full_mask.astype(np.uint8)[:, :, None]))[0]
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
 
 
 def encode_cropped_mask(cropped):
-    """COCO RLE of a :class:`CroppedMask`, equal to :func:`encode_mask` of its full mask, from the
+    """COCO RLE of a :class:`CroppedMask`, equal to pycocotools' encoding of its full mask, from the
     image columns the crop spans only (COCO runs go down the columns, image column after column)."""
     h, w = cropped.height, cropped.width
     ch, cw = cropped.mask.shape

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tests.helpers import build_graph, config_snapshot, configure, variable_shapes
+from tests.helpers import build_graph, config_snapshot, configure, restore_into_tiny_graph, variable_shapes
 from maskplus.compat import tfv1
 from maskplus.engine.checkpoint import CheckpointError, CheckpointInit, export_npz, read_checkpoint
 
@@ -16,15 +16,8 @@ def _random_npz(path, shapes, seed=0, drop=(), extra=None):
 
 
 def _load(path, ignore_mismatch=False, init=None):
-    graph, _, _ = build_graph(False)
-    with graph.as_default():
-        init = init or CheckpointInit(path, ignore_mismatch=ignore_mismatch)
-        init._setup_graph()
-        with tfv1.Session() as sess:
-            sess.run(tfv1.global_variables_initializer())
-            init._run_init(sess)
-            values = {v.op.name: sess.run(v) for v in tfv1.global_variables()}
-    return init.report, values
+    used, values = restore_into_tiny_graph(lambda: init or CheckpointInit(path, ignore_mismatch=ignore_mismatch))
+    return used.report, values
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from maskplus.evaluation.paste import paste_mask_accurate
+from tests.evaluation.full_masks import paste_mask_accurate
 from tests.helpers import config_snapshot, configure
 
 

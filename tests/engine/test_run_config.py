@@ -84,6 +84,13 @@ def test_keys_this_version_does_not_know_are_named_not_applied():
     assert unknown == ["MASKPLUS.SOME_FUTURE_TECHNIQUE"] and not any("FUTURE" in o for o in overrides)
 
 
+def test_a_removed_key_an_older_run_json_records_is_passed_over_silently():
+    recorded = _recorded({})
+    recorded["TRAIN"]["STARTING_EPOCH"] = 7  # run.json of a version that still had the key
+    overrides, unknown = run_overrides(recorded, _defaults())
+    assert unknown == [] and not any("STARTING_EPOCH" in o for o in overrides)
+
+
 def test_a_checkpoint_belongs_to_the_run_whose_run_json_is_beside_it(tmp_path):
     run = _write_run(tmp_path / "run")
     for name in ("model-12.index", "model-12.data-00000-of-00001", "checkpoint", "exported.npz"):

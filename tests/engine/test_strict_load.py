@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from maskplus.compat import tfv1
 from maskplus.engine.checkpoint import LoadReport
 from maskplus.engine.strict_load import (OWNERS, UNKNOWN_OWNER, CheckpointRefused, check_complete, checkpoint_init,
                                          owner_of, technique_switches)
 from maskplus.presets import PRESETS, preset_overrides
-from tests.helpers import build_graph, config_snapshot, configure, variable_shapes, write_random_model
+from tests.helpers import (build_graph, config_snapshot, configure, restore_into_tiny_graph, variable_shapes,
+                           write_random_model)
 from tests.modeling.test_model_zoo_compat import _configure as configure_zoo, _reference
 from tests.techniques.test_techniques import TECHNIQUES_OFF, tiny_preset
 
@@ -142,14 +142,7 @@ def test_technique_switches_read_config_values_and_preset_overrides_alike():
 
 
 def _strict_load(path, strict=True):
-    graph, _, _ = build_graph(False)
-    with graph.as_default():
-        init = checkpoint_init(path, strict)
-        init._setup_graph()
-        with tfv1.Session() as sess:
-            sess.run(tfv1.global_variables_initializer())
-            init._run_init(sess)
-            values = {v.op.name: sess.run(v) for v in tfv1.global_variables()}
+    init, values = restore_into_tiny_graph(lambda: checkpoint_init(path, strict))
     return init.report, values
 
 

@@ -7,9 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from maskplus.compat import tfv1
 from maskplus.engine.checkpoint import CheckpointError, CheckpointInit, read_checkpoint
-from tests.helpers import build_graph, config_snapshot, configure, write_checkpoint, write_random_model
+from tests.helpers import config_snapshot, configure, restore_into_tiny_graph, write_checkpoint, write_random_model
 
 SOME_WEIGHT = "fpn/posthoc_3x3_p2/W:0"
 
@@ -97,14 +96,7 @@ def test_an_array_of_text_is_refused_when_read(tiny_npz, tmp_path):
 
 
 def _restore(path):
-    graph, _, _ = build_graph(False)
-    with graph.as_default():
-        init = CheckpointInit(path)
-        init._setup_graph()
-        with tfv1.Session() as sess:
-            sess.run(tfv1.global_variables_initializer())
-            init._run_init(sess)
-            return {v.op.name: sess.run(v) for v in tfv1.global_variables()}
+    return restore_into_tiny_graph(lambda: CheckpointInit(path))[1]
 
 
 def test_integer_arrays_for_float_weights_are_refused_and_float64_ones_cast(tiny_npz, tmp_path):

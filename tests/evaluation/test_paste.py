@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_util
 
-from maskplus.evaluation.paste import (paste_mask_accurate, paste_mask_fast, paste_masks, paste_masks_to_rle)
+from maskplus.evaluation.paste import paste_masks_to_rle
+from tests.evaluation.full_masks import paste_mask_accurate, paste_mask_fast
 
 
 def reference_accurate_paste(box, mask, height, width):
@@ -113,7 +114,7 @@ def test_many_masks_and_rles_agree():
     rng = np.random.RandomState(3)
     boxes = np.array([[5, 5, 30, 40], [0, 0, 63, 47], [50, 30, 70, 60]], np.float32)
     masks = rng.uniform(0, 1, (3, 28, 28))
-    full = paste_masks(boxes, masks, 48, 64)
+    full = np.array([paste_mask_accurate(box, mask, 48, 64) for box, mask in zip(boxes, masks)])
     rles = paste_masks_to_rle(boxes, masks, 48, 64)
     assert full.shape == (3, 48, 64) and isinstance(rles[0]["counts"], str)
     for k in range(3):
@@ -133,7 +134,7 @@ def _random_cases(n, seed):
 
 @pytest.mark.parametrize("accurate", [True, False])
 def test_a_cropped_mask_is_the_full_paste_and_encodes_to_the_same_rle(accurate):
-    from maskplus.evaluation.paste import encode_cropped_mask, encode_mask, paste_mask_cropped
+    from maskplus.evaluation.paste import encode_cropped_mask, paste_mask_cropped
     nonempty = 0
     for box, mask, h, w in _random_cases(400, 1):
         full = (paste_mask_accurate if accurate else paste_mask_fast)(box, mask, h, w)
@@ -147,5 +148,5 @@ def test_a_cropped_mask_is_the_full_paste_and_encodes_to_the_same_rle(accurate):
         assert cropped.y0 + cropped.mask.shape[0] <= h and cropped.x0 + cropped.mask.shape[1] <= w
         # pycocotools' own encoder of the full mask is the reference
         ref = mask_util.encode(np.asfortranarray(full[:, :, None]))[0]
-        assert encode_cropped_mask(cropped) == dict(ref, counts=ref["counts"].decode("ascii")) == encode_mask(full)
+        assert encode_cropped_mask(cropped) == dict(ref, counts=ref["counts"].decode("ascii"))
     assert 100 < nonempty < 400

@@ -7,9 +7,9 @@ import itertools
 import numpy as np
 import pytest
 
-from maskplus.evaluation.paste import paste_mask_accurate
 from maskplus.evaluation.tta import (View, ViewGeometry, augmented_views, average_masks, boxes_to_image,
                                      boxes_to_view, merge_views)
+from tests.evaluation.full_masks import paste_mask_accurate
 
 H, W = 60, 100
 BIG = ViewGeometry(H, W, 120, 200, False)

@@ -10,8 +10,7 @@ import pytest
 
 from config import config as cfg
 from tests.conftest import ROOT
-from tests.helpers import build_graph, config_snapshot, configure, variable_shapes
-from maskplus.compat import tfv1
+from tests.helpers import build_graph, config_snapshot, configure, restore_into_tiny_graph, variable_shapes
 from maskplus.presets import ZOO_PRESETS, preset_overrides
 
 DATA = os.path.join(ROOT, "tests", "fixtures", "reference")
@@ -83,15 +82,8 @@ def test_model_zoo_npz_with_random_values_loads_with_nothing_missing_or_unused(t
     np.savez(path, **arrays)
     with config_snapshot():
         _configure(overrides, training=False)
-        graph, _, _ = build_graph(False)
-        with graph.as_default():
-            init = CheckpointInit(path)
-            init._setup_graph()
-            with tfv1.Session() as sess:
-                sess.run(tfv1.global_variables_initializer())
-                init._run_init(sess)
-                conv = sess.run(graph.get_tensor_by_name(probe + ":0"))
-                ema = sess.run(graph.get_tensor_by_name("conv0/bn/mean/EMA:0"))
+        init, values = restore_into_tiny_graph(lambda: CheckpointInit(path))
+        conv, ema = values[probe], values["conv0/bn/mean/EMA"]
     assert init.report.missing == [] and init.report.unused == []
     assert len(init.report.restored) == len(expected) == count
     np.testing.assert_array_equal(conv, arrays[probe + ":0"])

@@ -14,10 +14,12 @@ The RoI sampler's ``tf.random.shuffle`` gets a fixed op seed while the graphs ar
 sampled RoIs do not depend on how many ops precede the sampler either. Sessions run on one thread.
 
 Usage (not a test: the values depend on the machine's floating point, so they are compared with
-themselves before and after a change on the same machine)::
+themselves before and after a change on the same machine), from the repository root::
 
-    python -m tests.modeling.graph_fingerprint save /tmp/fp_base.pkl
-    python -m tests.modeling.graph_fingerprint compare /tmp/fp_base.pkl
+    python scripts/graph_fingerprint.py save /tmp/fp_base.pkl
+    python scripts/graph_fingerprint.py compare /tmp/fp_base.pkl
+
+(``python -m scripts.graph_fingerprint ...`` works as well.)
 
 ``compare`` exits 1 if a variable, loss, statistic, gradient norm or output differs (relative
 1e-5), and lists renamed ops separately without failing.
@@ -30,9 +32,8 @@ import zlib
 
 import numpy as np
 
-from tests.conftest import ROOT  # noqa: F401  (puts the repository on sys.path)
-from tests.helpers import build_graph, config_snapshot, configure, synthetic_datapoint
 from maskplus.compat import tf, tfv1
+from maskplus.testing import build_graph, config_snapshot, configure, synthetic_datapoint
 
 ALL_TECHNIQUES = {
     "MASKPLUS.CONTEXT_FUSION": True, "MASKPLUS.CONTEXT_FUSION_DIMS": [32, 64],
@@ -213,12 +214,16 @@ def compare(before, after, rtol=1e-5, atol=1e-6):
     return problems
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["save", "compare"])
     parser.add_argument("path")
     parser.add_argument("--only", nargs="*", help="configurations to run (default: all)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     result = fingerprint(args.only)
     if args.action == "save":
         with open(args.path, "wb") as f:
