@@ -41,6 +41,7 @@ import numpy as np
 
 from maskplus.compat import tf, tfv1
 from config import parse_literal
+from maskplus.precision import cpu_model_name
 from maskplus.presets import technique_overrides
 from maskplus.testing import build_graph, config_snapshot, configure, synthetic_datapoint
 
@@ -342,7 +343,7 @@ def precision_network(model, size, precisions, repeats):
 def precision_comparison(precisions, model, sizes, repeats):
     """Markdown lines: the CPU (model name, the flags that decide bf16, the matmul rate in each
     precision), then per precision the training step and the inference network at each size."""
-    from maskplus.precision import cpu_flags, cpu_model_name
+    from maskplus.precision import cpu_flags
     flags = cpu_flags()
     choices = {p: _precision_choice(p) for p in precisions}
     runnable = [p for p in precisions if choices[p][0] is not None]
@@ -396,23 +397,12 @@ def heading(command):
                                 text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
-    return f"## {datetime.date.today()} — `{command}` (commit {commit}, {cpu_name()}, {os.cpu_count()} cores)"
-
-
-def cpu_name():
-    cpu = platform.processor() or "?"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return cpu
+    return f"## {datetime.date.today()} — `{command}` (commit {commit}, {cpu_model_name()}, {os.cpu_count()} cores)"
 
 
 def machine():
     import tensorpack
-    return f"{cpu_name()}, {os.cpu_count()} cores; Python {platform.python_version()}, TensorFlow {tf.__version__}, " \
+    return f"{cpu_model_name()}, {os.cpu_count()} cores; Python {platform.python_version()}, TensorFlow {tf.__version__}, " \
            f"Tensorpack {tensorpack.__version__}, NumPy {np.__version__}"
 
 

@@ -25,6 +25,7 @@ from pycocotools import mask as mask_util
 
 from maskplus.evaluation.bootstrap import paired_bootstrap
 from maskplus.evaluation.matching import load_ground_truth, match_file
+from maskplus.precision import cpu_model_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,16 +95,6 @@ class Clock:
         return out
 
 
-def cpu_name():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
 def commit():
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
@@ -162,7 +153,7 @@ def main(argv=None):
              f"Paired bootstrap of two results files (scripts/compare_results.py's work), {args.images} images x "
              f"{args.detections} detections each (synthetic, {len(truth.annotations)} objects, "
              f"{len(truth.category_ids)} categories), {', '.join(args.iou_types)}, {args.resamples} resamples.",
-             f"Machine: {cpu_name()}, {os.cpu_count()} cores; Python {platform.python_version()}, NumPy "
+             f"Machine: {cpu_model_name()}, {os.cpu_count()} cores; Python {platform.python_version()}, NumPy "
              f"{np.__version__}; commit {commit()}; load average {load:.1f} at the start (other processes share "
              f"the cores: wall time above CPU time is theirs).",
              "",

@@ -19,7 +19,8 @@ import subprocess
 import sys
 import tempfile
 
-from scripts.benchmark_bootstrap import commit, cpu_name, report
+from maskplus.precision import cpu_model_name
+from scripts.benchmark_bootstrap import commit, report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,7 +79,7 @@ def main(argv=None):
              "Step time of `TRAIN.DETERMINISTIC=True` against off: the CPU-scale baseline (scripts/ablation_cpu.sh's "
              "model) on 256-px generated shapes, two loader processes, one tower, runs alternated off/on; "
              f"median over {len(times[False])} epochs each (the first epoch of a run left out).",
-             f"Machine: {cpu_name()}, {os.cpu_count()} cores; Python {platform.python_version()}; commit {commit()}; "
+             f"Machine: {cpu_model_name()}, {os.cpu_count()} cores; Python {platform.python_version()}; commit {commit()}; "
              f"load average {load:.1f} at the start (other processes share the cores).",
              "",
              "| TRAIN.DETERMINISTIC | s/step (median) | epochs' range |",
