@@ -1,6 +1,7 @@
 """TRAIN.DETERMINISTIC: two runs of one command train bit-identical weights on the CPU with loader
 processes (two default runs of different seeds do not); its refusals; an op without a
 deterministic kernel (on a GPU) named in one line."""
+import json
 import os
 import subprocess
 import sys
@@ -39,14 +40,36 @@ def differing(a, b):
     return sorted(k for k in a if not np.array_equal(a[k], b[k]))
 
 
+def where_runs_part(a, b, start_a, start_b):
+    """Where two runs' records first differ: the state before the first step, then each epoch's
+    logged scalars (stats.json), then the loader's skip reports; for a failure message."""
+    found = []
+    if differing(start_a, start_b):
+        found.append(f"the states before the first step differ in {len(differing(start_a, start_b))} variables, "
+                     f"e.g. {differing(start_a, start_b)[:3]}")
+    stats = [json.load(open(d / "stats.json")) if (d / "stats.json").is_file() else [] for d in (a, b)]
+    clock = ("queue_size", "throughput", "elapsed", "time", "speed", "rss")  # what wall time or memory moves
+    for x, y in zip(*stats):
+        keys = sorted(k for k in x.keys() | y.keys() if x.get(k) != y.get(k) and not any(c in k.lower() for c in clock))
+        if keys:
+            found.append(f"at step {x.get('global_step')} the logs differ first in {keys[:4]}: "
+                         f"{[x.get(k) for k in keys[:4]]} vs {[y.get(k) for k in keys[:4]]}")
+            break
+    for d in (a, b):
+        logged = (d / "log.log").read_text(errors="replace") if (d / "log.log").is_file() else ""
+        skips = [line for line in logged.splitlines() if "skip" in line.lower()]
+        found.append(f"{d.name}: {len(skips)} log lines about skipped images{': ' + skips[-1] if skips else ''}")
+    return "\n".join(found)
+
+
 @pytest.mark.slow
 @pytest.mark.cli
 def test_two_deterministic_runs_with_loader_processes_train_bit_identical_weights(dataset, tmp_path):
     deterministic = ["TRAIN.DETERMINISTIC=True", "DATA.SEED=3", "DATA.NUM_WORKERS=2"]
     first, start = train_and_dump(dataset, tmp_path / "a", *deterministic)
-    second, _ = train_and_dump(dataset, tmp_path / "b", *deterministic)
+    second, start_b = train_and_dump(dataset, tmp_path / "b", *deterministic)
     assert len(differing(first, start)) > 100  # the weights moved: six real updates
-    assert differing(first, second) == []
+    assert differing(first, second) == [], where_runs_part(tmp_path / "a", tmp_path / "b", start, start_b)
 
 
 @pytest.mark.slow
