@@ -58,22 +58,34 @@ for _name in ("context-fusion-256-256", "context-fusion-256-256-256", "context-f
 
 PRESETS = {name: PAPER_SETUP + rows for name, rows in _ROWS.items()}
 
-#: The small model that the CPU demo and the CPU-scale ablation train from scratch on the
-#: generated 256-px shapes set: GroupNorm everywhere (there are no pretrained statistics), one
-#: bottleneck block per stage, a 128-channel FPN, one image per step without accumulation.
-CPU_MODEL = [
-    "MODE_MASK=True", "MODE_FPN=True",
-    "BACKBONE.RESNET_NUM_BLOCKS=[1,1,1,1]", "BACKBONE.NORM=GN", "BACKBONE.FREEZE_AT=0",
-    "FPN.NORM=GN", "FPN.NUM_CHANNEL=128", "FPN.FRCNN_HEAD_FUNC=fastrcnn_2fc_head", "FPN.FRCNN_FC_HEAD_DIM=256",
-    "FPN.MRCNN_HEAD_FUNC=maskrcnn_up4conv_gn_head", "MRCNN.HEAD_DIM=128",
+#: The small ResNet-FPN that is trained from scratch: GroupNorm everywhere (there are no pretrained
+#: statistics) with every norm's scale starting at 1 (the example's random gammas were not measured
+#: here), one bottleneck block per stage, a 2fc box head and a GroupNorm mask head. Its widths and
+#: image sizes are set where it is used: CPU_MODEL below, the tests' ``maskplus.testing.TINY``.
+SMALL_MODEL = {
+    "BACKBONE.RESNET_NUM_BLOCKS": [1, 1, 1, 1], "BACKBONE.NORM": "GN", "BACKBONE.FREEZE_AT": 0,
+    "BACKBONE.NORM_INIT": "unit", "FPN.NORM": "GN", "FPN.FRCNN_HEAD_FUNC": "fastrcnn_2fc_head",
+    "FPN.MRCNN_HEAD_FUNC": "maskrcnn_up4conv_gn_head",
+}
+
+
+def as_overrides(values):
+    """``{key: value}`` as ``KEY=VALUE`` overrides, a list written without spaces (one shell word)."""
+    def literal(v):
+        return "[" + ",".join(literal(x) for x in v) + "]" if isinstance(v, (list, tuple)) else str(v)
+    return [f"{key}={literal(value)}" for key, value in values.items()]
+
+
+#: The small model at the size the CPU demo and the CPU-scale ablation train on the generated
+#: 256-px shapes set: a 128-channel FPN, one image per step without accumulation.
+CPU_MODEL = ["MODE_MASK=True", "MODE_FPN=True"] + as_overrides(SMALL_MODEL) + [
+    "FPN.NUM_CHANNEL=128", "FPN.FRCNN_FC_HEAD_DIM=256", "MRCNN.HEAD_DIM=128",
     "RPN.ANCHOR_SIZES=(16,32,64,128,256)", "RPN.BATCH_PER_IM=256", "FRCNN.BATCH_PER_IM=128", "FRCNN.FG_RATIO=0.25",
     "RPN.TRAIN_PER_LEVEL_NMS_TOPK=500", "RPN.TEST_PER_LEVEL_NMS_TOPK=300",
     "PREPROC.TRAIN_SHORT_EDGE_SIZE=[256,256]", "PREPROC.TEST_SHORT_EDGE_SIZE=256", "PREPROC.MAX_SIZE=256",
     # at most 6 shapes per image: 30 detections lose nothing and make evaluation cheaper
     "TEST.RESULTS_PER_IM=30",
     "TRAIN.GRADIENT_ACCUMULATION=False", "TRAIN.WEIGHT_DECAY=1e-4",
-    # from scratch: every norm's scale starts at 1 (the example's random gammas were not measured here)
-    "BACKBONE.NORM_INIT=unit",
     "DATA.NUM_WORKERS=1", "DATA.TRAIN=coco_train2017", "DATA.VAL=coco_val2017",
 ]
 CPU_WIDTH = 128
@@ -159,6 +171,15 @@ def technique_overrides(name, width=256):
     if width != 256:
         out.append(f"MASKPLUS.DECONV_PYRAMID_DIM={width}")
     return out
+
+
+#: the config sections (and key prefixes) that shape a model, rather than its training, data or techniques
+MODEL_SECTIONS = ("MODE_", "BACKBONE.", "FPN.", "RPN.", "FRCNN.", "MRCNN.", "CASCADE.", "PREPROC.")
+
+
+def model_overrides(name):
+    """The overrides of preset ``name`` that shape its model (``MODEL_SECTIONS``)."""
+    return [arg for arg in preset_overrides(name) if arg.startswith(MODEL_SECTIONS)]
 
 
 def cpu_scale_overrides(name):

@@ -6,20 +6,18 @@ from maskplus.compat import tf, tfv1  # first: its shims precede Tensorpack's Te
 from tensorpack.tfutils.tower import TowerContext
 
 from config import config as cfg, finalize_configs
+from maskplus.presets import SMALL_MODEL
 
-#: A small model that still has every stage: one bottleneck per ResNet group, narrow FPN/heads.
-TINY = {
-    "BACKBONE.RESNET_NUM_BLOCKS": [1, 1, 1, 1],
-    "BACKBONE.NORM": "GN", "BACKBONE.FREEZE_AT": 0, "BACKBONE.NORM_INIT": "unit",
-    "FPN.NORM": "GN", "FPN.NUM_CHANNEL": 64,
-    "FPN.FRCNN_HEAD_FUNC": "fastrcnn_2fc_head", "FPN.FRCNN_FC_HEAD_DIM": 64,
-    "FPN.MRCNN_HEAD_FUNC": "maskrcnn_up4conv_gn_head", "MRCNN.HEAD_DIM": 64,
+#: The small model (every stage, one bottleneck per ResNet group) at the tests' size: narrow FPN and
+#: heads, 96-px images.
+TINY = dict(SMALL_MODEL, **{
+    "FPN.NUM_CHANNEL": 64, "FPN.FRCNN_FC_HEAD_DIM": 64, "MRCNN.HEAD_DIM": 64,
     "MASKPLUS.CONTEXT_FUSION_DIMS": [64, 64], "MASKPLUS.DECONV_PYRAMID_DIM": 64,
     "RPN.TRAIN_PER_LEVEL_NMS_TOPK": 200, "RPN.TEST_PER_LEVEL_NMS_TOPK": 100,
     "FRCNN.BATCH_PER_IM": 64, "RPN.BATCH_PER_IM": 64,
     "PREPROC.TRAIN_SHORT_EDGE_SIZE": [96, 96], "PREPROC.TEST_SHORT_EDGE_SIZE": 96, "PREPROC.MAX_SIZE": 128,
     "TRAIN.NUM_GPUS": 1,
-}
+})
 
 
 @contextlib.contextmanager

@@ -42,7 +42,7 @@ import numpy as np
 from maskplus.compat import tf, tfv1
 from config import parse_literal
 from maskplus.precision import cpu_model_name
-from maskplus.presets import technique_overrides
+from maskplus.presets import model_overrides, technique_overrides
 from maskplus.testing import build_graph, config_snapshot, configure, synthetic_datapoint
 
 TECHNIQUE_PRESETS = ["baseline", "context-fusion-720-512-512-256", "deconv-pyramid", "boundary-refinement-improved",
@@ -450,11 +450,10 @@ def main(argv=None):
     lines.append(f"- float32 matmul (2048^2): {gflops:.1f} GFLOP/s (the CPU's ceiling for dense layers); "
                  f"{describe_nominal_peak()}")
 
-    if args.quick:  # the CPU demo's model
-        train_model, size = {"BACKBONE.RESNET_NUM_BLOCKS": [1, 1, 1, 1], "BACKBONE.NORM": "GN", "BACKBONE.FREEZE_AT": 0,
-                             "FPN.NORM": "GN", "FPN.NUM_CHANNEL": 128, "FPN.MRCNN_HEAD_FUNC": "maskrcnn_up4conv_gn_head",
-                             "MRCNN.HEAD_DIM": 128, "FPN.FRCNN_FC_HEAD_DIM": 256, "FRCNN.BATCH_PER_IM": 128,
-                             "TRAIN.NUM_GPUS": 1, "PREPROC.MAX_SIZE": 256}, (256, 256)
+    if args.quick:  # the CPU demo's model, one tower
+        demo = (arg.split("=", 1) for arg in model_overrides("demo-cpu"))
+        train_model = dict({key: parse_literal(value) for key, value in demo}, **{"TRAIN.NUM_GPUS": 1})
+        size = (train_model["PREPROC.MAX_SIZE"],) * 2
     else:  # R50-FPN at 256x320, as measured with the reference example
         train_model, size = {"TRAIN.NUM_GPUS": 1, "PREPROC.MAX_SIZE": 320}, (256, 320)
     print("training steps ...", flush=True)

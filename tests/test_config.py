@@ -5,7 +5,7 @@ import pytest
 
 from config import ConfigError, config as cfg, finalize_configs
 from tests.helpers import config_snapshot, configure
-from maskplus.presets import PRESETS, TABLES, preset_overrides
+from maskplus.presets import PRESETS, TABLES, model_overrides, preset_overrides
 
 
 def test_overrides_are_parsed_as_literals_of_the_default_type():
@@ -175,6 +175,23 @@ def test_the_cpu_demo_preset_finalises():
         cfg.update_args(preset_overrides("demo-cpu"))
         configure({}, tiny=False)
         assert cfg.BACKBONE.NORM == "GN" and cfg.MASKPLUS.BOUNDARY_REFINEMENT == "improved"
+
+
+def test_a_presets_model_overrides_build_its_model_without_its_training_data_or_techniques():
+    # what scripts/benchmark.py --quick times as "the CPU demo's model"
+    model_keys = ("MODE_MASK", "BACKBONE.NORM", "FPN.NUM_CHANNEL", "FPN.FRCNN_HEAD_FUNC", "MRCNN.HEAD_DIM",
+                  "RPN.TEST_PER_LEVEL_NMS_TOPK", "FRCNN.FG_RATIO", "PREPROC.MAX_SIZE")
+    with config_snapshot():
+        cfg.update_args(preset_overrides("demo-cpu"))
+        configure({}, tiny=False)
+        demo = {key: cfg.get(key) for key in model_keys + ("TRAIN.BASE_LR", "MASKPLUS.CONTEXT_FUSION")}
+    with config_snapshot():
+        cfg.update_args(model_overrides("demo-cpu"))
+        configure({}, tiny=False)
+        model = {key: cfg.get(key) for key in model_keys + ("TRAIN.BASE_LR", "MASKPLUS.CONTEXT_FUSION")}
+    assert demo["FPN.NUM_CHANNEL"] == 64 and demo["FPN.FRCNN_HEAD_FUNC"] == "fastrcnn_4conv1fc_gn_head"
+    assert {k: model[k] for k in model_keys} == {k: demo[k] for k in model_keys}
+    assert (model["TRAIN.BASE_LR"], model["MASKPLUS.CONTEXT_FUSION"]) == (0.01, False)  # the defaults
 
 
 def test_every_table_row_is_a_preset_and_unknown_presets_are_named():
