@@ -43,6 +43,7 @@ from maskplus.compat import tf, tfv1
 from config import parse_literal
 from maskplus.precision import cpu_model_name
 from maskplus.presets import model_overrides, technique_overrides
+from scripts.measurements import commit, report
 from maskplus.testing import build_graph, config_snapshot, configure, synthetic_datapoint
 
 TECHNIQUE_PRESETS = ["baseline", "context-fusion-720-512-512-256", "deconv-pyramid", "boundary-refinement-improved",
@@ -380,24 +381,10 @@ def precision_comparison(precisions, model, sizes, repeats):
     return lines
 
 
-def write_precision_report(lines, no_write):
-    text = "\n".join(lines + [""])
-    print("\n" + text)
-    if not no_write:
-        with open(os.path.join(ROOT, "BENCHMARKS.md"), "a") as f:
-            f.write(text + "\n")
-
-
 def heading(command):
     """A section heading that names what was measured: date, command, commit and CPU (the docs cite
     measurements by their heading)."""
-    import subprocess
-    try:
-        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return f"## {datetime.date.today()} — `{command}` (commit {commit}, {cpu_model_name()}, {os.cpu_count()} cores)"
+    return f"## {datetime.date.today()} — `{command}` (commit {commit()}, {cpu_model_name()}, {os.cpu_count()} cores)"
 
 
 def machine():
@@ -431,11 +418,7 @@ def main(argv=None):
                 f"- `predict.py --predict` on a 48 MP (8000x6000) JPEG, random R50-FPN, {found} detections pasted and "
                 f"drawn{'' if args.predict_repo == ROOT else f' (predict.py of {args.predict_repo})'}: "
                 f"peak RSS {peak:.0f} MB\n")
-        print("\n" + text)
-        if not args.no_write:
-            with open(os.path.join(ROOT, "BENCHMARKS.md"), "a") as f:
-                f.write(text)
-        return
+        return report(text, write=not args.no_write)
     repeats = 3 if args.quick else 10
     part_peak = PartPeak()
     command = (f"python scripts/benchmark.py{' --quick' if args.quick else ''}"
@@ -443,7 +426,7 @@ def main(argv=None):
     lines = [heading(command), "", f"Machine: {machine()}", ""]
     if args.precision:
         lines += precision_comparison(args.precision.split(","), {"TRAIN.NUM_GPUS": 1}, PRECISION_SIZES, repeats)
-        return write_precision_report(lines, args.no_write)
+        return report("\n".join(lines), write=not args.no_write)
 
     print("matrix multiply ...", flush=True)
     gflops = matmul_gflops()
@@ -496,16 +479,7 @@ def main(argv=None):
               f"faster-coco-eval {ev['faster']:.2f} s ({ev['pycocotools'] / ev['faster']:.1f}x; goal >= 3x); "
               f"process peak RSS during this part: {part_peak.reset():.0f} MB",
               "", f"Peak memory of the whole run: {peak_mb():.0f} MB", ""]
-    text = "\n".join(lines)
-    print("\n" + text)
-    if not args.no_write:
-        path = os.path.join(ROOT, "BENCHMARKS.md")
-        new = not os.path.exists(path)
-        with open(path, "a") as f:
-            if new:
-                f.write("# Benchmarks\n\nAppended by `scripts/benchmark.py`; newest last.\n\n")
-            f.write(text + "\n")
-        print(f"appended to {path}")
+    report("\n".join(lines), write=not args.no_write)
 
 
 if __name__ == "__main__":

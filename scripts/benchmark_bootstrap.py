@@ -16,7 +16,6 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import tempfile
 import time
 
@@ -26,8 +25,8 @@ from pycocotools import mask as mask_util
 from maskplus.evaluation.bootstrap import paired_bootstrap
 from maskplus.evaluation.matching import load_ground_truth, match_file
 from maskplus.precision import cpu_model_name
+from scripts.measurements import commit, report
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 NUM_CATEGORIES = 80
 
@@ -93,22 +92,6 @@ class Clock:
         self.steps.append((name, time.perf_counter() - wall, time.process_time() - cpu))
         print(f"{name}: {self.steps[-1][1]:.1f} s wall, {self.steps[-1][2]:.1f} s CPU", flush=True)
         return out
-
-
-def commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip() or "?"
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-
-
-def report(text, write=True):
-    """Print a measurement's text and, with ``write``, append it to BENCHMARKS.md."""
-    print("\n" + text)
-    if write:
-        with open(os.path.join(ROOT, "BENCHMARKS.md"), "a") as f:
-            f.write("\n" + text)
 
 
 def main(argv=None):

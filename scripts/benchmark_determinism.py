@@ -20,7 +20,7 @@ import sys
 import tempfile
 
 from maskplus.precision import cpu_model_name
-from scripts.benchmark_bootstrap import commit, report
+from scripts.measurements import commit, report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
