@@ -79,11 +79,16 @@ def cpu_flags(cpuinfo=None):
 
 
 def cpu_model_name(cpuinfo=None):
+    """The CPU's model name; a name without a model number (a VM's "AMD EPYC") with its family and
+    model numbers, which tell its generation apart (AMD family 25 model 17 is a Zen 4)."""
     text = read_cpuinfo() if cpuinfo is None else cpuinfo
-    for line in text.splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
+    name = _cpuinfo_field(text, "model name")
+    if name is None:
+        return "unknown CPU"
+    family, model = _cpuinfo_field(text, "cpu family"), _cpuinfo_field(text, "model")
+    if not any(c.isdigit() for c in name) and family and model:
+        return f"{name} (family {family}, model {model})"
+    return name
 
 
 def _cpuinfo_field(text, name):

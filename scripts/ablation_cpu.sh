@@ -89,7 +89,7 @@ mkdir -p "$(dirname "$CHART")"
 "$PYTHON" scripts/paper_tables.py "$LOGROOT"/*/seed* --annotations "$DATA/annotations/instances_val2017.json" \
   --markdown "$TABLES" --chart "$CHART" >/dev/null
 COMMIT=$(git describe --always --dirty 2>/dev/null || echo unknown)
-CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -n 1)
+CPU=$("$PYTHON" -c "from maskplus.precision import cpu_model_name; print(cpu_model_name())" 2>/dev/null || true)
 {
   echo "# CPU-scale sanity ablation on the generated shapes dataset, not COCO ($(date -u +%Y-%m-%d), commit $COMMIT, $(nproc)-core ${CPU:-unknown CPU})"
   echo

@@ -22,6 +22,8 @@ def test_cpu_flags_and_model_name_are_read_from_cpuinfo_text():
     assert "avx2" in cpu_flags(AVX2_EPYC) and "avx512f" not in cpu_flags(AVX2_EPYC)
     assert "avx512_bf16" in cpu_flags(ZEN4)
     assert cpu_model_name(ZEN4) == "AMD EPYC 9R14"
+    # a VM's name without a model number: the family and model numbers tell the generation
+    assert cpu_model_name("cpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n") == "AMD EPYC (family 25, model 17)"
     assert cpu_flags("") == set() and cpu_model_name("") == "unknown CPU"
     # a flag whose name contains another one's is not mistaken for it
     assert cpu_bf16({"avx512_bf16_like"}) is None
