@@ -7,6 +7,7 @@ from tensorpack.tfutils.tower import TowerContext
 
 from config import config as cfg, finalize_configs
 from maskplus.presets import SMALL_MODEL
+from maskplus.techniques import registry
 
 #: The small model (every stage, one bottleneck per ResNet group) at the tests' size: narrow FPN and
 #: heads, 96-px images.
@@ -32,8 +33,10 @@ def config_snapshot():
 
 
 def configure(overrides=None, class_names=("a", "b", "c"), training=True, tiny=True):
-    """Apply TINY (optionally) then ``overrides`` ({key: python value}), then finalise."""
+    """Apply TINY (optionally) then ``overrides`` ({key: python value}), then finalise. Registered
+    plug-in techniques' keys are added first, at their defaults."""
     cfg.freeze(False)
+    registry.add_config(cfg)
     values = dict(TINY if tiny else {}, **(overrides or {}))
     for key, value in values.items():
         cfg.set(key, value)

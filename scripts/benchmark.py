@@ -44,8 +44,10 @@ from config import parse_literal
 from maskplus.precision import cpu_model_name
 from maskplus.presets import model_overrides, technique_overrides
 from scripts.measurements import commit, report
+from maskplus.techniques import registry
 from maskplus.testing import build_graph, config_snapshot, configure, synthetic_datapoint
 
+#: the paper's rows whose training step is timed, one preset each
 TECHNIQUE_PRESETS = ["baseline", "context-fusion-720-512-512-256", "deconv-pyramid", "boundary-refinement-improved",
                      "quasi-multitask-0.5x", "quasi-multitask-2x", "biased-training", "maskplus-all"]
 
@@ -99,13 +101,24 @@ def technique_config(name, model):
     return {key: parse_literal(value) for key, value in pairs}
 
 
+def technique_rows(model, presets=TECHNIQUE_PRESETS):
+    """{row: {key: value}}: each of ``presets`` (its switches), then each registered technique that none
+    of them switches on (a plug-in) in its default form (``enable``), so that a new technique is timed."""
+    rows = {name: technique_config(name, model) for name in presets}
+    covered = {key for switches in rows.values() for key in switches}
+    for technique in registry.registered():
+        if not covered & set(technique.enable):
+            rows[f"+{technique.name}"] = dict(technique.enable)
+    return rows
+
+
 def train_step_times(model, repeats, size):
     dp = synthetic_datapoint(h=size[0], w=size[1], boxes=((20, 30, 120, 140), (100, 60, 230, 200), (150, 10, 200, 60)),
                          labels=(1, 2, 3))
     results = {}
-    for name in TECHNIQUE_PRESETS:
+    for name, switches in technique_rows(model).items():
         with config_snapshot():
-            configure(dict(model, **technique_config(name, model)), training=True, tiny=False)
+            configure(dict(model, **switches), training=True, tiny=False)
             graph, ph, _ = build_graph(True)
             with graph.as_default():
                 cost = graph.get_tensor_by_name("total_cost:0")

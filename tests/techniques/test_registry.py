@@ -205,6 +205,15 @@ def toy_registered():
             registry.unregister(LogitGain.name)
 
 
+def test_the_benchmark_times_a_plug_in_that_no_paper_row_switches_on(toy_registered):
+    from scripts.benchmark import technique_rows
+    from tests.helpers import TINY
+    rows = technique_rows(TINY)
+    assert list(rows)[-1] == "+toy_logit_gain" and rows["+toy_logit_gain"] == {"MASKPLUS.TOY": True}
+    assert [r for r in rows if r.startswith("+")] == ["+toy_logit_gain"]  # the paper's rows cover the five
+    assert rows["context-fusion-720-512-512-256"]["MASKPLUS.CONTEXT_FUSION_DIMS"] == [180, 128, 128, 64]  # at 64 channels
+
+
 def test_a_plug_in_is_ordered_by_its_order_and_its_config_checked(toy_registered):
     cfg = toy_registered
     assert [t.name for t in registry.registered()] == PAPER_ORDER[:3] + ["toy_logit_gain"] + PAPER_ORDER[3:]
