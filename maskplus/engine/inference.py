@@ -38,7 +38,7 @@ def build_predictor(load, precision=None, strict=True):
     precision = precision or resolve(cfg.TEST.PRECISION, "TEST.PRECISION").precision
     pred_config = PredictConfig(
         model=build_model(), session_init=checkpoint_init(load, strict),
-        session_creator=NewSessionCreator(config=session_config(precision)),
+        session_creator=NewSessionCreator(config=session_config(precision, cfg.TRAIN.INTRA_OP_THREADS)),
         input_names=INFERENCE_INPUTS, output_names=inference_outputs())
     return OfflinePredictor(pred_config)
 
