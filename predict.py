@@ -292,8 +292,8 @@ def export(args, predictor, strict):
 def with_augmentation(predictor, model):
     """The predictor with test-time augmentation if TEST.AUGMENT.ENABLED (itself otherwise), its
     views recorded in ``model`` (stored with the metrics)."""
-    from maskplus.engine.tta import augmented
-    predictor = augmented(predictor)
+    from maskplus.engine.tta import AugmentationParams, augmented
+    predictor = augmented(predictor, AugmentationParams.from_config(cfg))
     if model is not None and hasattr(predictor, "describe"):
         model["test_time_augmentation"] = predictor.describe()
     return predictor
