@@ -167,9 +167,11 @@ def benchmark(predictor, repeats=10):
 
 def evaluate_checkpoints(run, which, output, strict):
     """--checkpoints: the sweep of maskplus/engine/sweep.py; Ctrl-C keeps every checkpoint done."""
+    from maskplus.engine.evaluate import EvaluationParams
     from maskplus.engine.sweep import sweep_checkpoints
     try:
-        _, _, _, unreadable = sweep_checkpoints(run, which, output, strict)
+        _, _, _, unreadable = sweep_checkpoints(run, which, output, EvaluationParams.from_config(cfg),
+                                                dict(cfg.items_flat()), strict)
     except KeyboardInterrupt:
         print("Stopped (Ctrl-C): the checkpoints evaluated so far are kept; the same command continues with "
               "the others.", file=sys.stderr)
@@ -290,8 +292,8 @@ def export(args, predictor, strict):
 def with_augmentation(predictor, model):
     """The predictor with test-time augmentation if TEST.AUGMENT.ENABLED (itself otherwise), its
     views recorded in ``model`` (stored with the metrics)."""
-    from maskplus.engine.tta import augmented
-    predictor = augmented(predictor)
+    from maskplus.engine.tta import AugmentationParams, augmented
+    predictor = augmented(predictor, AugmentationParams.from_config(cfg))
     if model is not None and hasattr(predictor, "describe"):
         model["test_time_augmentation"] = predictor.describe()
     return predictor
@@ -325,7 +327,7 @@ def main(argv=None):
             check_val_datasets(with_model=bool(args.load))
             if args.checkpoints:
                 return evaluate_checkpoints(args.load, args.checkpoints, args.evaluate, strict)
-            check_evaluation(args.evaluate, with_model=bool(args.load))
+            check_evaluation(args.evaluate, with_model=bool(args.load), datasets=cfg.DATA.VAL)
         check_model_arguments(args)
         predictor = model = None
         if args.load and (args.predict or args.benchmark or args.export_npz or args.evaluate):
@@ -336,8 +338,8 @@ def main(argv=None):
         if args.predict:
             written = predict_files(predictor, images, outputs, failures)
         if args.evaluate:
-            from maskplus.engine.evaluate import evaluate_datasets
-            evaluate_datasets(predictor, args.evaluate, model)
+            from maskplus.engine.evaluate import EvaluationParams, evaluate_datasets
+            evaluate_datasets(predictor, args.evaluate, EvaluationParams.from_config(cfg), model)
         if args.benchmark:
             benchmark(predictor)
     except (ConfigError, DatasetError, CheckpointError, EvaluationError, SweepError, FileExistsError) as e:

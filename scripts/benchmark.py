@@ -133,7 +133,8 @@ def train_step_times(model, repeats, size):
 
 def _session_config(precision="fp32"):
     from maskplus.engine.session import session_config
-    return session_config(precision)
+    from config import config as cfg
+    return session_config(precision, cfg.TRAIN.INTRA_OP_THREADS)
 
 
 def network_flops(graph, feed):

@@ -19,7 +19,6 @@ from tensorpack.callbacks import Callback, ModelSaver
 from tensorpack.train.base import StopTraining
 from tensorpack.utils import logger
 
-from config import config as cfg
 from maskplus import console
 from maskplus.engine import checkpoint_integrity as integrity
 from maskplus.engine.checkpoint import CheckpointError
@@ -47,31 +46,32 @@ class NonFiniteLossError(RuntimeError):
     """The total loss became NaN or infinite; training stopped before any checkpoint of it."""
 
 
-def process_rank():
-    """This process's Horovod rank; 0 without Horovod."""
-    if cfg.TRAINER != "horovod":
+def process_rank(trainer):
+    """This process's Horovod rank under the ``trainer`` (``TRAINER``) "horovod"; 0 under any other."""
+    if trainer != "horovod":
         return 0
     import horovod.tensorflow as hvd
     return hvd.rank()
 
 
-def is_chief():
-    return process_rank() == 0
+def is_chief(trainer):
+    return process_rank(trainer) == 0
 
 
 class EvalCallback(Callback):
-    """Evaluate on every ``DATA.VAL`` dataset at the end of the epoch that ends at each of ``steps``
-    (default: every epoch it is triggered); AP goes to stats.json and TensorBoard, the metrics
-    json records the model (the log directory and step)."""
+    """Evaluate on every dataset of ``params`` (:class:`~maskplus.engine.evaluate.EvaluationParams`)
+    at the end of the epoch that ends at each of ``steps`` (default: every epoch it is triggered);
+    AP goes to stats.json and TensorBoard, the metrics json records the model (the log directory
+    and step). ``trainer``: the ``TRAINER``, whose rank 0 evaluates."""
 
     _chief_only = False
 
-    def __init__(self, output_dir, steps=None):
-        self.output_dir = output_dir
+    def __init__(self, output_dir, params, trainer, steps=None):
+        self.output_dir, self.params, self.trainer_kind = output_dir, params, trainer
         self.steps = None if steps is None else set(steps)  # None: whenever triggered
 
     def _setup_graph(self):
-        self._chief = is_chief()
+        self._chief = is_chief(self.trainer_kind)
         if self._chief:
             self.predictor = self.trainer.get_predictor(INFERENCE_INPUTS, inference_outputs())
 
@@ -85,7 +85,7 @@ class EvalCallback(Callback):
         if not self._chief or (self.steps is not None and self.global_step not in self.steps):
             return
         try:
-            for name in cfg.DATA.VAL:
+            for name in self.params.datasets:
                 self._evaluate(name)
         except EvaluationAbandoned:
             logger.warn(f"The evaluation at step {self.global_step} was abandoned: training is stopping on a signal.")
@@ -95,10 +95,10 @@ class EvalCallback(Callback):
         from maskplus.engine.evaluate import describe_training_model, run_inference, score_results
         path = os.path.join(self.output_dir, f"outputs{self.global_step}-{file_name_part(name)}.json")
         start = time.time()
-        run_inference(self._stoppable_predictor, name, path)
+        run_inference(self._stoppable_predictor, name, path, self.params.masks)
         if STOP_REQUESTED.is_set():
             raise EvaluationAbandoned()
-        metrics = score_results(name, path, describe_training_model(self.output_dir, self.global_step))
+        metrics = score_results(name, path, self.params, describe_training_model(self.output_dir, self.global_step))
         for key, value in metrics.items():
             if value is not None:
                 self.trainer.monitors.put_scalar(f"{name}/{key}", value)
@@ -457,17 +457,18 @@ class DumpVariablesAtEnd(Callback):
     included) to ``<directory>/variables-rank<r>.npz``, and the state training starts from (after
     the restore and the schedule setters) to ``variables-rank<r>-start.npz``. Checkpoints hold
     only tower 0 and rank 0; this is how the tests compare tower copies, Horovod ranks, and a
-    resumed run's state with its checkpoint. Register it last."""
+    resumed run's state with its checkpoint. ``trainer``: the ``TRAINER`` (its rank names the
+    files). Register it last."""
 
     _chief_only = False
 
-    def __init__(self, directory):
-        self.directory = directory
+    def __init__(self, directory, trainer):
+        self.directory, self.trainer_kind = directory, trainer
 
     def _setup_graph(self):
         # replicated towers after the first keep their copies in LOCAL_VARIABLES (not checkpointed)
         self._variables = tfv1.global_variables() + tfv1.local_variables()
-        self._rank = process_rank()
+        self._rank = process_rank(self.trainer_kind)
 
     def _dump(self, suffix):
         values = self.trainer.sess.run(self._variables)

@@ -10,12 +10,12 @@ import datetime
 import glob
 import hashlib
 import os
+from typing import NamedTuple
 
 from maskplus import compat  # noqa: F401  (first: its shims precede Tensorpack's TensorFlow)
 from tensorpack.utils import logger
 from tqdm import tqdm
 
-from config import config as cfg
 from maskplus import atomic
 from maskplus.data.coco import get_dataset
 from maskplus.data.pipeline import get_eval_dataflow
@@ -29,16 +29,32 @@ class EvaluationError(ValueError):
     results that do not belong to the dataset); the message says which file and what to do."""
 
 
-def run_inference(predictor, dataset_name, results_json):
-    """Predict every image of a dataset and write COCO-format results to ``results_json``."""
-    results = predict_dataset(predictor, dataset_name)
+class EvaluationParams(NamedTuple):
+    """What an evaluation needs of the config: the datasets (``DATA.VAL``), whether the model
+    predicts masks (``MODE_MASK``: mask AP besides box AP) and whether Boundary AP is computed
+    (``TRAIN.BOUNDARY_AP``)."""
+    datasets: tuple
+    masks: bool
+    boundary: bool
+
+    @classmethod
+    def from_config(cls, cfg):
+        """From the finalised ``cfg`` (an argument: this module never imports the config)."""
+        return cls(tuple(cfg.DATA.VAL), bool(cfg.MODE_MASK), cfg.TRAIN.BOUNDARY_AP)
+
+
+def run_inference(predictor, dataset_name, results_json, masks):
+    """Predict every image of a dataset and write COCO-format results to ``results_json`` (with
+    the detections' masks when ``masks``)."""
+    results = predict_dataset(predictor, dataset_name, masks)
     atomic.write_json(results_json, results)
     logger.info(f"Wrote {len(results)} detections of '{dataset_name}' to {results_json}.")
     return results
 
 
-def predict_dataset(predictor, dataset_name):
-    """COCO-format results (a list of dicts) of the predictor on every image of a dataset."""
+def predict_dataset(predictor, dataset_name, masks):
+    """COCO-format results (a list of dicts) of the predictor on every image of a dataset, with
+    the detections' masks when ``masks`` (``MODE_MASK``)."""
     dataset = get_dataset(dataset_name)
     label_to_cat = dataset.label_to_category_id
     results = []
@@ -46,10 +62,9 @@ def predict_dataset(predictor, dataset_name):
     bar = tqdm(total=len(dataflow), desc=f"Inference {dataset_name}", unit="img", leave=False)
 
     def collect(image_id, detections):
-        masks = [d.mask for d in detections] if cfg.MODE_MASK else None
         results.extend(detections_to_coco_results(
             image_id, [d.box for d in detections], [d.score for d in detections],
-            [d.class_id for d in detections], masks, label_to_cat))
+            [d.class_id for d in detections], [d.mask for d in detections] if masks else None, label_to_cat))
         bar.update(1)
 
     predict_dataflow(predictor, dataflow, collect)
@@ -57,13 +72,14 @@ def predict_dataset(predictor, dataset_name):
     return results
 
 
-def score_results(dataset_name, results_json, model=None, rescored=False):
-    """AP metrics of a results file against a dataset's annotations; printed and saved as JSON
-    with the model that produced the results (``model``: :func:`describe_model`'s dict or None)."""
+def score_results(dataset_name, results_json, params, model=None, rescored=False):
+    """AP metrics of a results file against a dataset's annotations (the kinds :class:`EvaluationParams`
+    ``params`` asks for); printed and saved as JSON with the model that produced the results
+    (``model``: :func:`describe_model`'s dict or None)."""
     dataset = get_dataset(dataset_name)
-    iou_types = ("bbox", "segm") if cfg.MODE_MASK else ("bbox",)
+    iou_types = ("bbox", "segm") if params.masks else ("bbox",)
     try:
-        metrics = evaluate_coco(dataset.coco, results_json, iou_types=iou_types, boundary=cfg.TRAIN.BOUNDARY_AP)
+        metrics = evaluate_coco(dataset.coco, results_json, iou_types=iou_types, boundary=params.boundary)
     except ResultsMismatch as e:
         raise EvaluationError(f"The results file '{results_json}' does not fit dataset '{dataset_name}' "
                               f"({dataset.json_path}): {e}") from None
@@ -124,18 +140,18 @@ def _model_name(model):
     return f"the model of '{model.get('log_directory')}' at step {model.get('global_step')}"
 
 
-def results_paths(output):
-    """[(dataset name, results json)] for every ``DATA.VAL`` dataset: ``output`` itself for one
-    dataset, ``<output>-<dataset>.json`` for each of several."""
-    names = list(cfg.DATA.VAL)
+def results_paths(output, datasets):
+    """[(dataset name, results json)] for every dataset of ``datasets`` (``DATA.VAL``): ``output``
+    itself for one dataset, ``<output>-<dataset>.json`` for each of several."""
+    names = list(datasets)
     return [(name, output if len(names) == 1 else _suffixed(output, name)) for name in names]
 
 
-def check_evaluation(output, with_model):
-    """Everything an evaluation needs, checked before any model is built; raises EvaluationError.
-    Without a model, every results file must exist (they are re-scored); with one, each must be
-    a file or absent and its folder writable."""
-    plan = results_paths(output)
+def check_evaluation(output, with_model, datasets):
+    """Everything an evaluation of ``datasets`` needs, checked before any model is built; raises
+    EvaluationError. Without a model, every results file must exist (they are re-scored); with
+    one, each must be a file or absent and its folder writable."""
+    plan = results_paths(output, datasets)
     for _, path in plan:
         if os.path.isdir(path):
             raise EvaluationError(f"--evaluate: '{path}' is a folder; give the results file to write, e.g. "
@@ -172,13 +188,13 @@ def check_dataset_classes(dataset_name, class_names):
             f"wrong categories. Evaluate on a dataset of the model's classes (DATA.VAL), in their order.")
 
 
-def evaluate_datasets(predictor, output, model=None):
-    """Evaluate every ``DATA.VAL`` dataset; ``output`` is the results json (see
-    :func:`results_paths`). With a ``predictor`` the model runs on every dataset and existing
+def evaluate_datasets(predictor, output, params, model=None):
+    """Evaluate every dataset of :class:`EvaluationParams` ``params``; ``output`` is the results
+    json (see :func:`results_paths`). With a ``predictor`` the model runs on every dataset and existing
     results files are replaced (the old kept, see the module doc); with None, existing files are
     re-scored. ``model``: :func:`describe_model` of the predictor's weights, recorded with the
     metrics. Returns {dataset name: metrics}."""
-    plan = check_evaluation(output, predictor is not None)
+    plan = check_evaluation(output, predictor is not None, params.datasets)
     all_metrics = {}
     for name, path in plan:
         if predictor is None:
@@ -187,14 +203,14 @@ def evaluate_datasets(predictor, output, model=None):
                    else "an unknown model (no -metrics.json recording this file's contents)")
             logger.info(f"Re-scoring the existing results file '{path}' without running a model (no --load); "
                         f"its detections were produced by {who}.")
-            all_metrics[name] = score_results(name, path, model_of_file, rescored=True)
+            all_metrics[name] = score_results(name, path, params, model_of_file, rescored=True)
             continue
-        results = predict_dataset(predictor, name)  # the old file stays in place until this is complete
+        results = predict_dataset(predictor, name, params.masks)  # the old file stays in place until this is complete
         kept = _keep_previous(path)
         atomic.write_json(path, results)  # atomic: the name holds either the old or the complete new file
         logger.info(f"Wrote {len(results)} detections of '{name}' to {path}"
                     + (f"; the previous file there is kept as '{kept}'." if kept else "."))
-        all_metrics[name] = score_results(name, path, model)
+        all_metrics[name] = score_results(name, path, params, model)
     return all_metrics
 
 

@@ -17,7 +17,7 @@ from tensorpack.tfutils.tower import TowerContext
 from tensorpack.utils import logger
 
 from config import config as cfg
-from maskplus.engine.strict_load import checkpoint_init
+from maskplus.engine.strict_load import checkpoint_init, technique_switches
 from maskplus.engine.model import build_model
 
 INPUT = "input_image"
@@ -66,7 +66,7 @@ def build_serving_graph():
 
 def _session_with_weights(load, strict):
     image, outputs = build_serving_graph()
-    init = checkpoint_init(load, strict)
+    init = checkpoint_init(load, strict, model_switches=technique_switches(dict(cfg.items_flat())))
     init._setup_graph()
     sess = tfv1.Session()
     sess.run(tfv1.global_variables_initializer())

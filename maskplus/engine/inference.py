@@ -18,7 +18,7 @@ from config import config as cfg
 from maskplus.data.transforms import resize_image, unresize_boxes
 from maskplus.engine.model import build_model
 from maskplus.engine.session import session_config
-from maskplus.engine.strict_load import checkpoint_init
+from maskplus.engine.strict_load import checkpoint_init, technique_switches
 from maskplus.evaluation.paste import paste_mask_cropped, paste_masks_to_rle
 from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, inference_outputs
 from maskplus.precision import resolve
@@ -36,9 +36,10 @@ def build_predictor(load, precision=None, strict=True):
     ``strict``: refuse a checkpoint that does not hold exactly this model's variables
     (maskplus/engine/strict_load.py); False loads what fits and reports the rest."""
     precision = precision or resolve(cfg.TEST.PRECISION, "TEST.PRECISION").precision
+    switches = technique_switches(dict(cfg.items_flat()))
     pred_config = PredictConfig(
-        model=build_model(), session_init=checkpoint_init(load, strict),
-        session_creator=NewSessionCreator(config=session_config(precision)),
+        model=build_model(), session_init=checkpoint_init(load, strict, model_switches=switches),
+        session_creator=NewSessionCreator(config=session_config(precision, cfg.TRAIN.INTRA_OP_THREADS)),
         input_names=INFERENCE_INPUTS, output_names=inference_outputs())
     return OfflinePredictor(pred_config)
 

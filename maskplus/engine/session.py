@@ -1,19 +1,19 @@
 """TensorFlow session options shared by training and inference."""
 import os
 
-from config import config as cfg
 from maskplus.compat import tfv1
 
 #: The grappler rewrite of each reduced precision (a field of ``RewriterConfig``); see maskplus/precision.py.
 REWRITES = {"bf16": "auto_mixed_precision_onednn_bfloat16", "fp16": "auto_mixed_precision"}
 
 
-def session_config(precision="fp32"):
-    """Soft placement (CPU towers), GPU memory on demand, all cores for intra-op work (Tensorpack's
-    default is one intra-op thread: slower on a CPU, same results), and the grappler rewrite of a
-    reduced ``precision`` ('bf16' or 'fp16', a resolved choice of maskplus/precision.py)."""
+def session_config(precision="fp32", intra_op_threads=0):
+    """Soft placement (CPU towers), GPU memory on demand, ``intra_op_threads`` for intra-op work
+    (``TRAIN.INTRA_OP_THREADS``; 0: all cores, where Tensorpack's default is one thread: slower on a
+    CPU, same results), and the grappler rewrite of a reduced ``precision`` ('bf16' or 'fp16', a
+    resolved choice of maskplus/precision.py)."""
     conf = tfv1.ConfigProto(allow_soft_placement=True)
-    conf.intra_op_parallelism_threads = cfg.TRAIN.INTRA_OP_THREADS or (os.cpu_count() or 1)
+    conf.intra_op_parallelism_threads = intra_op_threads or (os.cpu_count() or 1)
     conf.inter_op_parallelism_threads = 0
     conf.gpu_options.allow_growth = True
     if precision in REWRITES:

@@ -180,14 +180,14 @@ def check_complete(report, model_switches=()):
         raise CheckpointRefused(refusal_message(report.path, extra, report.missing, report.skipped, model_switches))
 
 
-def checkpoint_init(path, strict=True):
-    """The session initialiser of inference and export for the global config's model: strict
-    (:func:`check_complete`; variables of another shape are gathered into its message), or with
-    ``strict=False`` the plain load that reports what was missing or unused."""
+def checkpoint_init(path, strict=True, *, model_switches):
+    """The session initialiser of inference and export: strict (:func:`check_complete`; variables
+    of another shape are gathered into its message, which names ``model_switches``, the
+    :func:`technique_switches` of the model's config), or with ``strict=False`` the plain load
+    that reports what was missing or unused."""
     if not strict:
         return CheckpointInit(path)
-    from config import config as cfg
-    switches = technique_switches(dict(cfg.items_flat()))
+    switches = set(model_switches)
 
     def check(report):
         check_complete(report, switches)

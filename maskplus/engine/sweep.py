@@ -155,40 +155,44 @@ def plot_sweep(per_dataset, path, title):
     plt.close(fig)
 
 
-def write_summary(output, run, per_dataset, checkpoints):
-    """The summary json and PNG beside the results; rewritten after every checkpoint."""
+def write_summary(output, run, per_dataset, checkpoints, datasets):
+    """The summary json and PNG beside the results of ``datasets``; rewritten after every checkpoint."""
     summary_json, summary_png = summary_paths(output)
     atomic.write_json(summary_json, {
         "run": os.path.abspath(run),
         "checkpoints": [{"step": s, "checkpoint": os.path.abspath(checkpoints[s]),
                          "results": {name: os.path.abspath(p) for name, p in paths},
                          "metrics": {name: dict(rows)[s] for name, rows in per_dataset.items()}}
-                        for s, paths in sorted(_paths_by_step(output, per_dataset).items())],
+                        for s, paths in sorted(_paths_by_step(output, per_dataset, datasets).items())],
         "best": {name: best_step(rows) for name, rows in per_dataset.items()}})
     plot_sweep(per_dataset, summary_png, f"{run}")
     return summary_json, summary_png
 
 
-def _paths_by_step(output, per_dataset):
+def _paths_by_step(output, per_dataset, datasets):
     from maskplus.engine.evaluate import results_paths
     steps = sorted({s for rows in per_dataset.values() for s, _ in rows})
-    return {s: results_paths(step_output(output, s)) for s in steps}
+    return {s: results_paths(step_output(output, s), datasets) for s in steps}
 
 
-def load_weights(predictor, path, strict):
-    """Load the checkpoint ``path`` into the predictor's session, its graph unchanged."""
+def load_weights(predictor, path, strict, model_switches):
+    """Load the checkpoint ``path`` into the predictor's session, its graph unchanged
+    (``model_switches``: :func:`~maskplus.engine.strict_load.checkpoint_init`'s)."""
     from maskplus.engine.strict_load import checkpoint_init
-    init = checkpoint_init(path, strict)
+    init = checkpoint_init(path, strict, model_switches=model_switches)
     with predictor.graph.as_default():
         init._setup_graph()
     init._run_init(predictor.sess)
 
 
-def evaluate_checkpoints(run, checkpoints, output, evaluation, build_predictor, strict=True, say=print):
+def evaluate_checkpoints(run, checkpoints, output, evaluation, build_predictor, strict=True, say=print, *,
+                         params, model_switches):
     """Evaluate ``checkpoints`` ([(step, prefix)], from :func:`select_checkpoints`) on every
-    ``DATA.VAL`` dataset into the files of ``output`` (see the module doc). ``evaluation``:
-    :func:`evaluation_sha1` of this config; ``build_predictor(path, strict=...)`` builds the graph
-    once. Returns ``(per dataset [(step, metrics)], evaluated, already evaluated, unreadable)``;
+    dataset of ``params`` (:class:`~maskplus.engine.evaluate.EvaluationParams`) into the files of
+    ``output`` (see the module doc). ``evaluation``: :func:`evaluation_sha1` of this config;
+    ``build_predictor(path, strict=...)`` builds the graph once, the other checkpoints are loaded
+    into it (``model_switches``: :func:`~maskplus.engine.strict_load.technique_switches` of this
+    config). Returns ``(per dataset [(step, metrics)], evaluated, already evaluated, unreadable)``;
     a checkpoint that cannot be read is reported and skipped, one that does not fit the model
     (strict_load.CheckpointRefused) ends the sweep, as it would every other."""
     from maskplus.engine.checkpoint import CheckpointError
@@ -198,7 +202,7 @@ def evaluate_checkpoints(run, checkpoints, output, evaluation, build_predictor, 
     bar = tqdm(checkpoints, desc="Checkpoints", unit="ckpt")
     for step, prefix in bar:
         out = step_output(output, step)
-        paths = results_paths(out)
+        paths = results_paths(out, params.datasets)
         try:
             model = dict(describe_model(prefix), evaluation_sha1=evaluation)
         except (OSError, CheckpointError, tf.errors.OpError) as e:  # TensorFlow's reader: OpError
@@ -211,54 +215,56 @@ def evaluate_checkpoints(run, checkpoints, output, evaluation, build_predictor, 
             say(f"Checkpoint step {step}: already evaluated with these weights and this config "
                 f"({', '.join(p for _, p in paths)}).")
         else:
-            check_evaluation(out, with_model=True)
+            check_evaluation(out, with_model=True, datasets=params.datasets)
             try:
                 if predictor is None:
                     predictor = build_predictor(prefix, strict=strict)
                 else:
-                    load_weights(predictor, prefix, strict)
+                    load_weights(predictor, prefix, strict, model_switches)
             except CheckpointRefused:
                 raise
             except CheckpointError as e:
                 unreadable.append(step)
                 say(f"Checkpoint step {step} ({prefix}) cannot be read, skipped: {' '.join(str(e).split())}")
                 continue
-            metrics = evaluate_datasets(predictor, out, model)
+            metrics = evaluate_datasets(predictor, out, params, model)
             done += 1
             say(f"Checkpoint step {step}: evaluated ({', '.join(p for _, p in paths)}).")
         for name, m in metrics.items():
             per_dataset.setdefault(name, []).append((step, m))
-        write_summary(output, run, per_dataset, dict(checkpoints))
+        write_summary(output, run, per_dataset, dict(checkpoints), params.datasets)
     bar.close()
     return per_dataset, done, skipped, unreadable
 
 
-def plan_sweep(directory, spec, output):
+def plan_sweep(directory, spec, output, datasets):
     """The checkpoints to evaluate, checked before any model is built: ``directory`` holds
-    them, ``spec`` (``--checkpoints``) names some, and every results file can be written."""
+    them, ``spec`` (``--checkpoints``) names some, and every results file of ``datasets`` can be written."""
     from maskplus.engine.evaluate import check_evaluation
     if not os.path.isdir(directory):
         raise SweepError(f"--checkpoints evaluates the checkpoints of a run directory, and --load '{directory}' is "
                          f"not a directory: give the run directory (which holds model-<step>.index files).")
     chosen = select_checkpoints(list_checkpoints(directory), spec)
     for step, _ in chosen:
-        check_evaluation(step_output(output, step), with_model=True)
+        check_evaluation(step_output(output, step), with_model=True, datasets=datasets)
     return chosen
 
 
-def sweep_checkpoints(directory, spec, output, strict=True):
+def sweep_checkpoints(directory, spec, output, params, config_items, strict=True):
     """``predict.py --evaluate OUT --load RUN_DIR --checkpoints ...``: evaluate the checkpoints
-    ``spec`` names with the global (finalised) config, print the table of each dataset and the
-    counts. Returns (per dataset [(step, metrics)], evaluated, already evaluated, unreadable)."""
-    from config import config as cfg
+    ``spec`` names with the finalised config (``config_items``, its flat ``{key: value}``; ``params``
+    its :class:`~maskplus.engine.evaluate.EvaluationParams`), print the table of each dataset and
+    the counts. Returns (per dataset [(step, metrics)], evaluated, already evaluated, unreadable)."""
     from maskplus.data.coco import get_dataset
     from maskplus.engine.inference import build_predictor
     from maskplus.engine.run_dir import data_fingerprint
-    chosen = plan_sweep(directory, spec, output)
-    annotations = data_fingerprint({name: get_dataset(name).json_path for name in cfg.DATA.VAL})
-    evaluation = evaluation_sha1(dict(cfg.items_flat()), annotations)
+    from maskplus.engine.strict_load import technique_switches
+    chosen = plan_sweep(directory, spec, output, params.datasets)
+    annotations = data_fingerprint({name: get_dataset(name).json_path for name in params.datasets})
+    evaluation = evaluation_sha1(config_items, annotations)
     per_dataset, done, skipped, unreadable = evaluate_checkpoints(
-        directory, chosen, output, evaluation, build_predictor, strict, say=lambda line: tqdm.write(line))
+        directory, chosen, output, evaluation, build_predictor, strict, say=lambda line: tqdm.write(line),
+        params=params, model_switches=technique_switches(config_items))
     for name, rows in per_dataset.items():
         best = best_step(rows)
         key = headline(rows[0][1])

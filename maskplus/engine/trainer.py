@@ -29,6 +29,7 @@ from maskplus.engine.callbacks import (DUMP_VARIABLES_ENV, CheckedModelSaver, Du
                                       HorovodSyncCheck, LoaderFaultGuard, NonFiniteLossGuard, ResourceLogger,
                                       RunProgress, SaveOnSignal, EpochsOnSchedule, is_chief, process_rank)
 from maskplus.engine.checkpoint import CheckpointError, CheckpointInit, checkpoint_global_step
+from maskplus.engine.evaluate import EvaluationParams
 from maskplus.engine.determinism import enable_op_determinism, ops_without_deterministic_kernels_named
 from maskplus.engine.model import build_model
 from maskplus.engine.schedules import (MASK_LOSS_ALPHA, Schedule, StepScheduleSetter, piecewise_constant,
@@ -104,13 +105,14 @@ def make_callbacks(logdir, budget=None, faults=None, schedule=None):
         callbacks.append(HorovodSyncCheck())
     if cfg.TRAIN.EVAL_PERIOD > 0 and cfg.DATA.VAL:
         if budget is None:  # every EVAL_PERIOD epochs and after the last one, as the example
-            callbacks.append(EvalCallback(logdir, schedule.eval_steps))
+            callbacks.append(EvalCallback(logdir, EvaluationParams.from_config(cfg), cfg.TRAINER, schedule.eval_steps))
         else:
-            callbacks.append(periodic(EvalCallback(logdir), cfg.TRAIN.EVAL_PERIOD))
+            callbacks.append(periodic(EvalCallback(logdir, EvaluationParams.from_config(cfg), cfg.TRAINER),
+                                      cfg.TRAIN.EVAL_PERIOD))
     if budget is not None:
         callbacks.append(budget)  # after evaluation and checkpointing, whose time it measures
     if os.environ.get(DUMP_VARIABLES_ENV):  # a test hook: see DumpVariablesAtEnd
-        callbacks.append(DumpVariablesAtEnd(os.environ[DUMP_VARIABLES_ENV]))
+        callbacks.append(DumpVariablesAtEnd(os.environ[DUMP_VARIABLES_ENV], cfg.TRAINER))
     return callbacks
 
 
@@ -253,8 +255,8 @@ def train_dataflow(faults, excluded=None):
                                     cfg.DATA.FILTER_EMPTY_ANNOTATIONS, excluded)
     logger.info(f"Training dataflow: {len(records)} images from {', '.join(cfg.DATA.TRAIN)}.")
     return get_train_dataflow(records, TrainingMapper.from_config(cfg), faults,
-                              seed=rank_seed(cfg.DATA.SEED, process_rank()), num_workers=cfg.DATA.NUM_WORKERS,
-                              ordered=cfg.TRAIN.DETERMINISTIC)
+                              seed=rank_seed(cfg.DATA.SEED, process_rank(cfg.TRAINER)),
+                              num_workers=cfg.DATA.NUM_WORKERS, ordered=cfg.TRAIN.DETERMINISTIC)
 
 
 def build_train_config(logdir, schedule, load=None, budget=None, faults=None, excluded=None):
@@ -285,7 +287,8 @@ def build_train_config(logdir, schedule, load=None, budget=None, faults=None, ex
         callbacks=make_callbacks(logdir, budget, faults, schedule),
         extra_callbacks=extra,
         session_init=session_init,
-        session_creator=NewSessionCreator(config=session_config(resolve(cfg.TRAIN.PRECISION).precision)),
+        session_creator=NewSessionCreator(config=session_config(resolve(cfg.TRAIN.PRECISION).precision,
+                                                                     cfg.TRAIN.INTRA_OP_THREADS)),
         steps_per_epoch=steps_per_epoch,
         starting_epoch=starting_epoch,
         max_epoch=max_epoch,
@@ -337,14 +340,14 @@ def prepare_run_directory(logdir, action, identity):
     """The chief checks the directory against this run, acts on it and locks it; the other Horovod
     ranks get its decision (so that all stop, or all use the same directory, never some waiting)."""
     plan, error = None, None
-    if is_chief():
+    if is_chief(cfg.TRAINER):
         try:
             plan = run_dir.open_run_directory(logdir, action, identity)
         except run_dir.LogdirError as e:
             error = str(e)
     if cfg.TRAINER == "horovod":
         decision = broadcast_from_chief({"error": error, "path": plan.path if plan else None})
-        if not is_chief():
+        if not is_chief(cfg.TRAINER):
             error = decision["error"]
             plan = run_dir.RunDirectory(decision["path"], None, []) if decision["path"] else None
     if error:
@@ -379,19 +382,19 @@ def train(logdir, load=None, preset=None, minutes=None, logdir_action="resume"):
 
 def _train_in(plan, load, preset, deadline, identity, excluded):
     logdir = plan.path
-    if is_chief():
+    if is_chief(cfg.TRAINER):
         logger.set_logger_dir(logdir, action="k")
     else:
-        logger.set_logger_dir(os.path.join(logdir, f"rank{process_rank()}"), action="k")
+        logger.set_logger_dir(os.path.join(logdir, f"rank{process_rank(cfg.TRAINER)}"), action="k")
     for line in plan.notes:
         console.say(line, logger.info)
     logger.info("Config:\n" + str(cfg))
     schedule = Schedule.from_config(cfg)
     # a resumed time-budgeted run keeps the record of its earlier refits
-    earlier = (run_dir.read_run_info(logdir) or {}).get("refits", []) if plan.resume and is_chief() else []
+    earlier = (run_dir.read_run_info(logdir) or {}).get("refits", []) if plan.resume and is_chief(cfg.TRAINER) else []
 
     def record(current, refits=()):
-        if is_chief():
+        if is_chief(cfg.TRAINER):
             write_run_info(logdir, preset, identity, current, earlier + list(refits))
 
     budget = make_time_budget(deadline, lambda b: record(b.schedule, b.refits)) if deadline is not None else None

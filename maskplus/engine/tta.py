@@ -9,18 +9,43 @@ probabilities, thresholded at 0.5 when pasted. The arithmetic is
 ``maskplus/evaluation/tta.py``; the graph's second input/output pair (``mask_inputs()`` ->
 ``MASK_OUTPUTS``) is what runs the mask branch on given boxes.
 """
+from typing import NamedTuple
+
 import numpy as np
 from maskplus import compat  # noqa: F401  (first: its shims precede Tensorpack's TensorFlow)
 from tensorpack.predict import OnlinePredictor
 from tensorpack.utils import logger
 
-from config import config as cfg
 from maskplus.data.transforms import resize_image
 from maskplus.engine.inference import NetworkOutput
 from maskplus.evaluation.tta import (ViewGeometry, augmented_views, average_masks, boxes_to_image, boxes_to_view,
                                      merge_views)
 from maskplus.modeling.generalized_rcnn import (DETECTION_OUTPUTS, INFERENCE_INPUTS, MASK_OUTPUTS, feature_names,
                                                mask_inputs)
+
+
+class AugmentationParams(NamedTuple):
+    """What test-time augmentation needs of the config: whether it is on (``TEST.AUGMENT.ENABLED``),
+    whether the model has masks (``MODE_MASK``), and :class:`AugmentedPredictor`'s views, cap on a
+    view's long edge, merge rules and ``per_axis``."""
+    enabled: bool
+    masks: bool
+    views: tuple
+    max_size: float
+    nms_thresh: float
+    score_thresh: float
+    max_detections: int
+    per_axis: bool
+
+    @classmethod
+    def from_config(cls, cfg):
+        """From ``TEST.AUGMENT``, ``PREPROC`` and ``TEST`` of ``cfg`` (an argument: this module never
+        imports the config): the views' sizes default to the test size, their cap to ``PREPROC.MAX_SIZE``."""
+        aug = cfg.TEST.AUGMENT
+        sizes = list(aug.SHORT_EDGE_SIZES) or [cfg.PREPROC.TEST_SHORT_EDGE_SIZE]
+        return cls(bool(aug.ENABLED), bool(cfg.MODE_MASK), tuple(augmented_views(sizes, aug.FLIP)),
+                   aug.MAX_SIZE or cfg.PREPROC.MAX_SIZE, cfg.TEST.FRCNN_NMS_THRESH, cfg.TEST.RESULT_SCORE_THRESH,
+                   cfg.TEST.RESULTS_PER_IM, cfg.TEST.BOX_SCALE_PER_AXIS)
 
 
 class AugmentedPredictor:
@@ -47,12 +72,10 @@ class AugmentedPredictor:
         self.merge_rules = (nms_thresh, score_thresh, max_detections)
 
     @classmethod
-    def from_config(cls, detect, segment, single_view=None):
-        aug = cfg.TEST.AUGMENT
-        sizes = list(aug.SHORT_EDGE_SIZES) or [cfg.PREPROC.TEST_SHORT_EDGE_SIZE]
-        return cls(detect, segment, augmented_views(sizes, aug.FLIP), aug.MAX_SIZE or cfg.PREPROC.MAX_SIZE,
-                   cfg.TEST.FRCNN_NMS_THRESH, cfg.TEST.RESULT_SCORE_THRESH, cfg.TEST.RESULTS_PER_IM,
-                   per_axis=cfg.TEST.BOX_SCALE_PER_AXIS, single_view=single_view)
+    def from_params(cls, params, detect, segment, single_view=None):
+        """With the views and rules of :class:`AugmentationParams` ``params``."""
+        return cls(detect, segment, params.views, params.max_size, params.nms_thresh, params.score_thresh,
+                   params.max_detections, per_axis=params.per_axis, single_view=single_view)
 
     def describe(self):
         """The views and merge rules, as recorded with evaluation metrics."""
@@ -92,22 +115,23 @@ class AugmentedPredictor:
         return NetworkOutput(boxes, scores, labels, masks, (h, w))
 
 
-def augmented(predictor):
-    """``predictor`` (an ``OfflinePredictor`` of the inference graph) itself, or, with
-    ``TEST.AUGMENT.ENABLED``, an :class:`AugmentedPredictor` in its graph and session. The views'
-    backbone features are kept from the detection run and fed to the mask branch's: its backbone
-    does not run twice (for the price of holding every view's features until the merge)."""
-    if not cfg.TEST.AUGMENT.ENABLED:
+def augmented(predictor, params):
+    """``predictor`` (an ``OfflinePredictor`` of the inference graph) itself, or, when
+    :class:`AugmentationParams` ``params`` has it enabled, an :class:`AugmentedPredictor` in its
+    graph and session. The views' backbone features are kept from the detection run and fed to the
+    mask branch's: its backbone does not run twice (for the price of holding every view's features
+    until the merge)."""
+    if not params.enabled:
         return predictor
     graph, sess = predictor.graph, predictor.sess
 
     def tensors(names):
         return [graph.get_tensor_by_name(name + ":0") for name in names]
 
-    kept = feature_names() if cfg.MODE_MASK else []
+    kept = feature_names() if params.masks else []
     detect = OnlinePredictor(tensors(INFERENCE_INPUTS), tensors(DETECTION_OUTPUTS + kept), sess=sess)
-    segment = OnlinePredictor(tensors(mask_inputs()), tensors(MASK_OUTPUTS), sess=sess) if cfg.MODE_MASK else None
-    tta = AugmentedPredictor.from_config(detect, segment, single_view=predictor)
+    segment = OnlinePredictor(tensors(mask_inputs()), tensors(MASK_OUTPUTS), sess=sess) if params.masks else None
+    tta = AugmentedPredictor.from_params(params, detect, segment, single_view=predictor)
     views = ", ".join(f"{v.short_edge:g}{' mirrored' if v.flip else ''}" for v in tta.views)
     count = f"{len(tta.views)} view{'s' if len(tta.views) > 1 else ''}"
     logger.info(f"Test-time augmentation: {count} (short edge {views}; long edge <= {tta.max_size:g}).")

@@ -48,7 +48,7 @@ def separately(dataset, run, tmp_path_factory):  # noqa: F811
     the config the run was trained with (its --preset and --config, as the test gives them)."""
     from config import config as cfg
     from maskplus.cli import finalize
-    from maskplus.engine.evaluate import describe_model, evaluate_datasets
+    from maskplus.engine.evaluate import EvaluationParams, describe_model, evaluate_datasets
     from maskplus.engine.inference import build_predictor
     from maskplus.presets import preset_overrides
     from tests.helpers import config_snapshot
@@ -60,7 +60,8 @@ def separately(dataset, run, tmp_path_factory):  # noqa: F811
             finalize(is_training=False)
             prefix = os.path.join(run, f"model-{step}")
             results = str(out / f"step{step}.json")
-            metrics = evaluate_datasets(build_predictor(prefix), results, describe_model(prefix))
+            metrics = evaluate_datasets(build_predictor(prefix), results, EvaluationParams.from_config(cfg),
+                                        describe_model(prefix))
         found[step] = (metrics["coco_train2017"], json.load(open(results)))
     return found
 

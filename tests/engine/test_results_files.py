@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_util
 
-from maskplus.engine.evaluate import EvaluationError, metrics_path, score_results
+from maskplus.engine.evaluate import EvaluationError, EvaluationParams, metrics_path, score_results
 
 
 def _rle(height, width):
@@ -25,6 +25,12 @@ def _result(image_id, category_id=2, mask=None, **extra):
     return dict(out, **extra)
 
 
+def _params():
+    """The evaluation of the global config (as each test overrides it)."""
+    from config import config as cfg
+    return EvaluationParams.from_config(cfg)
+
+
 def _write(tmp_path, results):
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results))
@@ -33,7 +39,7 @@ def _write(tmp_path, results):
 
 def _refusal(tiny_coco, path):
     with pytest.raises(EvaluationError) as e:
-        score_results("coco_train2017", path)
+        score_results("coco_train2017", path, _params())
     json_path = tiny_coco / "annotations" / "instances_train2017.json"
     prefix = f"The results file '{path}' does not fit dataset 'coco_train2017' ({json_path}): "
     text = str(e.value)
@@ -73,5 +79,5 @@ def test_box_only_results_are_scored_as_boxes_without_masks(tiny_coco, tmp_path,
     # 101 recall points: 0 .. 0.5 reached, 51 of them), no dog found; AP is the mean over the two
     # categories at every IoU threshold (the box is exact)
     path = _write(tmp_path, [_result(1)])
-    metrics = score_results("coco_train2017", path)
+    metrics = score_results("coco_train2017", path, _params())
     assert metrics["bbox/AP"] == pytest.approx(51 / 101 / 2) and "segm/AP" not in metrics

@@ -59,6 +59,12 @@ def test_each_precision_sets_its_own_grappler_rewrite_and_nothing_else():
         session_config("auto")
 
 
+def test_the_intra_op_threads_are_the_argument_or_every_core():
+    import os
+    assert session_config("fp32", 3).intra_op_parallelism_threads == 3
+    assert session_config("fp32").intra_op_parallelism_threads == (os.cpu_count() or 1)
+
+
 def _simulate_gpu(monkeypatch):
     """Lets the CUDA rewrite act on ops placed on a GPU this machine does not have (it also takes
     unplaced ops for GPU ones, hence only for graphs whose ops are all placed)."""

@@ -28,7 +28,9 @@ def _no_detections(calls):
 
 
 def _evaluation(output_dir, predictor, step=40):
-    callback = cb.EvalCallback(str(output_dir))
+    from config import config as cfg
+    from maskplus.engine.evaluate import EvaluationParams
+    callback = cb.EvalCallback(str(output_dir), EvaluationParams.from_config(cfg), cfg.TRAINER)
     callback._chief, callback.predictor = True, predictor
     scalars = {}
     callback.trainer = SimpleNamespace(global_step=step, epoch_num=5,

@@ -142,7 +142,9 @@ def test_technique_switches_read_config_values_and_preset_overrides_alike():
 
 
 def _strict_load(path, strict=True):
-    init, values = restore_into_tiny_graph(lambda: checkpoint_init(path, strict))
+    from config import config as cfg
+    init, values = restore_into_tiny_graph(
+        lambda: checkpoint_init(path, strict, model_switches=technique_switches(dict(cfg.items_flat()))))
     return init.report, values
 
 

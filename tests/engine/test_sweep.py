@@ -7,8 +7,13 @@ import os
 
 import pytest
 
+from maskplus.engine.evaluate import EvaluationParams
 from maskplus.engine.sweep import (SweepError, best_step, evaluation_sha1, format_sweep_table, list_checkpoints,
                                    plot_sweep, recorded_metrics, select_checkpoints, step_output, summary_paths)
+
+
+#: the evaluation the sweeps below are given (their datasets: one)
+PARAMS = EvaluationParams(datasets=("coco_val2017",), masks=True, boundary=False)
 
 
 def _run(tmp_path, steps=(10, 2, 4)):
@@ -136,7 +141,7 @@ class _Stand:
         self._check(prefix)
         return "predictor"
 
-    def load_weights(self, predictor, prefix, strict):
+    def load_weights(self, predictor, prefix, strict, model_switches):
         self.calls.append(("load", os.path.basename(prefix), strict))
         self._check(prefix)
 
@@ -145,15 +150,14 @@ class _Stand:
         if prefix.endswith(tuple(f"-{s}" for s in self.refused)):
             raise CheckpointRefused("another model")
 
-    def evaluate_datasets(self, predictor, out, model):
+    def evaluate_datasets(self, predictor, out, params, model):
         step = int(out.rsplit("-step", 1)[1][:-len(".json")])
         return {"coco_val2017": {"bbox/AP": step / 100, "bbox/AP50": 0.5}}
 
 
 @pytest.fixture
-def stand(monkeypatch, cfg_override):
+def stand(monkeypatch):
     from maskplus.engine import evaluate, sweep
-    cfg_override({"DATA.VAL": ("coco_val2017",)})
     s = _Stand()
     monkeypatch.setattr(evaluate, "describe_model", s.describe_model)
     monkeypatch.setattr(evaluate, "evaluate_datasets", s.evaluate_datasets)
@@ -168,7 +172,8 @@ def test_one_graph_for_the_sweep_and_an_unreadable_checkpoint_is_skipped_and_cou
     stand.unreadable = {4}
     said = []
     per_dataset, done, skipped, unreadable = evaluate_checkpoints(
-        run, list_checkpoints(run), str(tmp_path / "out" / "val.json"), "e1", stand.build_predictor, say=said.append)
+        run, list_checkpoints(run), str(tmp_path / "out" / "val.json"), "e1", stand.build_predictor, say=said.append,
+        params=PARAMS, model_switches=set())
     assert (done, skipped, unreadable) == (3, 0, [4])
     assert stand.calls == [("build", "model-2", True), ("load", "model-6", True), ("load", "model-8", True)]
     assert [s for s, _ in per_dataset["coco_val2017"]] == [2, 6, 8]
@@ -186,7 +191,8 @@ def test_a_checkpoint_of_another_model_ends_the_sweep(tmp_path, stand):
     stand.refused = {4}
     with pytest.raises(CheckpointRefused):
         evaluate_checkpoints(run, list_checkpoints(run), str(tmp_path / "out" / "val.json"), "e1",
-                             stand.build_predictor, strict=True, say=lambda line: None)
+                             stand.build_predictor, strict=True, say=lambda line: None, params=PARAMS,
+                             model_switches=set())
     assert stand.calls == [("build", "model-2", True), ("load", "model-4", True)]
     # what was done before is kept: the summary of step 2
     assert [c["step"] for c in json.load(open(tmp_path / "out" / "val-checkpoints.json"))["checkpoints"]] == [2]

@@ -112,7 +112,8 @@ def tiny_runs(request, tmp_path_factory):
     """The outputs of one random tiny model: without augmentation, with one view at the test size,
     and with two sizes and their mirrors on the image and on its mirror."""
     from maskplus.engine.inference import build_predictor, run_network
-    from maskplus.engine.tta import AugmentedPredictor, augmented
+    from config import config as cfg
+    from maskplus.engine.tta import AugmentationParams, AugmentedPredictor, augmented
     weights = str(tmp_path_factory.mktemp("tta") / "model.npz")
     image = _image(0)
     with config_snapshot():
@@ -120,7 +121,7 @@ def tiny_runs(request, tmp_path_factory):
                                                  "TEST.AUGMENT.SHORT_EDGE_SIZES": [96]}), training=False)
         write_random_model(weights, seed=1)
         predictor = build_predictor(weights)
-        one_view = augmented(predictor)
+        one_view = augmented(predictor, AugmentationParams.from_config(cfg))
         four_views = AugmentedPredictor(one_view.detect, one_view.segment, augmented_views([96, 72], flip=True),
                                         one_view.max_size, *one_view.merge_rules)
         runs = {"plain": run_network(predictor, image), "one_view": run_network(one_view, image),
