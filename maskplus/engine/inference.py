@@ -16,11 +16,11 @@ from tensorpack.utils import logger
 
 from config import config as cfg
 from maskplus.data.transforms import resize_image, unresize_boxes
-from maskplus.engine.model import build_model
+from maskplus.engine.model import build_model, inference_outputs
 from maskplus.engine.session import session_config
 from maskplus.engine.strict_load import checkpoint_init
 from maskplus.evaluation.paste import paste_mask_cropped, paste_masks_to_rle
-from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, inference_outputs
+from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS
 from maskplus.precision import resolve
 
 #: One detection in original-image coordinates; ``mask`` is None, a COCO RLE or a
