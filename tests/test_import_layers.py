@@ -47,7 +47,7 @@ CONFIG_FREE = ("model", "techniques")
 CONFIG_FREE_PENDING = {
     "maskplus.modeling.generalized_rcnn": "inference_outputs/feature_names/mask_inputs read MODE_MASK/MODE_FPN "
                                           "until engine/tta.py and engine/callbacks.py call output_names/"
-                                          "backbone_feature_names/mask_input_names (or engine.model's)"}
+                                          "backbone_feature_names/mask_input_names with the mode"}
 PROJECT_TOP = {"config", "train", "predict", "maskplus", "scripts", "tests"}
 #: libraries that import TensorFlow when imported
 TENSORFLOW_IMPORTERS = {"tensorflow", "tensorpack", "tf_keras", "keras", "horovod"}

@@ -6,8 +6,7 @@ the config: the model (``maskplus/modeling``) never imports the config nor the t
 and the built techniques as arguments.
 """
 from config import config as cfg
-from maskplus.modeling.generalized_rcnn import (RCNNParams, backbone_feature_names, mask_input_names, model_for,
-                                                output_names)
+from maskplus.modeling.generalized_rcnn import RCNNParams, model_for
 from maskplus.techniques import registry
 
 
@@ -25,18 +24,3 @@ def build_model():
     """:class:`~maskplus.modeling.generalized_rcnn.ResNetFPNModel` or ``ResNetC4Model`` with the
     configured parameters and techniques."""
     return model_for(model_params(), mask_techniques())
-
-
-def inference_outputs():
-    """The configured model's inference outputs (the masks only with ``MODE_MASK``)."""
-    return output_names(cfg.MODE_MASK)
-
-
-def feature_names():
-    """The configured model's named backbone features (P2-P6, or C4)."""
-    return backbone_feature_names(cfg.MODE_FPN)
-
-
-def mask_inputs():
-    """The configured model's inputs of the mask branch on given boxes (test-time augmentation)."""
-    return mask_input_names(cfg.MODE_FPN)

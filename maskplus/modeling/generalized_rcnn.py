@@ -94,8 +94,8 @@ def mask_input_names(mode_fpn):
     return ["image", "mask_boxes", "mask_labels"] + backbone_feature_names(mode_fpn)
 
 
-# The config's view of the three above, for engine/tta.py and engine/callbacks.py until they take
-# them from maskplus.engine.model (the config-reading layer); then these and the config import go.
+# The config's view of the three above, for engine/tta.py and engine/callbacks.py until they call
+# them with the mode their own parameters give; then these and the config import go.
 def inference_outputs():
     return output_names(cfg.MODE_MASK)
 
