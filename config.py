@@ -15,6 +15,8 @@ import math
 import os
 import pprint
 
+from maskplus.architecture import BOX_HEAD_NAMES, GN_GROUPS, MASK_HEAD_NAMES
+
 __all__ = ["config", "cfg", "finalize_configs", "ConfigError", "AttrDict", "BOX_HEAD_NAMES", "MASK_HEAD_NAMES"]
 
 
@@ -363,13 +365,6 @@ _C.MASKPLUS.MASK_LOSS_ALPHA = [[0, 1.5], [120000, 1.0]]  # (step at total batch 
 cfg = config
 
 _NORMS = ("FreezeBN", "SyncBN", "GN", "None")
-#: The baseline heads ``FPN.FRCNN_HEAD_FUNC`` and ``FPN.MRCNN_HEAD_FUNC`` accept: the one list, which
-#: the modeling modules map to the functions of these names.
-BOX_HEAD_NAMES = ("fastrcnn_2fc_head", "fastrcnn_4conv1fc_head", "fastrcnn_4conv1fc_gn_head")
-MASK_HEAD_NAMES = ("maskrcnn_up4conv_head", "maskrcnn_up4conv_gn_head")
-#: GroupNorm's group count (maskplus/modeling/layers.py, as in the example): a GN layer's width must
-#: be a multiple of it
-GN_GROUPS = 32
 
 
 #: The example's named schedules in thousands of steps at a total batch of 8: Detectron's 1x, and for

@@ -4,19 +4,19 @@
 Imports are read from the source (every ``import``, also those inside functions), so a lazy import
 cannot hide an upward arrow. The floors, lowest first (CONTRIBUTING.md "Layout" shows the same table):
 
-  floor 0: foundation          maskplus/__init__.py, atomic.py, compat.py, console.py, parent_death.py, precision.py
+  floor 0: foundation          maskplus/__init__.py, architecture.py, atomic.py, compat.py, console.py, parent_death.py, precision.py
   floor 1: config              config.py, maskplus/presets.py
   floor 2: data                maskplus/data/
   floor 3: evaluation          maskplus/evaluation/, maskplus/viz.py
-  floor 4: model               maskplus/modeling/ (config-free: layers.py, model_box.py, mask_ops.py, float32_island.py)
+  floor 4: model               maskplus/modeling/                                        (config-free)
   floor 5: techniques          maskplus/techniques/                                      (config-free)
   floor 6: engine              maskplus/engine/ (engine/model.py gives the model its techniques)
   floor 7: front-end helpers   maskplus/cli.py, maskplus/testing.py
   floor 8: command lines       train.py, predict.py
 
-A module may import modules of its own floor or of lower ones. The config-free modules (the model
-primitives named above and the techniques) import, among the project's modules, only each other and
-``maskplus.compat``: what they need is an argument.
+A module may import modules of its own floor or of lower ones. The config-free modules (the model and
+the techniques) never reach the config: no module they import, directly or through others, imports
+it. What they need is an argument (a parameter record's ``from_config(cfg)`` is given the config).
 """
 import ast
 import os
@@ -30,8 +30,8 @@ from tests.conftest import ROOT
 
 #: (floor, modules): a name ending in ".*" stands for every module below that package
 LAYERS = [
-    ("foundation", ["maskplus", "maskplus.atomic", "maskplus.compat", "maskplus.console", "maskplus.parent_death",
-                    "maskplus.precision"]),
+    ("foundation", ["maskplus", "maskplus.architecture", "maskplus.atomic", "maskplus.compat", "maskplus.console",
+                    "maskplus.parent_death", "maskplus.precision"]),
     ("config", ["config", "maskplus.presets"]),
     ("data", ["maskplus.data", "maskplus.data.*"]),
     ("evaluation", ["maskplus.evaluation", "maskplus.evaluation.*", "maskplus.viz"]),
@@ -41,9 +41,8 @@ LAYERS = [
     ("front-end helpers", ["maskplus.cli", "maskplus.testing"]),
     ("command lines", ["train", "predict"]),
 ]
-#: the config-free modules: a floor's name, or a module's
-CONFIG_FREE = ("techniques", "maskplus.modeling", "maskplus.modeling.layers", "maskplus.modeling.model_box",
-               "maskplus.modeling.mask_ops", "maskplus.modeling.float32_island")
+#: the config-free floors
+CONFIG_FREE = ("model", "techniques")
 PROJECT_TOP = {"config", "train", "predict", "maskplus", "scripts", "tests"}
 #: libraries that import TensorFlow when imported
 TENSORFLOW_IMPORTERS = {"tensorflow", "tensorpack", "tf_keras", "keras", "horovod"}
@@ -186,14 +185,27 @@ def test_no_import_circle():
 
 
 def config_free(module):
-    return module in CONFIG_FREE or LAYERS[floor_of(module)][0] in CONFIG_FREE
+    return LAYERS[floor_of(module)][0] in CONFIG_FREE
+
+
+def path_to_config(module, graph):
+    """A shortest import path [module, ..., "config"], or None if ``module`` never reaches the config."""
+    paths, seen = [[module]], {module}
+    while paths:
+        path = paths.pop(0)
+        for target in sorted(graph.get(path[-1], ())):
+            if target == "config":
+                return path + [target]
+            if target not in seen:
+                seen.add(target)
+                paths.append(path + [target])
+    return None
 
 
 @pytest.mark.parametrize("module", [m for m in layered_modules() if config_free(m)])
-def test_the_config_free_modules_import_only_each_other_and_compat(module):
-    allowed = {m for m in layered_modules() if config_free(m)} | {"maskplus", COMPAT}
-    above = sorted(project_imports(module) - allowed)
-    assert above == [], f"{module} imports {above}: the techniques' floor must take them as arguments"
+def test_the_config_free_modules_never_reach_the_config(module):
+    path = path_to_config(module, import_graph())
+    assert path is None, f"{' -> '.join(path)}: a config-free module takes what it needs as arguments"
 
 
 def test_contributing_shows_the_floors_of_this_module():
@@ -245,14 +257,8 @@ def _check_config_readers(readers):
     assert readers == set(CONFIG_READERS), f"{sorted(set(CONFIG_READERS) - readers)} no longer read it: drop them"
 
 
-@pytest.mark.xfail(strict=True, reason="modeling still reads the config: other branch")
 def test_only_the_entry_points_trainer_and_model_builders_read_the_global_config():
     _check_config_readers(config_readers())
-
-
-def test_outside_modeling_only_the_entry_points_trainer_and_model_builders_read_the_global_config():
-    """The test above less maskplus.modeling (until it no longer reads the config: then drop this one)."""
-    _check_config_readers({m for m in config_readers() if not m.startswith("maskplus.modeling.")})
 
 
 def test_the_config_reader_sees_lazy_and_whole_module_imports_but_not_the_config_floor(tmp_path):
@@ -309,6 +315,23 @@ def test_an_upward_import_and_a_circle_are_found_and_named(tmp_path):
     assert sorted(import_circles(graph)) == [
         ["config", "maskplus.data.coco", "config"],
         ["maskplus.data.pipeline", "maskplus.engine.trainer", "maskplus.data.pipeline"]]
+
+
+def test_a_config_read_through_another_module_is_found(tmp_path):
+    root = _tree(tmp_path, {
+        "config.py": "",
+        "maskplus/__init__.py": "",
+        "maskplus/data/__init__.py": "",
+        "maskplus/data/anchors.py": "import numpy\n",
+        "maskplus/data/loader.py": "def f():\n    from config import config\n",
+        "maskplus/modeling/__init__.py": "",
+        "maskplus/modeling/box.py": "from maskplus.data import anchors\n",
+        "maskplus/modeling/head.py": "from maskplus.modeling import box\nfrom maskplus.data import loader\n",
+    })
+    graph = import_graph(root)
+    assert path_to_config("maskplus.modeling.box", graph) is None
+    assert path_to_config("maskplus.modeling.head", graph) == ["maskplus.modeling.head", "maskplus.data.loader",
+                                                               "config"]
 
 
 # ------------------------------------------------------------ compat before TensorFlow

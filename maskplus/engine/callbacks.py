@@ -22,7 +22,7 @@ from tensorpack.utils import logger
 from maskplus import console
 from maskplus.engine import checkpoint_integrity as integrity
 from maskplus.engine.checkpoint import CheckpointError
-from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, inference_outputs
+from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, output_names
 
 #: set when a SIGTERM/SIGINT asked training to stop: long work between steps (evaluation) ends early
 STOP_REQUESTED = threading.Event()
@@ -73,7 +73,7 @@ class EvalCallback(Callback):
     def _setup_graph(self):
         self._chief = is_chief(self.trainer_kind)
         if self._chief:
-            self.predictor = self.trainer.get_predictor(INFERENCE_INPUTS, inference_outputs())
+            self.predictor = self.trainer.get_predictor(INFERENCE_INPUTS, output_names(self.params.masks))
 
     def _stoppable_predictor(self, *args):
         # checked before every image: a signal abandons the evaluation within one forward pass

@@ -20,7 +20,7 @@ from maskplus.engine.model import build_model
 from maskplus.engine.session import session_config
 from maskplus.engine.strict_load import checkpoint_init, technique_switches
 from maskplus.evaluation.paste import paste_mask_cropped, paste_masks_to_rle
-from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, inference_outputs
+from maskplus.modeling.generalized_rcnn import INFERENCE_INPUTS, output_names
 from maskplus.precision import resolve
 
 #: One detection in original-image coordinates; ``mask`` is None, a COCO RLE or a
@@ -40,7 +40,7 @@ def build_predictor(load, precision=None, strict=True):
     pred_config = PredictConfig(
         model=build_model(), session_init=checkpoint_init(load, strict, model_switches=switches),
         session_creator=NewSessionCreator(config=session_config(precision, cfg.TRAIN.INTRA_OP_THREADS)),
-        input_names=INFERENCE_INPUTS, output_names=inference_outputs())
+        input_names=INFERENCE_INPUTS, output_names=output_names(cfg.MODE_MASK))
     return OfflinePredictor(pred_config)
 
 

@@ -6,7 +6,7 @@ the image, are merged by per-class NMS with the model's own rules (``TEST.FRCNN_
 boxes mapped into every view (on that view's features: every technique of the mask branch sees
 the view, contextual fusion its full image), and each box's mask is the mean of its views'
 probabilities, thresholded at 0.5 when pasted. The arithmetic is
-``maskplus/evaluation/tta.py``; the graph's second input/output pair (``mask_inputs()`` ->
+``maskplus/evaluation/tta.py``; the graph's second input/output pair (``mask_input_names`` ->
 ``MASK_OUTPUTS``) is what runs the mask branch on given boxes.
 """
 from typing import NamedTuple
@@ -20,16 +20,18 @@ from maskplus.data.transforms import resize_image
 from maskplus.engine.inference import NetworkOutput
 from maskplus.evaluation.tta import (ViewGeometry, augmented_views, average_masks, boxes_to_image, boxes_to_view,
                                      merge_views)
-from maskplus.modeling.generalized_rcnn import (DETECTION_OUTPUTS, INFERENCE_INPUTS, MASK_OUTPUTS, feature_names,
-                                               mask_inputs)
+from maskplus.modeling.generalized_rcnn import (DETECTION_OUTPUTS, INFERENCE_INPUTS, MASK_OUTPUTS,
+                                               backbone_feature_names, mask_input_names)
 
 
 class AugmentationParams(NamedTuple):
     """What test-time augmentation needs of the config: whether it is on (``TEST.AUGMENT.ENABLED``),
-    whether the model has masks (``MODE_MASK``), and :class:`AugmentedPredictor`'s views, cap on a
-    view's long edge, merge rules and ``per_axis``."""
+    whether the model has masks (``MODE_MASK``) and an FPN (``MODE_FPN``: its backbone features are
+    kept for the mask runs), and :class:`AugmentedPredictor`'s views, cap on a view's long edge,
+    merge rules and ``per_axis``."""
     enabled: bool
     masks: bool
+    fpn: bool
     views: tuple
     max_size: float
     nms_thresh: float
@@ -43,7 +45,7 @@ class AugmentationParams(NamedTuple):
         imports the config): the views' sizes default to the test size, their cap to ``PREPROC.MAX_SIZE``."""
         aug = cfg.TEST.AUGMENT
         sizes = list(aug.SHORT_EDGE_SIZES) or [cfg.PREPROC.TEST_SHORT_EDGE_SIZE]
-        return cls(bool(aug.ENABLED), bool(cfg.MODE_MASK), tuple(augmented_views(sizes, aug.FLIP)),
+        return cls(bool(aug.ENABLED), bool(cfg.MODE_MASK), bool(cfg.MODE_FPN), tuple(augmented_views(sizes, aug.FLIP)),
                    aug.MAX_SIZE or cfg.PREPROC.MAX_SIZE, cfg.TEST.FRCNN_NMS_THRESH, cfg.TEST.RESULT_SCORE_THRESH,
                    cfg.TEST.RESULTS_PER_IM, cfg.TEST.BOX_SCALE_PER_AXIS)
 
@@ -128,9 +130,9 @@ def augmented(predictor, params):
     def tensors(names):
         return [graph.get_tensor_by_name(name + ":0") for name in names]
 
-    kept = feature_names() if params.masks else []
+    kept = backbone_feature_names(params.fpn) if params.masks else []
     detect = OnlinePredictor(tensors(INFERENCE_INPUTS), tensors(DETECTION_OUTPUTS + kept), sess=sess)
-    segment = OnlinePredictor(tensors(mask_inputs()), tensors(MASK_OUTPUTS), sess=sess) if params.masks else None
+    segment = OnlinePredictor(tensors(mask_input_names(params.fpn)), tensors(MASK_OUTPUTS), sess=sess) if params.masks else None
     tta = AugmentedPredictor.from_params(params, detect, segment, single_view=predictor)
     views = ", ".join(f"{v.short_edge:g}{' mirrored' if v.flip else ''}" for v in tta.views)
     count = f"{len(tta.views)} view{'s' if len(tta.views) > 1 else ''}"

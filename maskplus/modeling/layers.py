@@ -2,6 +2,7 @@
 the convolution initializer of the heads. Config-free: the techniques use it too."""
 from tensorpack.models import BatchNorm, layer_register
 
+from maskplus.architecture import GN_GROUPS
 from maskplus.compat import tf, tfv1
 
 
@@ -11,11 +12,11 @@ def msra_fan_out():
 
 
 @layer_register(log_shape=True)
-def GroupNorm(x, group=32, gamma_initializer=tf.ones_initializer()):
+def GroupNorm(x, group=GN_GROUPS, gamma_initializer=tf.ones_initializer()):
     """Group normalisation (Wu & He, 2018) of an NCHW tensor.
 
-    ``group``: 32 everywhere, as in the example; config.py (``GN_GROUPS``) refuses the widths it
-    does not divide before a graph is built.
+    ``group``: ``GN_GROUPS`` (maskplus/architecture.py) everywhere, as in the example; config.py
+    refuses the widths it does not divide before a graph is built.
 
     Variables ``beta`` and ``gamma`` of shape [C], as the model-zoo GN checkpoints store them.
     ``gamma_initializer=None`` leaves gamma to the variable scope's default (glorot-uniform).

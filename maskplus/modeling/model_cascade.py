@@ -16,11 +16,26 @@ regression is class-agnostic (one box per RoI):
   Fast R-CNN classification and box losses of each of the three stages;
 * at inference the class scores are the mean of the three stages' softmax scores and the boxes are
   the last stage's, the same box for every class.
+
+Config-free: :class:`CascadeParams` holds the ``CASCADE`` section, read by
+:meth:`CascadeParams.from_config` from a config given as an argument.
 """
-from config import config as cfg
+from typing import NamedTuple
+
 from maskplus.compat import tf, tfv1
 from maskplus.modeling.model_box import area, clip_boxes, pairwise_iou
-from maskplus.modeling.model_frcnn import BOX_HEADS, BoxProposals, FastRCNNHead, fastrcnn_outputs
+from maskplus.modeling.model_frcnn import BoxProposals, FastRCNNHead, fastrcnn_outputs
+
+
+class CascadeParams(NamedTuple):
+    """The cascade's stages: one IoU threshold and one set of box regression weights each."""
+    ious: tuple              #: CASCADE.IOUS
+    bbox_reg_weights: tuple  #: CASCADE.BBOX_REG_WEIGHTS, one [wx, wy, ww, wh] per stage
+
+    @classmethod
+    def from_config(cls, cfg):
+        """The parameters a finalized ``cfg`` gives."""
+        return cls(ious=tuple(cfg.CASCADE.IOUS), bbox_reg_weights=tuple(tuple(w) for w in cfg.CASCADE.BBOX_REG_WEIGHTS))
 
 
 def gradient_scaler(factor):
@@ -47,32 +62,35 @@ def match_boxes_to_gt(boxes, gt_boxes, gt_labels, iou_threshold):
 class CascadeRCNNHead:
     """The three stages; the same interface as :class:`FastRCNNHead` (losses, boxes, scores)."""
 
-    def __init__(self, proposals, roi_func, gt_boxes, gt_labels, image_shape2d, num_categories, training):
+    def __init__(self, proposals, roi_func, gt_boxes, gt_labels, image_shape2d, num_categories, training,
+                 cascade, head_func, max_size):
         """
         Args:
             proposals: :class:`BoxProposals`, sampled (with labels) in training.
             roi_func: boxes N x 4 -> RoI features N x C x 7 x 7.
             gt_boxes, gt_labels: the ground truth (training; may be None at inference).
+            cascade: the stages' :class:`CascadeParams`.
+            head_func: the box head of every stage, (name, RoI features) -> hidden features.
+            max_size: the bound of a decoded box's size (``PREPROC.MAX_SIZE``).
         """
-        self.num_stages = len(cfg.CASCADE.IOUS)
+        self.num_stages = len(cascade.ious)
         self.num_categories = num_categories
         self.gt_boxes, self.gt_labels = gt_boxes, gt_labels
         self.image_shape2d = image_shape2d
         self.training = training
         scale = gradient_scaler(1.0 / self.num_stages) if training else tf.identity
-        head_func = BOX_HEADS[cfg.FPN.FRCNN_HEAD_FUNC]
         self.heads, self.stage_boxes = [], []
         stage_proposals = proposals
         for k in range(self.num_stages):
             with tfv1.variable_scope(f"cascade_rcnn_stage{k + 1}"):
                 if k > 0:
-                    stage_proposals = (match_boxes_to_gt(self.stage_boxes[-1], gt_boxes, gt_labels, cfg.CASCADE.IOUS[k])
+                    stage_proposals = (match_boxes_to_gt(self.stage_boxes[-1], gt_boxes, gt_labels, cascade.ious[k])
                                        if training else BoxProposals(self.stage_boxes[-1]))
                 hidden = head_func("head", scale(roi_func(stage_proposals.boxes)))
                 label_logits, box_logits = fastrcnn_outputs("outputs", hidden, num_categories,
                                                             class_agnostic_regression=True)
                 head = FastRCNNHead(stage_proposals, box_logits, label_logits, gt_boxes,
-                                    cfg.CASCADE.BBOX_REG_WEIGHTS[k])
+                                    cascade.bbox_reg_weights[k], max_size)
                 self.heads.append(head)
                 self.stage_boxes.append(self._refined_boxes(head))
 

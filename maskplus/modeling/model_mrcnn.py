@@ -4,15 +4,20 @@ padding of its batch at inference and in training.
 
 Without techniques, :func:`build_mask_branch` builds exactly Tensorpack's Mask R-CNN mask branch
 (same ops, same variables).
+
+Config-free: :class:`MaskHeadParams` holds the ``MRCNN`` section and the mask keys of ``FPN``
+and ``TEST``, read by :meth:`MaskHeadParams.from_config` from a config given as an argument.
 """
 import collections
+import functools
+from typing import NamedTuple
 
 from tensorpack.models import Conv2D, Conv2DTranspose, layer_register
 from tensorpack.tfutils import argscope
 from tensorpack.tfutils.scope_utils import under_name_scope
 from tensorpack.tfutils.summary import add_moving_summary
 
-from config import MASK_HEAD_NAMES, config as cfg
+from maskplus.architecture import MASK_HEAD_NAMES
 from maskplus.compat import tf
 from maskplus.modeling.float32_island import float32_island
 from maskplus.modeling.layers import GroupNorm, msra_fan_out
@@ -20,24 +25,46 @@ from maskplus.modeling.mask_ops import MaskTargets, class_wise_predictor, mask_t
 from maskplus.modeling.model_fpn import multilevel_roi_align
 
 
+class MaskHeadParams(NamedTuple):
+    """The mask head's parameters."""
+    head_func: str        #: FPN.MRCNN_HEAD_FUNC, a name of :data:`MASK_HEADS` (FPN models)
+    head_dim: int         #: MRCNN.HEAD_DIM, the width of the head's convs and deconvolution
+    train_max_fg: int     #: MRCNN.TRAIN_MAX_FG_PER_IM, foreground RoIs trained per image (0: all)
+    batch_multiple: int   #: TEST.MASK_BATCH_MULTIPLE, the inference batch is padded to its multiple
+
+    @classmethod
+    def from_config(cls, cfg):
+        """The parameters a finalized ``cfg`` gives."""
+        return cls(head_func=cfg.FPN.MRCNN_HEAD_FUNC, head_dim=cfg.MRCNN.HEAD_DIM,
+                   train_max_fg=cfg.MRCNN.TRAIN_MAX_FG_PER_IM, batch_multiple=cfg.TEST.MASK_BATCH_MULTIPLE)
+
+    def fpn_head(self):
+        """The FPN mask head ``head_func``, ``head_dim`` wide: a function of the head's layer arguments."""
+        return functools.partial(MASK_HEADS[self.head_func], head_dim=self.head_dim)
+
+    def c4_head(self):
+        """The C4 mask head (:func:`maskrcnn_c4_head`), ``head_dim`` wide."""
+        return functools.partial(maskrcnn_c4_head, head_dim=self.head_dim)
+
+
 @layer_register(log_shape=True)
-def maskrcnn_upXconv_head(feature, num_categories, num_convs, norm=None, before_upsample=None):
+def maskrcnn_upXconv_head(feature, num_categories, num_convs, head_dim, norm=None, before_upsample=None):
     """RoI features N x C x 14 x 14 -> mask logits N x K x 28 x 28.
 
     ``num_convs`` 3x3 convs (``fcn{k}``, optionally GroupNorm ``gn{k}``), a 2x2 stride-2
-    deconvolution (``deconv``) and a 1x1 class-wise predictor (``conv``).
+    deconvolution (``deconv``), all ``head_dim`` wide, and a 1x1 class-wise predictor (``conv``).
     ``before_upsample``, when given, maps the conv features to features of the same shape just
     before the deconvolution (the deconvolutional pyramid module's place, paper 3.2).
     """
     x = feature
     with argscope([Conv2D, Conv2DTranspose], data_format="channels_first", kernel_initializer=msra_fan_out()):
         for k in range(num_convs):
-            x = Conv2D(f"fcn{k}", x, cfg.MRCNN.HEAD_DIM, 3, activation=tf.nn.relu)
+            x = Conv2D(f"fcn{k}", x, head_dim, 3, activation=tf.nn.relu)
             if norm == "GN":
                 x = GroupNorm(f"gn{k}", x)
         if before_upsample is not None:
             x = before_upsample(x)
-        x = Conv2DTranspose("deconv", x, cfg.MRCNN.HEAD_DIM, 2, strides=2, activation=tf.nn.relu)
+        x = Conv2DTranspose("deconv", x, head_dim, 2, strides=2, activation=tf.nn.relu)
         return class_wise_predictor("conv", x, num_categories)
 
 
@@ -74,9 +101,9 @@ def maskrcnn_loss(mask_logits, fg_labels, fg_target_masks):
     return loss
 
 
-def fpn_mask_roi_features(features):
-    """boxes -> their 14 x 14 RoIAlign features on P2-P5 (the FPN mask head's input)."""
-    return lambda boxes: multilevel_roi_align(features[:4], boxes, 14, name_scope="multilevel_roi_align_mask")
+def fpn_mask_roi_features(features, strides):
+    """boxes -> their 14 x 14 RoIAlign features on P2-P5 of ``strides`` (the FPN mask head's input)."""
+    return lambda boxes: multilevel_roi_align(features[:4], boxes, 14, strides, name_scope="multilevel_roi_align_mask")
 
 
 #: What the ``roi_features`` and ``extra_losses`` hooks of a technique see: the mask head's RoI

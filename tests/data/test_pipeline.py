@@ -262,8 +262,9 @@ def test_dict_datapoint_feeds_the_model_placeholders(tiny_coco):
     from maskplus.compat import tf, tfv1
     from tensorpack.input_source.input_source import _make_feeds
     from tensorpack.input_source.input_source_base import build_or_reuse_placeholder
+    from maskplus.engine.model import model_params
     from maskplus.modeling.generalized_rcnn import ResNetFPNModel
-    specs = ResNetFPNModel().inputs()
+    specs = ResNetFPNModel(model_params()).inputs()
     (dp,) = _first(_dataflow(), 1)
     with tf.Graph().as_default():
         phs = [build_or_reuse_placeholder(s) for s in specs]

@@ -132,6 +132,7 @@ def test_a_model_file_holds_no_training_state(tmp_path):
     learning rate; a model file (as the model zoo's) holds the weights and BN statistics only."""
     from tensorpack.tfutils.common import get_global_step_var
     from maskplus.compat import tf
+    from maskplus.engine.model import model_params
     from maskplus.modeling.generalized_rcnn import ResNetFPNModel
     with config_snapshot():
         configure({"TRAIN.NUM_GPUS": 1, "TRAIN.GRADIENT_ACCUMULATION": True, "MASKPLUS.BIASED_TRAINING": True})
@@ -140,7 +141,7 @@ def test_a_model_file_holds_no_training_state(tmp_path):
             tfv1.get_variable("head/bn/mean/EMA", initializer=tf.zeros([3]), trainable=False)
             from maskplus.techniques.biased_training import mask_loss_alpha
             loss = tf.reduce_sum(w * w) * mask_loss_alpha(1.5)
-            ResNetFPNModel().optimizer().minimize(loss, global_step=get_global_step_var())
+            ResNetFPNModel(model_params()).optimizer().minimize(loss, global_step=get_global_step_var())
             names = {v.op.name for v in tfv1.global_variables()}
             assert {"head/W/Momentum", "head/W/AccumGrad", "AccumGrad/counter", "global_step", "learning_rate",
                     "mask_loss_alpha"} <= names, names  # the training state is there

@@ -76,6 +76,7 @@ def test_smooth_decays_with_two_towers_end_at_8_over_2_times_the_last_boundary(d
 ])
 def test_tower_counts_scale_the_steps_and_the_warm_up_as_in_the_example(towers, drops, end, warmup_start, accumulate):
     from maskplus.engine.schedules import Schedule
+    from maskplus.engine.model import model_params
     from maskplus.modeling.generalized_rcnn import ResNetFPNModel
     with config_snapshot():
         configure({"TRAIN.NUM_GPUS": towers, "TRAIN.LR_SCHEDULE": "1x", "TRAIN.STEPS_PER_EPOCH": 500,
@@ -89,7 +90,7 @@ def test_tower_counts_scale_the_steps_and_the_warm_up_as_in_the_example(towers, 
         assert schedule.lr_at(drops[0]) == pytest.approx(0.001)
         assert schedule.lr_at(drops[1]) == pytest.approx(0.0001)
         with tf.Graph().as_default():
-            opt = ResNetFPNModel().optimizer()
+            opt = ResNetFPNModel(model_params()).optimizer()
         # the base optimizer applies BASE_LR / 8 to the gradient summed over the 8 (or n) images
         assert getattr(opt, "_niter", 1) == accumulate
 

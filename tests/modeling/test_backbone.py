@@ -22,12 +22,14 @@ PIXELS = [(10.0, 120.0, 250.0), (200.0, 50.0, 0.0), (103.53, 116.28, 123.675)]
 
 
 def test_image_preprocess_normalises_each_bgr_channel_by_its_own_mean_and_std():
-    from maskplus.modeling.backbone import image_preprocess
+    from config import config as cfg
+    from maskplus.modeling.backbone import BackboneParams, image_preprocess
     image = np.array([PIXELS], np.float32)  # 1 x 3 x 3, channels last, BGR
     with config_snapshot():
         configure({})
         with tf.Graph().as_default(), tfv1.Session() as sess:
-            got = sess.run(image_preprocess(tf.constant(image)))
+            backbone = BackboneParams.from_config(cfg)
+            got = sess.run(image_preprocess(tf.constant(image), backbone.pixel_mean, backbone.pixel_std))
     np.testing.assert_allclose(got[0], [_by_hand(p) for p in PIXELS], rtol=1e-5, atol=1e-6)
     assert got[0, 2] == pytest.approx([0, 0, 0], abs=1e-5)  # the mean colour, BGR, becomes 0
 

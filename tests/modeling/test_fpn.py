@@ -25,7 +25,7 @@ def test_the_pyramid_adds_each_up_sampled_coarser_level_and_p6_subsamples_p5():
     with config_snapshot():
         configure({"FPN.NUM_CHANNEL": C, "FPN.NORM": "None", "FPN.MRCNN_HEAD_FUNC": "maskrcnn_up4conv_head"})
         with tf.Graph().as_default(), tfv1.Session() as sess:
-            outputs = fpn_model("fpn", [tf.constant(f) for f in feats])
+            outputs = fpn_model("fpn", [tf.constant(f) for f in feats], C, "None")
             sess.run(tfv1.global_variables_initializer())
             identity3 = np.zeros((3, 3, C, C), np.float32)
             identity3[1, 1] = np.eye(C)

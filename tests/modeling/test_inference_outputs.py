@@ -58,14 +58,15 @@ def _run_inference_outputs(proposals, box_logits, label_logits, image_hw, overri
     """The model's own inference post-processing (ResNetFPNModel.inference_outputs) on given head outputs."""
     from tensorpack.tfutils.tower import TowerContext
     from config import config as cfg
+    from maskplus.engine.model import model_params
     from maskplus.modeling.generalized_rcnn import ResNetFPNModel
     from maskplus.modeling.model_frcnn import BoxProposals, FastRCNNHead
     with config_snapshot():
         configure(dict({"MODE_MASK": False}, **(overrides or {})), training=False)
         with tf.Graph().as_default() as graph, TowerContext("", is_training=False):
             head = FastRCNNHead(BoxProposals(tf.constant(proposals)), tf.constant(box_logits),
-                                tf.constant(label_logits), None, cfg.FRCNN.BBOX_REG_WEIGHTS)
-            ResNetFPNModel().inference_outputs(None, head, tf.constant(image_hw))
+                                tf.constant(label_logits), None, cfg.FRCNN.BBOX_REG_WEIGHTS, cfg.PREPROC.MAX_SIZE)
+            ResNetFPNModel(model_params()).inference_outputs(None, head, tf.constant(image_hw))
             with tfv1.Session() as sess:
                 return sess.run([graph.get_tensor_by_name(f"output/{n}:0") for n in ("boxes", "scores", "labels")])
 

@@ -44,8 +44,8 @@ RPN_BOX_SUM = 4.5 * 0.05 ** 2 + (0.5 - 1 / 18) + (1.0 - 1 / 18)
 
 def _rpn_losses(labels, logits, targets, deltas, batch):
     from maskplus.modeling.model_rpn import rpn_losses
-    return _run(lambda: rpn_losses(tf.constant(labels), tf.constant(targets), tf.constant(logits), tf.constant(deltas)),
-                {"RPN.BATCH_PER_IM": batch})
+    return _run(lambda: rpn_losses(tf.constant(labels), tf.constant(targets), tf.constant(logits), tf.constant(deltas),
+                                   batch))
 
 
 @pytest.mark.parametrize("batch", [4, 16])
@@ -73,8 +73,8 @@ def test_multilevel_rpn_losses_sum_the_levels():
     def build():
         return multilevel_rpn_losses(
             [tf.constant(RPN_LABELS), tf.constant(second[0])], [tf.constant(RPN_TARGETS), tf.constant(targets2)],
-            [tf.constant(RPN_LOGITS), tf.constant(second[1])], [tf.constant(RPN_DELTAS), tf.constant(deltas2)])
-    label_loss, box_loss = _run(build, {"RPN.BATCH_PER_IM": 4})
+            [tf.constant(RPN_LOGITS), tf.constant(second[1])], [tf.constant(RPN_DELTAS), tf.constant(deltas2)], 4)
+    label_loss, box_loss = _run(build)
     assert label_loss == pytest.approx((RPN_LABEL_SUM + math.log(4)) / 4, rel=1e-5)
     assert box_loss == pytest.approx(RPN_BOX_SUM / 4, rel=1e-5)
 
@@ -124,7 +124,8 @@ def test_the_box_head_regresses_weighted_deltas_of_the_matched_gt():
 
     def build():
         proposals = BoxProposals(tf.constant(rois), tf.constant([2, 0], tf.int64), tf.constant([1], tf.int64))
-        head = FastRCNNHead(proposals, tf.constant(box_logits), tf.zeros([2, 3]), tf.constant(gt), [10.0, 10.0, 5.0, 5.0])
+        head = FastRCNNHead(proposals, tf.constant(box_logits), tf.zeros([2, 3]), tf.constant(gt),
+                            [10.0, 10.0, 5.0, 5.0], max_size=1333)
         return head.losses()
     _, box_loss = _run(build)
     # |diff| = 0 + 0.25 + 0.088 + 0.116, over the 2 sampled RoIs

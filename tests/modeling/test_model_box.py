@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tests.helpers import config_snapshot, configure, roi_align_reference
+from tests.helpers import roi_align_reference
 from maskplus.compat import tf, tfv1
 from maskplus.modeling import model_box
 
@@ -68,9 +68,7 @@ def test_per_class_nms_keeps_overlapping_boxes_of_different_classes():
     boxes = np.zeros((3, 3, 4), np.float32)
     boxes[:, :] = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [50, 50, 60, 60]], np.float32)[:, None]
     scores = np.array([[0.1, 0.8, 0.1], [0.1, 0.7, 0.2], [0.5, 0.02, 0.48]], np.float32)
-    with config_snapshot():
-        configure({"TEST.RESULT_SCORE_THRESH": 0.05, "TEST.FRCNN_NMS_THRESH": 0.5})
-        b, s, l = run(lambda bx, sc: fastrcnn_predictions(bx, sc), boxes, scores)
+    b, s, l = run(lambda bx, sc: fastrcnn_predictions(bx, sc, 0.05, 100, 0.5), boxes, scores)
     got = sorted(zip(l.tolist(), [round(float(v), 3) for v in s]))
     # class 1: RoI 1 suppressed by RoI 0; class 2: RoI 1 (0.2) and RoI 2 (0.48) survive, 0.1 of RoI 0
     # is suppressed by RoI 1's 0.2 of the same class.

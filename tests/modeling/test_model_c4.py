@@ -84,12 +84,15 @@ _LOGITS = [5.0, 4.0, 3.0, 2.0]
     (4, 2, [[10, 10, 50, 50], [100, 20, 100, 60]]),    # NMS keeps three, the top 2 after it stay
 ])
 def test_c4_proposals_take_the_pre_nms_top_k_then_nms_then_the_post_nms_top_k(pre, post, expected):
-    from maskplus.modeling.model_rpn import generate_rpn_proposals
+    from config import config as cfg
+    from maskplus.modeling.model_rpn import RPNParams, generate_rpn_proposals
     with config_snapshot():
         configure(C4)
+        rpn = RPNParams.from_config(cfg)
         with tf.Graph().as_default(), tfv1.Session() as sess:
             boxes, _ = sess.run(generate_rpn_proposals(tf.constant(_BOXES, tf.float32), tf.constant(_LOGITS),
-                                                       tf.constant([100, 100]), pre, post))
+                                                       tf.constant([100, 100]), pre, post, min_size=rpn.min_size,
+                                                       nms_thresh=rpn.nms_thresh))
     np.testing.assert_array_equal(boxes, expected)
 
 
@@ -98,17 +101,19 @@ def test_c4_rpn_keeps_the_examples_c4_top_k_of_each_phase(monkeypatch):
     import maskplus.modeling.model_c4 as model_c4
     seen = []
 
-    def record(boxes, scores, image_shape2d, pre_nms_topk, post_nms_topk):
+    def record(boxes, scores, image_shape2d, pre_nms_topk, post_nms_topk, **nms):
         seen.append((pre_nms_topk, post_nms_topk))
         return boxes[:0], scores[:0]
     monkeypatch.setattr(model_c4, "generate_rpn_proposals", record)
     from tensorpack.tfutils.tower import TowerContext
+    from maskplus.engine.model import model_params
     for training in (True, False):
         with config_snapshot():
             configure({"MODE_FPN": False, "RPN.HEAD_DIM": 16}, tiny=False, training=training)
+            params = model_params()
             with tf.Graph().as_default(), TowerContext("", is_training=training):
                 model_c4.c4_rpn(tf.zeros([1, 32, 4, 4]), tf.constant([64, 64]), tf.zeros([4, 4, 15], tf.int32),
-                                tf.zeros([4, 4, 15, 4]), training)
+                                tf.zeros([4, 4, 15, 4]), training, params.rpn, params.frcnn.max_size)
     assert seen == [(12000, 2000), (6000, 1000)]
 
 
@@ -126,13 +131,16 @@ def test_c4_rois_are_cropped_from_c4_at_stride_16_and_14_x_14(monkeypatch):
     """Before res5, each RoI is a 14 x 14 RoIAlign of C4 at box / 16: equal to a slow NumPy
     RoIAlign on a map that differs by position (a 96 x 176 image: a 6 x 11 map)."""
     import maskplus.modeling.model_c4 as model_c4
-    monkeypatch.setattr(model_c4, "resnet_conv5", lambda crops, num_blocks: crops)  # what enters res5
+    monkeypatch.setattr(model_c4, "resnet_conv5", lambda crops, backbone: crops)  # what enters res5
     fmap = position_dependent_map(6, 11)
     boxes = np.array([[3.3, 5.6, 60.2, 40.9], [100.5, 20.25, 170.0, 90.1], [30.7, 50.2, 46.1, 61.4]], np.float32)
+    from maskplus.engine.model import model_params
     with config_snapshot():
         configure(C4)
+        params = model_params()
         with tf.Graph().as_default(), tfv1.Session() as sess:
-            crops = sess.run(model_c4.c4_roi_features(tf.constant(fmap), tf.constant(boxes)))
+            crops = sess.run(model_c4.c4_roi_features(tf.constant(fmap), tf.constant(boxes), params.rpn.anchor_stride,
+                                                      params.backbone))
     assert crops.shape == (3, 2, 14, 14)
     for k, box in enumerate(boxes):
         for c in range(2):
@@ -217,6 +225,7 @@ def test_maskplus_techniques_train_on_c4():
 def test_training_mapper_gives_c4_targets(tiny_coco, cfg_override):
     from maskplus.data.pipeline import LoaderFaults
     from maskplus.engine.trainer import train_dataflow
+    from maskplus.engine.model import model_params
     from maskplus.modeling.generalized_rcnn import ResNetC4Model
     cfg_override({"MODE_FPN": False})
     with config_snapshot():
@@ -225,7 +234,7 @@ def test_training_mapper_gives_c4_targets(tiny_coco, cfg_override):
         ds = train_dataflow(LoaderFaults(0.01))
         ds.reset_state()
         dp = next(iter(ds))
-        spec_names = [s.name for s in ResNetC4Model().inputs()]
+        spec_names = [s.name for s in ResNetC4Model(model_params()).inputs()]
     assert list(dp) == spec_names == ["image", "anchor_labels", "anchor_boxes", "gt_boxes", "gt_labels",
                                       "gt_masks_packed", "image_id"]
     h, w = dp["image"].shape[:2]

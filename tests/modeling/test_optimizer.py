@@ -17,11 +17,12 @@ LR = 0.02
 
 def _trajectory(towers, accumulation, steps, grads):
     """W after each of ``steps`` steps of the model's optimiser, the learning rate set to LR."""
+    from maskplus.engine.model import model_params
     from maskplus.modeling.generalized_rcnn import ResNetFPNModel
     with config_snapshot():
         configure({"TRAIN.NUM_GPUS": towers, "TRAIN.GRADIENT_ACCUMULATION": accumulation})
         with tf.Graph().as_default():
-            opt = ResNetFPNModel().optimizer()
+            opt = ResNetFPNModel(model_params()).optimizer()
             w = tfv1.get_variable("toy/W", initializer=tf.zeros([grads.shape[1]]))
             c = tfv1.placeholder(tf.float32, [grads.shape[1]])
             train_op = opt.minimize(tf.reduce_sum(w * c))

@@ -50,7 +50,8 @@ def test_multilevel_roi_align_pools_each_box_on_its_level_and_keeps_the_input_or
     boxes = np.array([[8.0, 8.0, 8.0 + w, 8.0 + h] for (w, h), _ in cases], np.float32)
     size = 512
     feats = [np.full((1, 2, size // s, size // s), float(k), np.float32) for k, s in zip(range(2, 6), (4, 8, 16, 32))]
-    crops = _run(lambda: multilevel_roi_align([tf.constant(f) for f in feats], tf.constant(boxes), 7))
+    crops = _run(lambda: multilevel_roi_align([tf.constant(f) for f in feats], tf.constant(boxes), 7,
+                                                 (4, 8, 16, 32)))
     assert crops.shape == (len(cases), 2, 7, 7)
     np.testing.assert_allclose(crops.mean(axis=(1, 2, 3)), [lvl for _, lvl in cases], atol=1e-5)
 
@@ -66,7 +67,8 @@ def test_multilevel_roi_align_crops_each_level_at_its_own_stride():
     boxes = np.array([[x, y, x + w, y + h] for (x, y, w, h), _ in cases], np.float32)
     strides = (4, 8, 16, 32)
     feats = [position_dependent_map(512 // s, 768 // s, offset=100.0 * k) for k, s in zip(range(2, 6), strides)]
-    crops = _run(lambda: multilevel_roi_align([tf.constant(f) for f in feats], tf.constant(boxes), 7))
+    crops = _run(lambda: multilevel_roi_align([tf.constant(f) for f in feats], tf.constant(boxes), 7,
+                                                 (4, 8, 16, 32)))
     assert crops.shape == (len(cases), 2, 7, 7)
     for k, (box, (_, level)) in enumerate(zip(boxes, cases)):
         fmap = feats[level - 2][0]
@@ -81,10 +83,13 @@ GT_LABELS = np.array([2, 1], np.int64)
 
 
 def _sample(proposals, overrides):
-    from maskplus.modeling.model_frcnn import sample_fast_rcnn_targets
+    from config import config as cfg
+    from maskplus.modeling.model_frcnn import FastRCNNParams, sample_fast_rcnn_targets
 
     def build():
-        p = sample_fast_rcnn_targets(tf.constant(proposals, tf.float32), tf.constant(GT), tf.constant(GT_LABELS))
+        f = FastRCNNParams.from_config(cfg)
+        p = sample_fast_rcnn_targets(tf.constant(proposals, tf.float32), tf.constant(GT), tf.constant(GT_LABELS),
+                                     f.fg_thresh, f.batch_per_im, f.fg_ratio)
         return p.boxes, p.labels, p.fg_inds_wrt_gt
     return _run(build, dict({"FRCNN.FG_THRESH": 0.5}, **overrides))
 
@@ -150,7 +155,9 @@ LVL3 = {"G": ([1, 0, 21, 20], 6.0), "E": ([0, 30, 20, 50], 4.5), "H": ([70, 70, 
 
 
 def _proposals(overrides, training=True):
+    from config import config as cfg
     from maskplus.modeling.model_fpn import generate_fpn_proposals
+    from maskplus.modeling.model_rpn import RPNParams
 
     def as_tensors(level):
         return (tf.constant([b for b, _ in level.values()], tf.float32),
@@ -158,7 +165,8 @@ def _proposals(overrides, training=True):
 
     def build():
         (b2, s2), (b3, s3) = as_tensors(LVL2), as_tensors(LVL3)
-        return generate_fpn_proposals([b2, b3], [s2, s3], tf.constant([100, 100]), training)
+        return generate_fpn_proposals([b2, b3], [s2, s3], tf.constant([100, 100]), training,
+                                      RPNParams.from_config(cfg))
     boxes, scores = _run(build, overrides, training)
     return sorted(zip(scores.tolist(), boxes.tolist()), reverse=True)
 
@@ -188,14 +196,17 @@ def test_rpn_proposal_nms_suppresses_above_rpn_proposal_nms_thresh_only(thresh, 
     """RPN.PROPOSAL_NMS_THRESH (the example's 0.7): a box at IoU 0.6 with a better one stays, a box
     at IoU 0.8 goes; other values of the key move the cut (0.55 drops both, 0.85 keeps both).
     Boxes on a 60 x 100 image."""
-    from maskplus.modeling.model_rpn import generate_rpn_proposals
+    from config import config as cfg
+    from maskplus.modeling.model_rpn import RPNParams, generate_rpn_proposals
     boxes_by_name = {"a": [0, 0, 40, 40], "at_06": [0, 16, 40, 40], "at_08": [0, 8, 40, 40], "far": [60, 10, 90, 50]}
     scores_by_name = {"a": 5.0, "at_06": 4.0, "at_08": 3.0, "far": 2.0}
     # IoU by hand: at_06 lies inside a, 40 * 24 / 1600 = 0.6; at_08: 40 * 32 / 1600 = 0.8
 
     def build():
+        rpn = RPNParams.from_config(cfg)
         return generate_rpn_proposals(tf.constant(list(boxes_by_name.values()), tf.float32),
-                                      tf.constant(list(scores_by_name.values())), tf.constant([60, 100]), 10)
+                                      tf.constant(list(scores_by_name.values())), tf.constant([60, 100]), 10,
+                                      min_size=rpn.min_size, nms_thresh=rpn.nms_thresh)
     boxes, scores = _run(build, {"RPN.PROPOSAL_NMS_THRESH": thresh}, training=False)
     np.testing.assert_array_equal(boxes, [boxes_by_name[k] for k in kept])
     np.testing.assert_array_equal(scores, [scores_by_name[k] for k in kept])
@@ -209,12 +220,15 @@ _LOGITS = [5.0, 4.0, 3.0, 2.0]
 
 
 def _proposals_with_min_size(min_size):
-    from maskplus.modeling.model_rpn import generate_rpn_proposals
+    from config import config as cfg
+    from maskplus.modeling.model_rpn import RPNParams, generate_rpn_proposals
     with config_snapshot():
         configure({"RPN.MIN_SIZE": float(min_size)})
+        rpn = RPNParams.from_config(cfg)
         with tf.Graph().as_default(), tfv1.Session() as sess:
             boxes, scores = generate_rpn_proposals(tf.constant(_BOXES, tf.float32), tf.constant(_LOGITS),
-                                                   tf.constant([100, 100]), 10)
+                                                   tf.constant([100, 100]), 10, min_size=rpn.min_size,
+                                                   nms_thresh=rpn.nms_thresh)
             return sess.run([boxes, scores])
 
 

@@ -218,8 +218,8 @@ def test_contextual_fusion_pools_the_real_image_not_the_padding_on_its_level(lev
     which differs by position and from level to level."""
     from config import config as cfg
     from tensorpack.tfutils.tower import TowerContext
-    from maskplus.engine.model import mask_techniques
-    from maskplus.modeling.model_mrcnn import MASK_HEADS, build_mask_branch
+    from maskplus.engine.model import mask_techniques, model_params
+    from maskplus.modeling.model_mrcnn import build_mask_branch
     strides = (4, 8, 16, 32, 64)
     feats = [position_dependent_map(64 // s, 96 // s, offset=100.0 * k) for k, s in zip(range(2, 7), strides)]
     with config_snapshot():
@@ -227,7 +227,7 @@ def test_contextual_fusion_pools_the_real_image_not_the_padding_on_its_level(lev
         with tf.Graph().as_default() as graph, TowerContext("", is_training=False):
             rois = tf.zeros([1, cfg.FPN.NUM_CHANNEL, 14, 14])
             build_mask_branch(rois, [tf.constant(f) for f in feats], tf.constant([50, 90]), K,
-                              MASK_HEADS[cfg.FPN.MRCNN_HEAD_FUNC], techniques=mask_techniques())
+                              model_params().mask.fpn_head(), techniques=mask_techniques())
             (pooled,) = [op.outputs[0] for op in graph.get_operations()
                          if op.type == "AvgPool" and op.name.startswith("context_fusion/")]
             with tfv1.Session() as sess:
