@@ -36,6 +36,9 @@ DATA=$(realpath -m "${DATA:-datasets/shapes}")
 LOGROOT=${LOGROOT:-train_log/ablation_cpu}
 CHART=${CHART:-docs/ablation_cpu_delta_ap.png}
 START=$(date +%s)
+# read before anything is written: the chart this script writes is a tracked file
+COMMIT=$(git describe --always --dirty 2>/dev/null || echo unknown)
+CPU=$("$PYTHON" -c "from maskplus.precision import cpu_model_name; print(cpu_model_name())" 2>/dev/null || true)
 
 run() { if [ "$DRY" = 1 ]; then printf '%q ' "$@"; echo; else printf '+ %s\n' "$*" >&2; "$@"; fi; }
 
@@ -88,8 +91,6 @@ mkdir -p "$(dirname "$CHART")"
 # ΔAP intervals: a paired bootstrap over the validation images of each run's results file
 "$PYTHON" scripts/paper_tables.py "$LOGROOT"/*/seed* --annotations "$DATA/annotations/instances_val2017.json" \
   --markdown "$TABLES" --chart "$CHART" >/dev/null
-COMMIT=$(git describe --always --dirty 2>/dev/null || echo unknown)
-CPU=$("$PYTHON" -c "from maskplus.precision import cpu_model_name; print(cpu_model_name())" 2>/dev/null || true)
 {
   echo "# CPU-scale sanity ablation on the generated shapes dataset, not COCO ($(date -u +%Y-%m-%d), commit $COMMIT, $(nproc)-core ${CPU:-unknown CPU})"
   echo
