@@ -207,6 +207,27 @@ def verdict(low, high):
     return "no difference within the evaluation's noise"
 
 
+def widened_by_seeds(delta, low, high, a_values, b_values):
+    """The interval (low, high) of ``delta`` = mean(B's runs) - mean(A's runs), widened by the seeds'
+    spread, or None when a side has fewer than two runs (the seeds' spread is then unmeasured).
+
+    ``a_values``, ``b_values``: each run's AP on the whole set. The bootstrap interval holds the
+    evaluation set's noise with the models fixed; the runs' spread holds the training's noise with
+    the set fixed. Taken as independent, their variances add: each side's half-width is the bootstrap's
+    and the 95% Welch t interval's of a difference of two means (Welch-Satterthwaite degrees of
+    freedom; with two seeds a side it is wide, as two seeds say little of a spread) in quadrature."""
+    if min(len(a_values), len(b_values)) < 2:
+        return None
+    from scipy import stats
+    var_a, var_b = (np.var(v, ddof=1) / len(v) for v in (a_values, b_values))
+    if var_a + var_b == 0:
+        seeds = 0.0
+    else:
+        dof = (var_a + var_b) ** 2 / (var_a ** 2 / (len(a_values) - 1) + var_b ** 2 / (len(b_values) - 1))
+        seeds = float(stats.t.ppf(0.975, dof) * np.sqrt(var_a + var_b))
+    return delta - float(np.hypot(max(delta - low, 0.0), seeds)), delta + float(np.hypot(max(high - delta, 0.0), seeds))
+
+
 def resampled_metrics(table, resamples, seed, per_category=False):
     """AP, AP50, AP75 (x100) of a :class:`MatchTable`: {metric: (on the whole set, [resamples] on each
     resample)}, NaN where no category has ground truth; with ``per_category`` also "per_category":
@@ -284,4 +305,5 @@ def format_comparisons(comparisons):
 def verdict_line(comparisons):
     """One line: the verdict on AP of each IoU type compared."""
     parts = [f"{c.iou_type} AP: {c.verdict}" for c in comparisons if c.category is None and c.metric == "AP"]
-    return "Verdict: " + "; ".join(parts) + "."
+    return ("Verdict: " + "; ".join(parts) + ". (The evaluation set's noise only: the seeds' noise is not in "
+            "these intervals; several runs a side measure it, docs/COMPARING.md.)")

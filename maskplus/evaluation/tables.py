@@ -188,47 +188,75 @@ def _ground_truth(runs, annotations, warn):
     return next(iter(recorded))
 
 
-def claim_verdict(paper_delta, comparison):
-    """What our interval says of the paper's claimed gain: confirms (interval above 0), contradicts
-    (below 0), cannot tell (it holds 0); "-" when there is no interval or the paper claims none."""
+ONE_SEED = "no verdict: 1 seed"
+
+
+def seed_aware_interval(comparison, base_runs, row_runs):
+    """The row's ΔAP interval over the images widened by the seeds' spread of both rows
+    (:func:`~maskplus.evaluation.bootstrap.widened_by_seeds`), or None: no interval, or a row with
+    one run."""
+    from maskplus.evaluation.bootstrap import widened_by_seeds
+    if comparison is None or np.isnan(comparison.low):
+        return None
+    key = f"{comparison.iou_type}/{comparison.metric}"
+    return widened_by_seeds(comparison.delta, comparison.low, comparison.high,
+                            [100.0 * r.metrics[key] for r in base_runs], [100.0 * r.metrics[key] for r in row_runs])
+
+
+def claim_verdict(paper_delta, comparison, interval):
+    """What our seed-aware ``interval`` (:func:`seed_aware_interval`) says of the paper's claimed
+    gain: confirms (above 0), contradicts (below 0), cannot tell (it holds 0); no verdict with one run
+    in either row, as one seed's luck is unmeasured; "-" when there is no comparison or the paper
+    claims no gain."""
     if comparison is None or not paper_delta > 0 or np.isnan(comparison.low):
         return "-"
-    if comparison.low > 0:
+    if interval is None:
+        return ONE_SEED
+    low, high = interval
+    if low > 0:
         return "confirms"
-    if comparison.high < 0:
+    if high < 0:
         return "contradicts"
     return "cannot tell"
 
 
+def _interval(bounds):
+    return "-" if bounds is None or np.isnan(bounds[0]) else f"[{bounds[0]:+.1f}, {bounds[1]:+.1f}]"
+
+
 def table_rows(table, by_preset, intervals=None, number=None):
-    """Rows [method, source, AP..APl, ΔAP, Boundary AP, ΔAP interval, paper's gain] for one paper
-    table: the paper's line, then ours (mean ± std over seeds) with the change against our own
-    baseline, its 95% bootstrap interval (``intervals``: :func:`delta_intervals`) and the verdict
-    on the paper's claimed gain."""
+    """Rows [method, source, AP..APl, ΔAP, Boundary AP, ΔAP interval over the images, the same
+    widened by the seeds' spread, paper's gain] for one paper table: the paper's line, then ours (mean
+    ± std over seeds) with the change against our own baseline, its 95% bootstrap interval
+    (``intervals``: :func:`delta_intervals`), that interval with the seeds' noise and the verdict on
+    the paper's claimed gain."""
     iou_type = table["iou_type"]
     paper_base = table["rows"][0]["paper"][0]
-    ours_base = summarise(by_preset.get(table["rows"][0]["preset"], []), iou_type).get("AP")
+    base_runs = by_preset.get(table["rows"][0]["preset"], [])
+    ours_base = summarise(base_runs, iou_type).get("AP")
     rows = []
     for row in table["rows"]:
         paper = row["paper"]
         rows.append([row["method"], "paper"] + [f"{v:.1f}" for v in paper] + [f"{paper[0] - paper_base:+.1f}", "-",
-                                                                              "-", "-"])
+                                                                              "-", "-", "-"])
         runs = by_preset.get(row["preset"], [])
         stats = summarise(runs, iou_type)
         delta = "-"
         if "AP" in stats and ours_base is not None:
             delta = f"{stats['AP'][0] - ours_base[0]:+.1f}"
         comparison = (intervals or {}).get((number, row["preset"]))
-        interval = "-" if comparison is None or np.isnan(comparison.low) else \
-            f"[{comparison.low:+.1f}, {comparison.high:+.1f}]"
+        widened = seed_aware_interval(comparison, base_runs, runs)
         label = f"ours ({len(runs)} run{'s' if len(runs) != 1 else ''})" if runs else "ours (no run)"
         rows.append(["", label] + [_fmt(stats.get(col)) for col in COLUMNS]
-                    + [delta, _fmt(stats.get("boundary")), interval, claim_verdict(paper[0] - paper_base, comparison)])
+                    + [delta, _fmt(stats.get("boundary")),
+                       _interval(None if comparison is None else (comparison.low, comparison.high)),
+                       _interval(widened), claim_verdict(paper[0] - paper_base, comparison, widened)])
     return rows
 
 
 # Boundary AP is always the mask's, also beside Table 5's box AP.
-HEADERS = ["Method", "Source"] + COLUMNS + ["ΔAP", "mask Boundary AP", "ΔAP 95% interval", "paper's gain"]
+HEADERS = ["Method", "Source"] + COLUMNS + ["ΔAP", "mask Boundary AP", "ΔAP 95% interval: images",
+                                            "images + seeds", "paper's gain"]
 
 
 def render_table(number, table, by_preset, fmt="github", intervals=None):
@@ -239,10 +267,12 @@ def render_table(number, table, by_preset, fmt="github", intervals=None):
 
 
 INTERVAL_LEGEND = (
-    "ΔAP: our row's AP (mean over its runs) minus our baseline's; its 95% interval is a paired bootstrap over the "
-    "validation images ({resamples} resamples): which images the set holds, not the seeds' randomness (see the ± "
-    "columns). Paper's gain: our interval above 0 confirms the paper's gain, below 0 contradicts it, holding 0 "
-    "cannot tell (docs/COMPARING.md).")
+    "ΔAP: our row's AP (mean over its runs) minus our baseline's. Its 95% interval over the images is a paired "
+    "bootstrap over the validation images ({resamples} resamples): which images the set holds. \"images + seeds\" "
+    "widens it by the spread of both rows' seeds (a Welch t interval, added in quadrature), and needs two runs in "
+    "each row. Paper's gain: that interval above 0 confirms the paper's gain, below 0 contradicts it, holding 0 "
+    "cannot tell; with one run in either row there is no verdict, as one seed's luck is unmeasured "
+    "(docs/COMPARING.md).")
 
 
 def delta_chart(tables, by_preset, path):

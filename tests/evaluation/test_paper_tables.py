@@ -181,8 +181,10 @@ def make_evaluated_run(root, preset, seed, gt_path, results):
 
 @pytest.fixture(scope="module")
 def evaluated_runs(tmp_path_factory):
-    """Baseline (2 seeds); deconv-pyramid clearly better (2 seeds); biased-training clearly worse;
-    context-fusion-256-256 with exactly the baseline's results files."""
+    """Baseline (2 seeds); deconv-pyramid clearly better (2 seeds); biased-training clearly worse (2
+    seeds); context-fusion-256-256 with exactly the baseline's results files; context-fusion-256-256-256
+    better on the whole but with one good and one baseline-like seed; boundary-refinement-improved
+    clearly better with one seed."""
     from tests.evaluation.coco_cases import make_case
     root = str(tmp_path_factory.mktemp("runs"))
     gt, _ = make_case(num_images=60, seed=5)
@@ -190,12 +192,16 @@ def evaluated_runs(tmp_path_factory):
     json.dump(gt, open(gt_path, "w"))
     results = {name: make_case(num_images=60, seed=5, quality=q, results_seed=s)[1]
                for name, q, s in (("base1", 0.55, 1), ("base2", 0.55, 2), ("good1", 0.95, 3), ("good2", 0.95, 4),
-                                  ("bad", 0.2, 5))}
+                                  ("bad", 0.2, 5), ("bad2", 0.2, 6), ("good3", 0.95, 7), ("good4", 0.95, 8))}
     dirs = [make_evaluated_run(root, "baseline", 1, gt_path, results["base1"]),
             make_evaluated_run(root, "baseline", 2, gt_path, results["base2"]),
             make_evaluated_run(root, "deconv-pyramid", 1, gt_path, results["good1"]),
             make_evaluated_run(root, "deconv-pyramid", 2, gt_path, results["good2"]),
             make_evaluated_run(root, "biased-training", 1, gt_path, results["bad"]),
+            make_evaluated_run(root, "biased-training", 2, gt_path, results["bad2"]),
+            make_evaluated_run(root, "context-fusion-256-256-256", 1, gt_path, results["good3"]),
+            make_evaluated_run(root, "context-fusion-256-256-256", 2, gt_path, results["base2"]),
+            make_evaluated_run(root, "boundary-refinement-improved", 1, gt_path, results["good4"]),
             make_evaluated_run(root, "context-fusion-256-256", 1, gt_path, results["base1"]),
             make_evaluated_run(root, "context-fusion-256-256", 2, gt_path, results["base2"])]
     return gt, gt_path, results, dirs
@@ -211,7 +217,8 @@ def test_a_rows_interval_is_the_bootstrap_of_its_seeds_mean_against_the_baseline
     by_preset = group_by_preset([load_run(d) for d in dirs])
     tables = {k: v for k, v in load_paper_numbers().items() if k in ("1", "2")}
     intervals = delta_intervals(tables, by_preset, resamples=20, seed=7)
-    assert set(intervals) == {("1", "context-fusion-256-256"), ("2", "deconv-pyramid")}
+    assert set(intervals) == {("1", "context-fusion-256-256"), ("1", "context-fusion-256-256-256"),
+                              ("2", "deconv-pyramid")}
     # the slow way: pycocotools on each resampled set, the mean of each side's two runs
     deltas = []
     for counts in resampled_counts(len(gt["images"]), 20, 7):
@@ -227,23 +234,60 @@ def test_a_rows_interval_is_the_bootstrap_of_its_seeds_mean_against_the_baseline
 @pytest.mark.slow
 @pytest.mark.cli
 def test_the_tables_say_which_claimed_gains_the_intervals_confirm_contradict_or_cannot_tell(evaluated_runs, tmp_path):
+    from scipy import stats
     _, _, _, dirs = evaluated_runs
+    assert [os.path.basename(os.path.dirname(d)) for d in dirs[6:8]] == ["context-fusion-256-256-256"] * 2
     md = tmp_path / "tables.md"
     out = run_tables(*dirs, "--resamples", "200", "--markdown", str(md))
-    assert "95% interval is a paired bootstrap over the validation images (200 resamples)" in out
+    assert "95% interval over the images is a paired bootstrap over the validation images (200 resamples)" in out
     t1, t2 = out[out.index("Table 1:"):out.index("Table 2:")], out[out.index("Table 2:"):out.index("Table 3:")]
+    t3 = out[out.index("Table 3:"):out.index("Table 4:")]
     t5, t6 = out[out.index("Table 5:"):out.index("Table 6:")], out[out.index("Table 6:"):]
+    bounds = lambda cell: tuple(float(v) for v in cell.strip("[]").split(","))  # noqa: E731
     pyramid = _line(t2, "Deconvolutional pyramid", "ours")
-    low, high = (float(v) for v in pyramid[10].strip("[]").split(","))
-    assert 0 < low < float(pyramid[8]) < high and pyramid[11] == "confirms"
-    assert _line(t1, "Contextual fusion 256-256 ", "ours")[10:12] == ["[+0.0, +0.0]", "cannot tell"]
+    low, high = bounds(pyramid[10])
+    wide_low, wide_high = bounds(pyramid[11])
+    assert 0 < wide_low <= low < float(pyramid[8]) < high <= wide_high and pyramid[12] == "confirms"
+    same = _line(t1, "Contextual fusion 256-256 ", "ours")  # the baseline's own runs: its seeds' spread twice
+    assert same[10] == "[+0.0, +0.0]" and -bounds(same[11])[0] == bounds(same[11])[1] > 0 and same[12] == "cannot tell"
     for table in (t5, t6):  # box AP (Table 5) and mask AP (Table 6) of the same runs
         biased = _line(table, "Biased training", "ours")
-        assert float(biased[10].strip("[]").split(",")[1]) < 0 and biased[11] == "contradicts"
-    assert _line(t2, "Deconvolutional pyramid", "paper")[10:12] == ["-", "-"]
-    assert _line(t2, "Mask R-CNN", "ours")[10:12] == ["-", "-"]  # the baseline itself
-    assert _line(t1, "Contextual fusion 720", "ours")[10:12] == ["-", "-"]  # no run
+        assert bounds(biased[10])[1] <= bounds(biased[11])[1] < 0 and biased[12] == "contradicts"
+    # a gain clear over the images, not over the seeds: one seed good, one like the baseline's
+    mixed = _line(t1, "Contextual fusion 256-256-256", "ours")
+    assert bounds(mixed[10])[0] > 0 and mixed[12] == "cannot tell"
+    # by hand: the Welch t half-width of the two rows' mean segm AP, from the runs' metrics files
+    ap = [100 * json.load(open(os.path.join(d, "eval", "coco_val2017-metrics.json")))["metrics"]["segm/AP"]
+          for d in dirs]
+    var_a, var_b = np.var(ap[0:2], ddof=1) / 2, np.var(ap[6:8], ddof=1) / 2  # baseline; the mixed row
+    seeds = stats.t.ppf(0.975, (var_a + var_b) ** 2 / (var_a ** 2 + var_b ** 2)) * np.sqrt(var_a + var_b)
+    delta = float(mixed[8])
+    expected = (delta - np.hypot(delta - bounds(mixed[10])[0], seeds), delta + np.hypot(bounds(mixed[10])[1] - delta, seeds))
+    assert bounds(mixed[11]) == pytest.approx(expected, abs=0.2)  # printed to 0.1 AP
+    assert seeds > 2 * (bounds(mixed[10])[1] - bounds(mixed[10])[0])  # the seeds dominate: the 0.2 tolerance cannot hide them
+    # one seed: a gain clear over the images gets no verdict
+    improved = _line(t3, "Improved boundary refinement", "ours")
+    assert bounds(improved[10])[0] > 0 and improved[11:13] == ["-", "no verdict: 1 seed"]
+    assert _line(t2, "Deconvolutional pyramid", "paper")[10:13] == ["-", "-", "-"]
+    assert _line(t2, "Mask R-CNN", "ours")[10:13] == ["-", "-", "-"]  # the baseline itself
+    assert _line(t1, "Contextual fusion 720", "ours")[10:13] == ["-", "-", "-"]  # no run
     assert md.read_text().strip() == out.strip()
+
+
+def test_the_seeds_widen_an_interval_by_a_welch_t_interval_in_quadrature():
+    """By hand, off round numbers, unequal seed counts and spreads (Welch, not a pooled t or a normal z)."""
+    from maskplus.evaluation.bootstrap import widened_by_seeds
+    a, b = [40.13, 40.71], [41.02, 41.88, 41.35]
+    # var(a)/2 = 0.1682/2, var(b)/3 = 0.376467/2/3; Welch-Satterthwaite dof = 2.3850; t(0.975, 2.3850) = 3.7011 (a t table)
+    var_a, var_b = 0.0841, 0.376466667 / 6
+    dof = (var_a + var_b) ** 2 / (var_a ** 2 / 1 + var_b ** 2 / 2)
+    assert dof == pytest.approx(2.3850, abs=1e-4)
+    seeds = 3.7011 * np.sqrt(var_a + var_b)
+    delta = np.mean(b) - np.mean(a)
+    low, high = widened_by_seeds(delta, delta - 0.31, delta + 0.47, a, b)
+    assert (low, high) == pytest.approx((delta - np.hypot(0.31, seeds), delta + np.hypot(0.47, seeds)), abs=2e-3)
+    assert widened_by_seeds(delta, delta - 0.31, delta + 0.47, a, b[:1]) is None  # one seed: unmeasured
+    assert widened_by_seeds(1.0, 0.6, 1.5, [40.0, 40.0], [41.0, 41.0]) == (0.6, 1.5)  # no spread: the images' alone
 
 
 @pytest.mark.slow
