@@ -4,7 +4,7 @@ A checkpoint trained with another configuration loads only in part into the grap
 the variables of a technique it was trained with go unused, or those this graph has keep their
 random initialisation, and the AP measured is that of a model nobody trained. Inference and export
 therefore refuse such a checkpoint before any image is read, naming the variables by scope, the
-technique or head they belong to (:data:`OWNERS`, the one map from variable scopes to techniques,
+technique or head they belong to (:func:`owners`, the one map from variable scopes to techniques,
 heads and config keys) and what to pass. Training state (optimizer slots, step, learning rate,
 loss scale, other towers' copies) and the variables of training-only branches are not the model's.
 ``predict.py --allow-partial-load`` loads what fits instead, with the load report of training's
@@ -17,7 +17,7 @@ from maskplus import compat  # noqa: F401  (first: its shims precede Tensorpack'
 from tensorpack.utils import logger
 
 from maskplus.engine.checkpoint import _LOSS_SCALE, _TOWER, _TRAINING_STATE, CheckpointError, CheckpointInit
-from maskplus.techniques import boundary_refinement, context_fusion, deconv_pyramid, quasi_multitask
+from maskplus.techniques import registry
 
 class CheckpointRefused(CheckpointError):
     """A readable checkpoint that does not hold exactly the model the config builds."""
@@ -28,21 +28,8 @@ class CheckpointRefused(CheckpointError):
 #: exist in the training graph only. The first match wins.
 Owner = namedtuple("Owner", ["pattern", "what", "config", "sizes", "training_only"])
 
-OWNERS = [Owner(re.compile(p), *rest) for p, *rest in [
-    # the MaskPlus techniques, under their modules' scopes (the deconvolutional pyramid inside the
-    # mask head's); tests/engine/test_strict_load.py builds each one's graphs and checks that every
-    # variable it adds is matched by its entry
-    (rf"^{context_fusion.SCOPE}/", "contextual fusion (paper 3.1)", "MASKPLUS.CONTEXT_FUSION=True",
-     "MASKPLUS.CONTEXT_FUSION_DIMS", False),
-    (rf"^maskrcnn/{deconv_pyramid.SCOPE}/", "the deconvolutional pyramid (paper 3.2)", "MASKPLUS.DECONV_PYRAMID=True",
-     "MASKPLUS.DECONV_PYRAMID_DIM", False),
-    (rf"^{boundary_refinement.SCOPE}/conv\d+/", "boundary refinement, original (paper 3.3)",
-     "MASKPLUS.BOUNDARY_REFINEMENT=original", "the number of classes", False),
-    (rf"^{boundary_refinement.SCOPE}/(module\d+|fuse)/", "boundary refinement, improved (paper 3.3)",
-     "MASKPLUS.BOUNDARY_REFINEMENT=improved",
-     "MASKPLUS.BOUNDARY_REFINEMENT_MODULES, MASKPLUS.BOUNDARY_REFINEMENT_GROWTH", False),
-    (rf"^{quasi_multitask.SCOPE}/", "quasi-multitask learning (paper 3.4), a training-only branch",
-     "MASKPLUS.QUASI_MULTITASK=[...]", "MRCNN.HEAD_DIM", True),
+#: The heads and the backbone; the techniques' entries come first, from the registry (:func:`owners`).
+HEAD_OWNERS = [Owner(re.compile(p), *rest) for p, *rest in [
     # the heads and the backbone (tests/fixtures/reference: the model zoo's variable lists)
     (r"^cascade_rcnn_stage\d/", "the Cascade R-CNN box heads", "FPN.CASCADE=True", "FPN.FRCNN_FC_HEAD_DIM", False),
     (r"^fastrcnn/fc[67]/", "the 2fc box head", "FPN.FRCNN_HEAD_FUNC=fastrcnn_2fc_head", "FPN.FRCNN_FC_HEAD_DIM",
@@ -67,9 +54,16 @@ OWNERS = [Owner(re.compile(p), *rest) for p, *rest in [
 UNKNOWN_OWNER = Owner(None, "no technique or head of this version", "?", "?", False)
 
 
-def owner_of(name):
-    """The :class:`Owner` entry of a variable name (no ``:0``)."""
-    return next((o for o in OWNERS if o.pattern.search(name)), UNKNOWN_OWNER)
+def owners():
+    """Every :class:`Owner`, in the order they are tried: each registered technique's
+    (:func:`~maskplus.techniques.registry.variable_owners`; the deconvolutional pyramid's lie inside
+    the mask head's scope), then the heads' and the backbone's."""
+    return [Owner(re.compile(p), *rest) for p, *rest in registry.variable_owners()] + HEAD_OWNERS
+
+
+def owner_of(name, candidates=None):
+    """The :class:`Owner` entry of a variable name (no ``:0``), among ``candidates`` (default :func:`owners`)."""
+    return next((o for o in candidates or owners() if o.pattern.search(name)), UNKNOWN_OWNER)
 
 
 def is_training_state(name):
@@ -90,12 +84,13 @@ def _scope(owner, names):
 
 
 def group_by_owner(names):
-    """``[(owner, [names])]`` in :data:`OWNERS` order (unknown owners last)."""
+    """``[(owner, [names])]`` in :func:`owners` order (unknown owners last)."""
+    candidates = owners()
     groups = {}
     for name in sorted(names):
-        groups.setdefault(owner_of(name), []).append(name)
-    order = {o: i for i, o in enumerate(OWNERS)}
-    return sorted(groups.items(), key=lambda g: order.get(g[0], len(OWNERS)))
+        groups.setdefault(owner_of(name, candidates), []).append(name)
+    order = {o: i for i, o in enumerate(candidates)}
+    return sorted(groups.items(), key=lambda g: order.get(g[0], len(candidates)))
 
 
 def _count(names):
@@ -104,13 +99,17 @@ def _count(names):
 
 def _switch_configs():
     """The ``KEY=VALUE`` switches of the techniques whose variables the inference graph holds."""
-    return {o.config for o in OWNERS if o.config.startswith("MASKPLUS.") and not o.training_only}
+    return {o.config for o in owners() if o.config.startswith("MASKPLUS.") and not o.training_only}
 
 
 def technique_switches(values):
     """The switches of :func:`_switch_configs` on in ``values`` ({key: value}, e.g. a config's
     ``items_flat()`` or a preset's overrides)."""
-    return {c for c in _switch_configs() if str(values.get(c.split("=", 1)[0], "")) == c.split("=", 1)[1]}
+    return {c for c in _switch_configs()
+            if all(str(values.get(k, "")) == v for k, v in (pair.split("=", 1) for pair in _SWITCH_PAIRS.split(c)))}
+
+
+_SWITCH_PAIRS = re.compile(r"\s+(?=[A-Z][A-Z_0-9]*(?:\.[A-Z_0-9]+)+=)")  # "A.B=1 A.C=[1, 2]": two switches
 
 
 def presets_with(switches):

@@ -43,6 +43,7 @@ class BiasedTraining:
     order = 3.5  # paper section
     enable = {"MASKPLUS.BIASED_TRAINING": True}  # switches it on
     keys = {"MASKPLUS.BIASED_TRAINING": False, "MASKPLUS.MASK_LOSS_ALPHA": [[0, 1.5], [120000, 1.0]]}
+    variables = []  # alpha is training state, set by its schedule
 
     def __init__(self, alpha_schedule):
         """``alpha_schedule``: [[step at total batch 8, alpha], ...], the first step 0."""

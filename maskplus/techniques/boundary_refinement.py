@@ -89,6 +89,11 @@ class BoundaryRefinement:
     enable = {"MASKPLUS.BOUNDARY_REFINEMENT": "improved"}  # switches it on
     keys = {"MASKPLUS.BOUNDARY_REFINEMENT": "none", "MASKPLUS.BOUNDARY_REFINEMENT_MODULES": 4,
             "MASKPLUS.BOUNDARY_REFINEMENT_GROWTH": [16, 4]}
+    variables = [(rf"^{SCOPE}/conv\d+/", "boundary refinement, original (paper 3.3)",
+                  "MASKPLUS.BOUNDARY_REFINEMENT=original", "the number of classes", False),
+                 (rf"^{SCOPE}/(module\d+|fuse)/", "boundary refinement, improved (paper 3.3)",
+                  "MASKPLUS.BOUNDARY_REFINEMENT=improved",
+                  "MASKPLUS.BOUNDARY_REFINEMENT_MODULES, MASKPLUS.BOUNDARY_REFINEMENT_GROWTH", False)]
 
     def __init__(self, mode, num_modules, growth):
         self.mode, self.num_modules, self.growth = mode, num_modules, list(growth)

@@ -70,6 +70,8 @@ class ContextFusion:
     enable = {"MASKPLUS.CONTEXT_FUSION": True}  # switches it on
     keys = {"MASKPLUS.CONTEXT_FUSION": False, "MASKPLUS.CONTEXT_FUSION_LEVEL": 2,
             "MASKPLUS.CONTEXT_FUSION_DIMS": [256, 256]}
+    variables = [(rf"^{SCOPE}/", "contextual fusion (paper 3.1)", "MASKPLUS.CONTEXT_FUSION=True",
+                  "MASKPLUS.CONTEXT_FUSION_DIMS", False)]
 
     def __init__(self, level, stride, dims):
         """``level``: the FPN level k of Pk (2-5), ``stride`` its stride, ``dims`` the conv widths."""

@@ -48,6 +48,9 @@ class DeconvPyramid:
     order = 3.2  # paper section
     enable = {"MASKPLUS.DECONV_PYRAMID": True}  # switches it on
     keys = {"MASKPLUS.DECONV_PYRAMID": False, "MASKPLUS.DECONV_PYRAMID_DIM": 256}
+    # inside the mask head's scope
+    variables = [(rf"^maskrcnn/{SCOPE}/", "the deconvolutional pyramid (paper 3.2)", "MASKPLUS.DECONV_PYRAMID=True",
+                  "MASKPLUS.DECONV_PYRAMID_DIM", False)]
 
     def __init__(self, width):
         self.width = width

@@ -90,6 +90,8 @@ class QuasiMultitask:
     order = 3.4  # paper section
     enable = {"MASKPLUS.QUASI_MULTITASK": ["0.5x"]}  # switches it on
     keys = {"MASKPLUS.QUASI_MULTITASK": [], "MASKPLUS.QUASI_MULTITASK_WEIGHT": 1.0}
+    variables = [(rf"^{SCOPE}/", "quasi-multitask learning (paper 3.4), a training-only branch",
+                  "MASKPLUS.QUASI_MULTITASK=[...]", "MRCNN.HEAD_DIM", True)]
 
     def __init__(self, scales, head_dim, weight):
         self.scales, self.head_dim, self.weight = list(scales), head_dim, weight

@@ -24,12 +24,17 @@ A technique is a class with
 
 * ``order``: a number; techniques that fill the same hook are applied in ascending order (the
   paper's section number for the five: 3.1 contextual fusion ... 3.5 biased training).
+* ``variables`` (optional): who owns which of the model's variables, for the messages of a refused
+  checkpoint (:mod:`maskplus.engine.strict_load`): ``[(regex of their names, what, the switch
+  "KEY=VALUE" that adds them, the keys that set their shapes, whether the training graph alone has
+  them)]``. Without it, the technique's variables are those under a scope named ``name``.
 
 Every module of ``maskplus/techniques`` is imported (so registered) the first time the registry is
 read; a technique elsewhere (a plug-in) registers when its module is imported.
 """
 import importlib
 import pkgutil
+import re
 
 HOOKS = ("roi_features", "before_upsample", "logits", "mask_loss", "extra_losses", "schedules")
 
@@ -90,6 +95,20 @@ def _has(cfg, key):
     except ValueError:  # config.ConfigError: an unknown key
         return False
     return True
+
+
+def variable_owners():
+    """Every registered technique's ``variables`` entries, in the mask branch's order; a technique
+    without them owns the variables under a scope named after it."""
+    out = []
+    for t in registered():
+        if hasattr(t, "variables"):
+            out += t.variables
+        else:
+            switch = " ".join(f"{k}={v}" for k, v in t.enable.items())
+            sizes = ", ".join(k for k in t.keys if k not in t.enable) or "-"
+            out.append((rf"(^|/){re.escape(t.name)}/", f"the technique {t.name} ({t.__module__})", switch, sizes, False))
+    return out
 
 
 def config_errors(cfg):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from maskplus.engine.checkpoint import LoadReport
-from maskplus.engine.strict_load import (OWNERS, UNKNOWN_OWNER, CheckpointRefused, check_complete, checkpoint_init,
-                                         owner_of, technique_switches)
+from maskplus.engine.strict_load import (UNKNOWN_OWNER, CheckpointRefused, check_complete, checkpoint_init,
+                                         owner_of, owners, technique_switches)
 from maskplus.presets import PRESETS, preset_overrides
 from tests.helpers import (build_graph, config_snapshot, configure, restore_into_tiny_graph, variable_shapes,
                            write_random_model)
@@ -58,14 +58,14 @@ def test_every_variable_a_technique_adds_has_its_entry_in_the_map():
             configure(dict(TECHNIQUES_OFF, **overrides), training=True)
             added = set(variable_shapes(build_graph(True)[0])) - base
         key = switch.split("=")[0]
-        owners = {owner_of(n) for n in added}
-        assert UNKNOWN_OWNER not in owners, (switch, sorted(n for n in added if owner_of(n) is UNKNOWN_OWNER))
-        assert all(o.config.split("=")[0] == key for o in owners), (switch, {o.what for o in owners})
+        found = {owner_of(n) for n in added}
+        assert UNKNOWN_OWNER not in found, (switch, sorted(n for n in added if owner_of(n) is UNKNOWN_OWNER))
+        assert all(o.config.split("=")[0] == key for o in found), (switch, {o.what for o in found})
         assert all(owner_of(n).training_only == (n not in at_inference) for n in added), switch
-        owners_seen[switch] = owners
+        owners_seen[switch] = found
     # the five techniques with variables each have their own entry; biased training adds none (alpha is training state)
     assert owners_seen["MASKPLUS.BIASED_TRAINING=True"] == set()
-    technique_entries = {o for o in OWNERS if o.config.startswith("MASKPLUS.")}
+    technique_entries = {o for o in owners() if o.config.startswith("MASKPLUS.")}
     assert set().union(*owners_seen.values()) == technique_entries
     assert len(owners_seen["MASKPLUS.BOUNDARY_REFINEMENT=original"]
                | owners_seen["MASKPLUS.BOUNDARY_REFINEMENT=improved"]) == 2
@@ -139,6 +139,15 @@ def test_technique_switches_read_config_values_and_preset_overrides_alike():
                                "MASKPLUS.BOUNDARY_REFINEMENT": "none"}) == {"MASKPLUS.CONTEXT_FUSION=True"}
     assert technique_switches(dict(o.split("=", 1) for o in preset_overrides("maskplus-all"))) == {
         "MASKPLUS.CONTEXT_FUSION=True", "MASKPLUS.DECONV_PYRAMID=True", "MASKPLUS.BOUNDARY_REFINEMENT=improved"}
+
+
+def test_a_switch_of_several_keys_is_on_when_all_are(monkeypatch):
+    from maskplus.techniques import registry
+    monkeypatch.setattr(registry, "variable_owners", lambda: [
+        (r"^two_keys/", "a technique of two keys", "MASKPLUS.TWO=True MASKPLUS.TWO_SIZES=[1, 2]", "-", False)])
+    assert technique_switches({"MASKPLUS.TWO": True, "MASKPLUS.TWO_SIZES": [1, 2]}) == {
+        "MASKPLUS.TWO=True MASKPLUS.TWO_SIZES=[1, 2]"}
+    assert technique_switches({"MASKPLUS.TWO": True, "MASKPLUS.TWO_SIZES": [1, 3]}) == set()
 
 
 def _strict_load(path, strict=True):

@@ -246,3 +246,20 @@ def test_a_plug_in_defined_in_a_test_file_registers_itself_and_trains_two_steps(
     np.testing.assert_allclose(before, 1.25)
     assert all(np.isfinite(costs))
     assert np.abs(after - before).max() > 1e-6, "the gradient of the total cost does not reach the plug-in"
+
+
+def test_a_refused_checkpoint_names_a_plug_ins_variables_and_its_switch(toy_registered):
+    """No package file knows LogitGain, yet the strict load names its variable (under a scope named
+    after it), the switch that adds it and what to pass, as it does for the paper's five."""
+    from maskplus.engine.checkpoint import LoadReport
+    from maskplus.engine.strict_load import CheckpointRefused, check_complete, owner_of, technique_switches
+    toy = owner_of("toy_logit_gain/gain")
+    assert (toy.what, toy.config, toy.sizes) == (f"the technique toy_logit_gain ({__name__})", "MASKPLUS.TOY=True",
+                                                 "MASKPLUS.TOY_GAIN")
+    assert technique_switches({"MASKPLUS.TOY": True, "MASKPLUS.CONTEXT_FUSION": True}) == {
+        "MASKPLUS.TOY=True", "MASKPLUS.CONTEXT_FUSION=True"}
+    with pytest.raises(CheckpointRefused) as e:
+        check_complete(LoadReport("/runs/x/model-6", ["conv0/W"], ["toy_logit_gain/gain"], [], []), {"MASKPLUS.TOY=True"})
+    assert (f"    toy_logit_gain/: 1 variable of the technique toy_logit_gain ({__name__}): this config has "
+            f"MASKPLUS.TOY=True, which the checkpoint was not trained with\n") in str(e.value)
+    assert "(here --config MASKPLUS.TOY=False" in str(e.value)
