@@ -1,7 +1,8 @@
 """The technique registry: what each registered technique declares, the order the mask branch
 applies them in, the checks every registered technique gets (its variables only add to the
 baseline's, the gradient reaches them, they survive a checkpoint round trip), and a plug-in
-technique defined in this file alone that registers itself and trains."""
+technique defined in this file alone that registers itself and trains, leaves the model zoo's graph
+as it is while off, and is named when a checkpoint lacks its variables."""
 import ast
 import os
 
@@ -263,3 +264,15 @@ def test_a_refused_checkpoint_names_a_plug_ins_variables_and_its_switch(toy_regi
     assert (f"    toy_logit_gain/: 1 variable of the technique toy_logit_gain ({__name__}): this config has "
             f"MASKPLUS.TOY=True, which the checkpoint was not trained with\n") in str(e.value)
     assert "(here --config MASKPLUS.TOY=False" in str(e.value)
+
+
+@pytest.mark.slow
+def test_with_a_plug_in_registered_and_off_the_graph_is_still_the_model_zoos(toy_registered):
+    """The zoo load with it off: registering a technique and adding its config section leave the
+    R50-FPN graph with exactly the model zoo's variables (tests/fixtures/reference), shapes and all."""
+    from maskplus.presets import preset_overrides
+    from tests.helpers import variable_shapes
+    from tests.modeling.test_model_zoo_compat import _configure, _reference
+    _configure(preset_overrides("zoo-r50fpn-2x"), training=True)
+    assert toy_registered.MASKPLUS.TOY is False and "toy_logit_gain" in [t.name for t in registry.registered()]
+    assert variable_shapes(build_graph(True)[0]) == _reference("tensorpack_r50fpn_mask_variables.json")
