@@ -12,6 +12,27 @@ def add_config_arguments(parser):
                         help="config overrides, e.g. --config DATA.BASEDIR=/data/coco TRAIN.BASE_LR=0.02")
     parser.add_argument("--preset", help="apply a named configuration (a paper table row) before --config")
     parser.add_argument("--list-presets", action="store_true", help="list the presets and exit")
+    parser.add_argument("--plugin", nargs="+", default=[], metavar="MODULE",
+                        help="import these modules first: plug-in techniques that register themselves "
+                             "(CONTRIBUTING.md); their config keys are added. predict.py also imports those "
+                             "its run recorded")
+
+
+def load_plugins(modules, source="--plugin"):
+    """Import each plug-in module (a technique that registers itself), then add the registered
+    techniques' config keys. Exits with a one-line message naming ``source`` and the module when
+    it cannot be imported or registers no technique."""
+    import importlib
+    from maskplus.techniques import registry
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001  (any failure of a user's module is reported the same way)
+            fail(f"{source} {name}: cannot import it ({type(e).__name__}: {e}). Is it on PYTHONPATH?")
+        if name not in registry.plugin_modules():
+            fail(f"{source} {name}: it registers no technique (decorate its class with "
+                 f"maskplus.techniques.registry.register).")
+    registry.add_config(cfg)
 
 
 def apply_config_arguments(args):
@@ -19,6 +40,7 @@ def apply_config_arguments(args):
     if args.list_presets:
         print(describe_presets())
         sys.exit(0)
+    load_plugins(args.plugin)
     try:
         if args.preset:
             cfg.update_args(preset_overrides(args.preset))
@@ -31,10 +53,16 @@ def apply_model_config_arguments(args):
     """predict.py's config: the run ``args.load`` belongs to (its run.json), then ``--preset`` and
     ``--config`` on top (:mod:`maskplus.engine.run_config`). Prints the line naming the model and
     where its config comes from; exits with a one-line message on a config error."""
-    from maskplus.engine.run_config import RunConfigError, configure
+    from maskplus.engine.run_config import RunConfigError, configure, recorded_plugins
     if args.list_presets:
         print(describe_presets())
         sys.exit(0)
+    load_plugins(args.plugin)
+    try:
+        recorded, run_info = recorded_plugins(args.load)
+    except RunConfigError as e:
+        fail(str(e))
+    load_plugins([m for m in recorded if m not in args.plugin], source=f"{run_info} records the plug-in")
     try:
         line = configure(cfg, args.load, preset_overrides, args.preset, args.config)
     except ConfigError as e:

@@ -69,6 +69,16 @@ def read_run(directory):
     return info.get("preset"), info["config"]
 
 
+def recorded_plugins(load):
+    """``(plug-in modules, run.json path)`` recorded by the run ``load`` belongs to (none for a
+    run without plug-ins, a run recorded before they were, or a checkpoint outside a run)."""
+    run = find_run(load)
+    if not run:
+        return [], None
+    read_run(run)  # a readable record, or the error naming it
+    return list(read_run_info(run).get("plugins", [])), os.path.join(run, RUN_INFO)
+
+
 def _plain(value):
     """JSON's view of a value (tuples are lists), so recorded and current values compare equal."""
     return json.loads(json.dumps(value, default=str))

@@ -36,6 +36,7 @@ from maskplus.engine.schedules import (MASK_LOSS_ALPHA, Schedule, StepScheduleSe
                                        step_factor, technique_schedules)
 from maskplus.engine.session import session_config
 from maskplus.precision import describe, resolve
+from maskplus.techniques import registry
 
 
 def make_trainer():
@@ -302,7 +303,7 @@ def write_run_info(logdir, preset, identity, schedule=None, refits=()):
     atomically: a kill never leaves half a record."""
     schedule = schedule or Schedule.from_config(cfg)
     info = {"preset": preset, "seed": cfg.DATA.SEED, "config": cfg.to_dict(), "identity": identity,
-            "schedule": schedule.to_dict(), "refits": list(refits)}
+            "schedule": schedule.to_dict(), "refits": list(refits), "plugins": registry.plugin_modules()}
     path = os.path.join(logdir, run_dir.RUN_INFO)
     try:
         atomic.write_json(path, info, indent=1, default=str)

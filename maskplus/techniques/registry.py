@@ -71,6 +71,12 @@ def _import_package_techniques():
             importlib.import_module(f"maskplus.techniques.{module.name}")
 
 
+def plugin_modules():
+    """The modules outside this package that registered techniques, sorted: what a run records, so
+    that its evaluation imports them again."""
+    return sorted({t.__module__ for t in registered() if not t.__module__.startswith(f"{__package__}.")})
+
+
 def hooks_of(technique):
     """The hooks ``technique`` fills, in the mask branch's order."""
     return [h for h in HOOKS if callable(getattr(technique, h, None))]
