@@ -55,8 +55,8 @@ def find_run(load):
     return directory if os.path.isfile(os.path.join(directory, RUN_INFO)) else None
 
 
-def read_run(directory):
-    """``(preset, recorded config tree)`` of a run directory's run.json."""
+def _run_record(directory):
+    """A run directory's run.json as a dict holding the run's config, or the RunConfigError naming it."""
     path = os.path.join(directory, RUN_INFO)
     try:
         info = read_run_info(directory)
@@ -66,6 +66,12 @@ def read_run(directory):
         raise RunConfigError(f"{path} is not a readable run record (JSON with the run's config), so the model "
                              f"trained in {directory} is unknown. Restore the file, or copy the checkpoint out of "
                              f"the directory and give its config: --preset/--config.")
+    return info
+
+
+def read_run(directory):
+    """``(preset, recorded config tree)`` of a run directory's run.json."""
+    info = _run_record(directory)
     return info.get("preset"), info["config"]
 
 
@@ -75,8 +81,7 @@ def recorded_plugins(load):
     run = find_run(load)
     if not run:
         return [], None
-    read_run(run)  # a readable record, or the error naming it
-    return list(read_run_info(run).get("plugins", [])), os.path.join(run, RUN_INFO)
+    return list(_run_record(run).get("plugins", [])), os.path.join(run, RUN_INFO)
 
 
 def _plain(value):
